@@ -147,8 +147,12 @@ public static class SpecOpts
     {
         var linux = EnsureLinux(spec);
         linux.Namespaces ??= [];
-        linux.Namespaces.RemoveAll(n => n.Type == type);
-        linux.Namespaces.Add(new LinuxNamespace { Type = type, Path = path });
+        var entry = new LinuxNamespace { Type = type, Path = path };
+        var index = linux.Namespaces.FindIndex(n => n.Type == type);
+        if (index >= 0)
+            linux.Namespaces[index] = entry;
+        else
+            linux.Namespaces.Add(entry);
     };
 
     /// <summary>Joins the network namespace at <paramref name="path"/> (e.g. one CNI has wired).</summary>
