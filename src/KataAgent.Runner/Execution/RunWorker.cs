@@ -1,0 +1,220 @@
+using System.Threading.Channels;
+using KataAgent.Runner.Native;
+using KataAgent.Runner.Processes;
+using KataAgent.Runner.Transport;
+
+namespace KataAgent.Runner.Execution;
+
+/// <summary>
+/// Runs `code`, `clean`, `build` and `exec` one after the other, in arrival order (the agent sends
+/// a batch's three steps at once). Each answers with its own end message: finished, clean-finished,
+/// build-finished. An exec that follows a failed build is skipped and reports the build's exit code.
+/// </summary>
+internal sealed class RunWorker
+{
+    private readonly RunnerConfig _config;
+    private readonly AgentLink _link;
+    private readonly PythonInterpreter? _interpreter;
+    private readonly Channel<AgentMessage> _queue = Channel.CreateUnbounded<AgentMessage>(new UnboundedChannelOptions { SingleReader = true });
+    private volatile IRunControl? _current;
+    private volatile bool _bootstrapping = true;
+    private int _queued;
+    private int? _failedBuildExitCode;
+    private ShellJob? _currentShell;
+
+    public RunWorker(RunnerConfig config, AgentLink link, PythonInterpreter? interpreter)
+    {
+        _config = config;
+        _link = link;
+        _interpreter = interpreter;
+    }
+
+    public IRunControl? Current => _current;
+
+    public bool IsBootstrapping => _bootstrapping;
+
+    public int QueuedRuns => Volatile.Read(ref _queued);
+
+    public void Enqueue(AgentMessage message)
+    {
+        Interlocked.Increment(ref _queued);
+        _ = _queue.Writer.TryWrite(message);
+    }
+
+    public async Task RunAsync(CancellationToken stopping)
+    {
+        await RunBootstrapAsync(stopping);
+        _bootstrapping = false;
+        if (_interpreter is not null)
+        {
+            try
+            {
+                _interpreter.EnsureStarted();
+            }
+            catch (IOException exception)
+            {
+                Log.Error($"query mode is unavailable: {exception.Message}");
+            }
+        }
+        try
+        {
+            await foreach (AgentMessage message in _queue.Reader.ReadAllAsync(stopping))
+            {
+                Interlocked.Decrement(ref _queued);
+                try
+                {
+                    if (message.Type == "code")
+                    {
+                        await RunQueryAsync(message.PayloadText);
+                    }
+                    else
+                    {
+                        await RunBatchStepAsync(message.Type, message.PayloadText);
+                    }
+                }
+                catch (Exception exception) when (exception is not OperationCanceledException)
+                {
+                    Log.Error($"{message.Type} failed: {exception}");
+                }
+                finally
+                {
+                    _current = null;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    public async Task StopAsync(TimeSpan grace)
+    {
+        ShellJob? shell = _currentShell;
+        if (shell is not null)
+        {
+            await shell.TerminateAsync(grace);
+        }
+        if (_interpreter is not null)
+        {
+            await _interpreter.StopAsync(grace);
+        }
+    }
+
+    private async Task RunQueryAsync(string source)
+    {
+        _failedBuildExitCode = null;
+        if (_interpreter is null)
+        {
+            _link.SendRunOutput("stderr", $"kata-runner: query mode is not available for runtime type '{_config.RuntimeType}'.\n");
+            _link.SendRunOutput("finished", "{\"exitCode\": 127}");
+            return;
+        }
+        try
+        {
+            _interpreter.EnsureStarted();
+        }
+        catch (IOException exception)
+        {
+            _link.SendRunOutput("stderr", $"kata-runner: cannot start the interpreter: {exception.Message}\n");
+            _link.SendRunOutput("finished", "{\"exitCode\": 127}");
+            return;
+        }
+        _current = _interpreter;
+        await _interpreter.RunAsync(source);
+    }
+
+    private async Task RunBatchStepAsync(string step, string commandText)
+    {
+        string endType = step switch { "clean" => "clean-finished", "build" => "build-finished", _ => "finished" };
+        if (step == "clean")
+        {
+            _failedBuildExitCode = null;
+        }
+        if (step == "exec" && _failedBuildExitCode is int buildExitCode)
+        {
+            _failedBuildExitCode = null;
+            _link.SendRunOutput("stderr", $"kata-runner: exec skipped: the build failed with exit code {buildExitCode}.\n");
+            _link.SendRunOutput(endType, $"{{\"exitCode\": {buildExitCode}}}");
+            return;
+        }
+        string? command = commandText.Trim() == "*"
+            ? BatchHeuristics.Resolve(step, _config.WorkDir, _config.RuntimePath)
+            : commandText;
+        int exitCode = 0;
+        if (!string.IsNullOrWhiteSpace(command))
+        {
+            exitCode = await RunShellAsync(command);
+        }
+        if (step == "build")
+        {
+            _failedBuildExitCode = exitCode == 0 ? null : exitCode;
+        }
+        _link.SendRunOutput(endType, $"{{\"exitCode\": {exitCode}}}");
+    }
+
+    private async Task<int> RunShellAsync(string command)
+    {
+        ShellJob job;
+        try
+        {
+            job = ShellJob.Start(command, _config, _link);
+        }
+        catch (IOException exception)
+        {
+            _link.SendRunOutput("stderr", $"kata-runner: {exception.Message}\n");
+            return 127;
+        }
+        _currentShell = job;
+        _current = job;
+        try
+        {
+            return await job.WaitAsync();
+        }
+        finally
+        {
+            _currentShell = null;
+        }
+    }
+
+    private async Task RunBootstrapAsync(CancellationToken stopping)
+    {
+        string? script = _config.BootstrapScript;
+        if (script is null)
+        {
+            return;
+        }
+        Log.Info($"running bootstrap script {script}");
+        try
+        {
+            ChildProcess process = ProcessSpawner.Start(new ProcessStartSpec
+            {
+                Executable = "/bin/sh",
+                Arguments = ["/bin/sh", script],
+                Environment = _config.ChildEnvironment,
+                WorkingDirectory = Directory.Exists(_config.WorkDir) ? _config.WorkDir : null,
+            });
+            // Its output belongs in the runner's log, not in any run.
+            var pump = new PipePump("bootstrap", [process.StdoutFd, process.StderrFd],
+                (_, data) => Log.Info($"bootstrap: {System.Text.Encoding.UTF8.GetString(data).TrimEnd()}"), process.Exited);
+            Task finished = Task.WhenAll(pump.Finished, process.Exited);
+            if (await Task.WhenAny(finished, Task.Delay(_config.BootstrapTimeout, stopping)) != finished)
+            {
+                Log.Error($"bootstrap script did not finish within {_config.BootstrapTimeout}; stopping it");
+                await process.TerminateAsync(TimeSpan.FromSeconds(5));
+                return;
+            }
+            int exitCode = await process.Exited;
+            if (exitCode != 0)
+            {
+                Log.Error($"bootstrap script exited with code {exitCode}");
+            }
+        }
+        catch (IOException exception)
+        {
+            Log.Error($"cannot run bootstrap script: {exception.Message}");
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+}

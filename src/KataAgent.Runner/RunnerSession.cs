@@ -1,0 +1,118 @@
+using System.Diagnostics;
+using System.Text.Json;
+using KataAgent.Runner.Execution;
+using KataAgent.Runner.Native;
+using KataAgent.Runner.Services;
+using KataAgent.Runner.Transport;
+
+namespace KataAgent.Runner;
+
+/// <summary>Routes every protocol operation from the agent. Runs on the receive thread: nothing here may block.</summary>
+internal sealed class RunnerSession : IDisposable
+{
+    private readonly RunnerConfig _config;
+    private readonly AgentLink _link;
+    private readonly PythonInterpreter? _interpreter;
+    private readonly RunWorker _worker;
+    private readonly ServiceManager _services;
+    private readonly CancellationToken _stopping;
+    private readonly Stopwatch _uptime = Stopwatch.StartNew();
+
+    public RunnerSession(RunnerConfig config, AgentLink link, CancellationToken stopping)
+    {
+        _config = config;
+        _link = link;
+        _stopping = stopping;
+        _interpreter = config.HasInterpreter ? new PythonInterpreter(config, link) : null;
+        _worker = new RunWorker(config, link, _interpreter);
+        _services = new ServiceManager(config);
+    }
+
+    public Task RunAsync() => _worker.RunAsync(_stopping);
+
+    public void Dispose() => _services.Dispose();
+
+    public async Task StopAsync(TimeSpan grace)
+    {
+        await Task.WhenAll(_services.StopAllAsync(grace), _worker.StopAsync(grace));
+    }
+
+    public void Handle(AgentMessage message)
+    {
+        Log.Debug($"received {message.Type} ({message.Payload.Length} bytes)");
+        switch (message.Type)
+        {
+            case "code" or "clean" or "build" or "exec":
+                _worker.Enqueue(message);
+                break;
+            case "input":
+                _worker.Current?.SendInput(message.PayloadText);
+                break;
+            case "interrupt":
+                _worker.Current?.Interrupt();
+                break;
+            case "complete":
+                if (_interpreter is null || !_interpreter.TryRequestCompletion(message.Payload))
+                {
+                    // Busy or no interpreter: answer at once rather than leave the agent waiting.
+                    _link.SendReply("completion", "{\"suggestions\": []}");
+                }
+                break;
+            case "status":
+                _link.SendReply("status", DescribeStatus());
+                break;
+            case "start-service":
+                string request = message.PayloadText;
+                _ = Task.Run(async () => _link.SendReply("service-result", await _services.StartAsync(request, _stopping)), _stopping);
+                break;
+            case "shutdown-service":
+                string name = ReadServiceName(message.PayloadText);
+                _ = Task.Run(() => _services.StopAsync(name), _stopping);
+                break;
+            case "get-apps":
+                _link.SendReply("apps-result", _services.DescribeApps());
+                break;
+            case "event":
+                Log.Info($"event from the agent: {Truncate(message.PayloadText, 200)}");
+                break;
+            default:
+                Log.Warn($"ignored unknown message type '{Truncate(message.Type, 40)}'");
+                break;
+        }
+    }
+
+    private byte[] DescribeStatus()
+    {
+        bool busy = _worker.Current is not null || _worker.QueuedRuns > 0;
+        return new MessagePackMap()
+            .Add("status", _worker.IsBootstrapping ? "bootstrapping" : busy ? "busy" : "idle")
+            .Add("started", !_worker.IsBootstrapping)
+            .Add("runtime-type", _config.RuntimeType)
+            .Add("queued-runs", _worker.QueuedRuns)
+            .Add("services", _services.Count)
+            .Add("pid", Libc.getpid())
+            .Add("uptime-seconds", _uptime.Elapsed.TotalSeconds)
+            .Encode();
+    }
+
+    /// <summary>The payload is a JSON string; a JSON object with "name" or bare text is accepted too.</summary>
+    private static string ReadServiceName(string payload)
+    {
+        try
+        {
+            using JsonDocument document = JsonDocument.Parse(payload);
+            return document.RootElement.ValueKind switch
+            {
+                JsonValueKind.String => document.RootElement.GetString() ?? "",
+                JsonValueKind.Object when document.RootElement.TryGetProperty("name", out JsonElement name) => name.GetString() ?? "",
+                _ => payload,
+            };
+        }
+        catch (JsonException)
+        {
+            return payload.Trim();
+        }
+    }
+
+    private static string Truncate(string text, int length) => text.Length <= length ? text : text[..length] + "...";
+}

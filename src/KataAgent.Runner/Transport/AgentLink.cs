@@ -1,0 +1,164 @@
+using System.Text;
+using NetMQ;
+using NetMQ.Sockets;
+
+namespace KataAgent.Runner.Transport;
+
+/// <summary>A message from the agent: the two frames of the wire protocol.</summary>
+internal readonly record struct AgentMessage(string Type, byte[] Payload)
+{
+    public string PayloadText => Encoding.UTF8.GetString(Payload);
+}
+
+/// <summary>
+/// The runner's two ZeroMQ sockets: PULL (agent to runner) and PUSH (runner to agent), each owned by
+/// its own thread. Outgoing messages are queued: replies to probes (status, completion, services)
+/// jump ahead of run output so that they answer promptly even behind a flood of output; run output is
+/// bounded, and a producer blocks when the agent is not reading (back-pressure down to the child).
+/// </summary>
+internal sealed class AgentLink : IDisposable
+{
+    private const int RunOutputQueueCapacity = 256;
+
+    private readonly PullSocket _inbound = new();
+    private readonly PushSocket _outbound = new();
+    private readonly Queue<(string Type, byte[] Payload)> _replies = new();
+    private readonly Queue<(string Type, byte[] Payload)> _runOutput = new();
+    private readonly Lock _queueGate = new();
+    private readonly SemaphoreSlim _queued = new(0);
+    private readonly SemaphoreSlim _runOutputSlots = new(RunOutputQueueCapacity);
+    private readonly CancellationToken _stopping;
+    private readonly List<Thread> _threads = [];
+
+    public AgentLink(string bindHost, int inboundPort, int outboundPort, CancellationToken stopping)
+    {
+        _stopping = stopping;
+        _inbound.Options.Linger = TimeSpan.Zero;
+        // Long enough to hand the last answers to a connected agent when the runner stops.
+        _outbound.Options.Linger = TimeSpan.FromSeconds(1);
+        _inbound.Bind($"tcp://{bindHost}:{inboundPort}");
+        _outbound.Bind($"tcp://{bindHost}:{outboundPort}");
+    }
+
+    /// <summary>Starts the receive and send threads. <paramref name="onMessage"/> runs on the receive thread.</summary>
+    public void Start(Action<AgentMessage> onMessage)
+    {
+        _threads.Add(new Thread(() => ReceiveLoop(onMessage)) { IsBackground = true, Name = "agent-receive" });
+        _threads.Add(new Thread(SendLoop) { IsBackground = true, Name = "agent-send" });
+        foreach (Thread thread in _threads)
+        {
+            thread.Start();
+        }
+    }
+
+    /// <summary>Queues a reply that must not wait behind run output. Never blocks.</summary>
+    public void SendReply(string type, byte[] payload)
+    {
+        lock (_queueGate)
+        {
+            _replies.Enqueue((type, payload));
+        }
+        _queued.Release();
+    }
+
+    public void SendReply(string type, string payload) => SendReply(type, Encoding.UTF8.GetBytes(payload));
+
+    /// <summary>Queues run output in order; blocks while the bounded queue is full.</summary>
+    public void SendRunOutput(string type, byte[] payload)
+    {
+        try
+        {
+            _runOutputSlots.Wait(_stopping);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+        lock (_queueGate)
+        {
+            _runOutput.Enqueue((type, payload));
+        }
+        _queued.Release();
+    }
+
+    public void SendRunOutput(string type, string payload) => SendRunOutput(type, Encoding.UTF8.GetBytes(payload));
+
+    private void ReceiveLoop(Action<AgentMessage> onMessage)
+    {
+        var message = new NetMQMessage();
+        while (!_stopping.IsCancellationRequested)
+        {
+            try
+            {
+                if (!_inbound.TryReceiveMultipartMessage(TimeSpan.FromMilliseconds(250), ref message))
+                {
+                    continue;
+                }
+                if (message.FrameCount != 2)
+                {
+                    Log.Warn($"ignored a message with {message.FrameCount} frames (the protocol uses 2)");
+                    continue;
+                }
+                string type = Encoding.ASCII.GetString(message[0].Buffer, 0, message[0].MessageSize);
+                byte[] payload = message[1].ToByteArray();
+                onMessage(new AgentMessage(type, payload));
+            }
+            catch (Exception exception) when (exception is not OutOfMemoryException)
+            {
+                // Garbage or a handler bug must never stop the runner from serving.
+                Log.Warn($"failed to handle a message: {exception.Message}");
+            }
+        }
+    }
+
+    private void SendLoop()
+    {
+        while (true)
+        {
+            try
+            {
+                _queued.Wait(_stopping);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            (string Type, byte[] Payload) next;
+            bool wasRunOutput = false;
+            lock (_queueGate)
+            {
+                if (!_replies.TryDequeue(out next))
+                {
+                    next = _runOutput.Dequeue();
+                    wasRunOutput = true;
+                }
+            }
+            if (wasRunOutput)
+            {
+                _runOutputSlots.Release();
+            }
+            var message = new NetMQMessage(2);
+            message.Append(Encoding.ASCII.GetBytes(next.Type));
+            message.Append(next.Payload);
+            // A bound PUSH socket blocks while no agent is connected: wait for one, but stay stoppable.
+            while (!_outbound.TrySendMultipartMessage(TimeSpan.FromMilliseconds(250), message))
+            {
+                if (_stopping.IsCancellationRequested)
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (Thread thread in _threads)
+        {
+            thread.Join(TimeSpan.FromSeconds(2));
+        }
+        _inbound.Dispose();
+        _outbound.Dispose();
+        NetMQConfig.Cleanup(block: false);
+    }
+}
