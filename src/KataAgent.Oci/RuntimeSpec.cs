@@ -20,6 +20,9 @@ public sealed class Spec
     // final capability set, so option order does not matter for the seccomp/caps coupling.
     [JsonIgnore]
     internal bool SeccompIsDefault { get; set; }
+
+    [JsonIgnore]
+    internal bool DefaultSeccompAllowsClone3 { get; set; }
 }
 
 public sealed class Process

@@ -117,8 +117,13 @@ public static class SeccompProfiles
             ["CAP_PERFMON"] = ["perf_event_open"],
         };
 
-    /// <summary>The default profile for a container whose bounding set is <paramref name="capabilities"/>.</summary>
-    public static LinuxSeccomp Default(IEnumerable<string>? capabilities = null)
+    /// <summary>
+    /// The default profile for a container whose bounding set is <paramref name="capabilities"/>.
+    /// clone3 fails with ENOSYS unless <paramref name="allowClone3"/>: set that for a runtime
+    /// that ignores errnoRet (gVisor's --oci-seccomp as of release 20221219 turns it into EPERM,
+    /// which stops glibc creating threads); there the sandbox kernel is the boundary anyway.
+    /// </summary>
+    public static LinuxSeccomp Default(IEnumerable<string>? capabilities = null, bool allowClone3 = false)
     {
         var caps = new HashSet<string>(capabilities ?? SpecDefaults.Capabilities, StringComparer.Ordinal);
         var allowed = new List<string>(AlwaysAllowed);
@@ -133,7 +138,9 @@ public static class SeccompProfiles
             new() { Names = allowed.Distinct(StringComparer.Ordinal).ToList(), Action = SeccompActions.Allow },
             // glibc >= 2.34 tries clone3 first and falls back to clone only on ENOSYS, and clone3's
             // flags live in memory where seccomp cannot inspect them: so clone3 "does not exist".
-            new() { Names = ["clone3"], Action = SeccompActions.Errno, ErrnoRet = ENOSYS },
+            allowClone3
+                ? new() { Names = ["clone3"], Action = SeccompActions.Allow }
+                : new() { Names = ["clone3"], Action = SeccompActions.Errno, ErrnoRet = ENOSYS },
         };
 
         if (caps.Contains("CAP_SYS_ADMIN"))

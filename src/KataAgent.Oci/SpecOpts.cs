@@ -69,6 +69,24 @@ public static class SpecOpts
         process.Rlimits.Add(new PosixRlimit { Type = type, Soft = soft, Hard = hard });
     };
 
+    /// <summary>
+    /// Lowers every rlimit in the spec to at most the calling process's own hard limit (from
+    /// /proc/self/limits). Only for a host where the agent lacks CAP_SYS_RESOURCE, such as a
+    /// sandboxed CI machine: there the runtime cannot raise a limit and fails the start.
+    /// </summary>
+    public static SpecOpt WithRlimitsCappedToCurrentProcess() => spec =>
+    {
+        var hard = HostRlimits.CurrentHardLimits();
+        foreach (var rl in spec.Process?.Rlimits ?? [])
+        {
+            if (hard.TryGetValue(rl.Type, out var max))
+            {
+                rl.Hard = Math.Min(rl.Hard, max);
+                rl.Soft = Math.Min(rl.Soft, rl.Hard);
+            }
+        }
+    };
+
     /// <summary>Replaces the bounding, effective and permitted sets.</summary>
     public static SpecOpt WithCapabilities(params string[] caps) => spec =>
         EnsureProcess(spec).Capabilities = Specs.CapabilitySet(caps);
@@ -215,11 +233,15 @@ public static class SpecOpts
 
     // ---- security ------------------------------------------------------------------------
 
-    /// <summary>The built-in profile (<see cref="SeccompProfiles.Default"/>), matched to the final capabilities.</summary>
-    public static SpecOpt WithDefaultSeccomp() => spec =>
+    /// <summary>
+    /// The built-in profile (<see cref="SeccompProfiles.Default"/>), matched to the final
+    /// capabilities; <paramref name="allowClone3"/> for runtimes that ignore errnoRet.
+    /// </summary>
+    public static SpecOpt WithDefaultSeccomp(bool allowClone3 = false) => spec =>
     {
-        EnsureLinux(spec).Seccomp = SeccompProfiles.Default(spec.Process?.Capabilities?.Bounding ?? []);
+        EnsureLinux(spec).Seccomp = SeccompProfiles.Default(spec.Process?.Capabilities?.Bounding ?? [], allowClone3);
         spec.SeccompIsDefault = true;
+        spec.DefaultSeccompAllowsClone3 = allowClone3;
     };
 
     /// <summary>A caller-supplied profile, used as given.</summary>

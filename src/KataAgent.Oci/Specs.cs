@@ -70,7 +70,7 @@ public static class Specs
         }
 
         if (spec.SeccompIsDefault && spec.Linux is { } linux)
-            linux.Seccomp = SeccompProfiles.Default(spec.Process?.Capabilities?.Bounding ?? []);
+            linux.Seccomp = SeccompProfiles.Default(spec.Process?.Capabilities?.Bounding ?? [], spec.DefaultSeccompAllowsClone3);
     }
 
     /// <summary>Checks the rules the agent relies on; throws <see cref="InvalidSpecException"/> naming every broken one.</summary>

@@ -91,4 +91,14 @@ public class SeccompTests
         var ex = Assert.Throws<InvalidSpecException>(() => Specs.Generate(WithProcessArgs("/bin/sh"), WithSeccomp(custom)));
         Assert.Contains("defaultAction 'SCMP_ACT_MAYBE'", ex.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Clone3CanBeAllowedForRuntimesThatIgnoreErrnoRet()
+    {
+        var spec = Specs.Generate(WithProcessArgs("/bin/sh"), WithDefaultSeccomp(allowClone3: true), WithAddedCapabilities("CAP_SYS_NICE"));
+        var rule = Assert.Single(spec.Linux!.Seccomp!.Syscalls!, r => r.Names.Contains("clone3"));
+        Assert.Equal(SeccompActions.Allow, rule.Action);
+        Assert.Null(rule.ErrnoRet);
+        Assert.Contains("mbind", Allowed(spec.Linux.Seccomp)); // still rebuilt for the final caps
+    }
 }
