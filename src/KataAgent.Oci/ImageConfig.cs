@@ -19,6 +19,7 @@ public sealed class ImageConfig
     [JsonPropertyName("history")] public List<ImageHistory>? History { get; set; }
 
     /// <summary>The image's labels (never copied into the runtime spec; the caller decides what to do with them).</summary>
+    [JsonIgnore]
     public IReadOnlyDictionary<string, string> Labels =>
         (IReadOnlyDictionary<string, string>?)Config?.Labels ?? new Dictionary<string, string>();
 

@@ -130,6 +130,7 @@ public class EnvAndArgsTests
         Assert.Contains("\"diff_ids\":", json, StringComparison.Ordinal);
         Assert.Contains("\"Entrypoint\":", json, StringComparison.Ordinal);
         Assert.Contains("\"created_by\":", json, StringComparison.Ordinal);
+        Assert.Null(System.Text.Json.Nodes.JsonNode.Parse(json)!["Labels"]); // only config.Labels
         Assert.Equal(json, ImageConfig.Parse(json).ToJson());
     }
 
