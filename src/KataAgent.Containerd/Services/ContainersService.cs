@@ -12,6 +12,9 @@ public sealed class ContainersService(CallInvoker invoker)
         Rpc.Call($"containers.create {container.Id}", async () =>
             (await _client.CreateAsync(new CreateContainerRequest { Container = container }, cancellationToken: cancellationToken)).Container);
 
+    public Task<Container> CreateAsync(NewContainer container, CancellationToken cancellationToken = default) =>
+        CreateAsync(container.ToProto(), cancellationToken);
+
     public Task<Container> GetAsync(string id, CancellationToken cancellationToken = default) =>
         Rpc.Call($"containers.get {id}", async () =>
             (await _client.GetAsync(new GetContainerRequest { Id = id }, cancellationToken: cancellationToken)).Container);
