@@ -1,0 +1,671 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Text;
+using System.Text.Json;
+using NetMQ;
+using NetMQ.Monitoring;
+using NetMQ.Sockets;
+
+namespace KataAgent.Runner.Protocol;
+
+/// <summary>
+/// The agent's side of the kernel-runner protocol for one session.
+/// <para>
+/// Threading: the sockets live on one NetMQ poller thread; callers never block on it (requests are
+/// queued to the poller, answers come back through tasks). ZeroMQ reconnects by itself when the runner
+/// restarts; a run in progress when the connection drops ends as <c>finished</c> with no exit code and
+/// a note on stderr, and pending requests fail with <see cref="RunnerUnavailableException"/>.
+/// </para>
+/// <para>
+/// One run at a time: starting a query or batch run while another is active throws
+/// <see cref="RunInProgressException"/> (runs are refused, not queued). A run stays active until its
+/// final <c>finished</c> has been collected, or it hit its exec timeout.
+/// </para>
+/// </summary>
+public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
+{
+    private readonly KernelRunnerClientOptions _options;
+    private readonly PushSocket _push = new();
+    private readonly PullSocket _pull = new();
+    private readonly NetMQQueue<OutgoingMessage> _outgoing = new();
+    private readonly NetMQPoller _poller;
+    private readonly NetMQMonitor _monitor;
+    private readonly Lock _gate = new();
+    private readonly Dictionary<string, Queue<TaskCompletionSource<byte[]>>> _pendingReplies = new(StringComparer.Ordinal);
+    private readonly IncrementalUtf8Decoder _stdoutDecoder = new();
+    private readonly IncrementalUtf8Decoder _stderrDecoder = new();
+    private ActiveRun? _run;
+    // End messages still due from runs abandoned at their exec timeout; output before them is theirs.
+    private int _boundariesToSkip;
+    private long _ignoredMessages;
+    private volatile bool _connected;
+    private bool _disposed;
+
+    public KernelRunnerClient(KernelRunnerClientOptions options)
+    {
+        _options = options;
+        foreach (NetMQSocket socket in new NetMQSocket[] { _push, _pull })
+        {
+            socket.Options.Linger = TimeSpan.Zero;
+            socket.Options.ReconnectInterval = options.ReconnectInterval;
+            socket.Options.ReconnectIntervalMax = options.ReconnectIntervalMax;
+        }
+        _monitor = new NetMQMonitor(_pull, $"inproc://kernel-runner-monitor-{Guid.NewGuid():N}",
+            SocketEvents.Connected | SocketEvents.Disconnected);
+        _monitor.Connected += (_, _) => _connected = true;
+        _monitor.Disconnected += (_, _) => OnDisconnected();
+        _pull.ReceiveReady += (_, _) => ReceiveAvailable();
+        _outgoing.ReceiveReady += (_, _) => SendQueued();
+        _poller = [_pull, _outgoing];
+        _monitor.AttachToPoller(_poller);
+        _pull.Connect($"tcp://{options.Host}:{options.OutputPort}");
+        _push.Connect($"tcp://{options.Host}:{options.InputPort}");
+        _poller.RunAsync("kernel-runner-client", isBackgroundThread: true);
+    }
+
+    /// <summary>True while the connection to the runner's output port is up.</summary>
+    public bool IsConnected => _connected;
+
+    /// <summary>The active run's id, or null.</summary>
+    public string? ActiveRunId
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _run?.RunId;
+            }
+        }
+    }
+
+    /// <summary>Messages dropped as garbage (wrong frame count, bad type) or as output nobody was running.</summary>
+    public long IgnoredMessages => Interlocked.Read(ref _ignoredMessages);
+
+    /// <summary>
+    /// Starts (query, batch), answers (input) or continues a run, and collects its output until the run
+    /// reaches an end message (finished, clean-finished, build-finished, waiting-input), the flush timeout
+    /// passes with output pending (continued) or the exec timeout passes (exec-timeout).
+    /// Cancelling stops collecting only: the run goes on and its output is kept for the next call.
+    /// </summary>
+    public async Task<ExecutionResult> ExecuteAsync(string runId, ExecutionMode mode, string text,
+        ExecutionOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new ExecutionOptions();
+        ActiveRun run = await BeginAsync(runId, mode, text, options, cancellationToken);
+        try
+        {
+            return await CollectAsync(run, options.FlushTimeout, cancellationToken);
+        }
+        finally
+        {
+            run.Collecting = false;
+        }
+    }
+
+    /// <summary>
+    /// Like <see cref="ExecuteAsync"/>, but yields output as it arrives; the last element is a
+    /// <see cref="ResultEvent"/>. There is no flush timeout: it runs to the next end message or the exec timeout.
+    /// </summary>
+    public async IAsyncEnumerable<ExecutionEvent> ExecuteStreamingAsync(string runId, ExecutionMode mode, string text,
+        ExecutionOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        options ??= new ExecutionOptions();
+        ActiveRun run = await BeginAsync(runId, mode, text, options, cancellationToken);
+        var unyielded = new Queue<ConsoleItem>();
+        try
+        {
+            while (true)
+            {
+                RunBoundary? boundary;
+                long dropped;
+                lock (_gate)
+                {
+                    (List<ConsoleItem> items, boundary, dropped) = run.Buffer.Drain();
+                    foreach (ConsoleItem item in items)
+                    {
+                        unyielded.Enqueue(item);
+                    }
+                }
+                run.DroppedCharacters += dropped;
+                while (unyielded.Count > 0)
+                {
+                    yield return new OutputEvent(unyielded.Dequeue());
+                }
+                if (boundary is not null)
+                {
+                    yield return new ResultEvent(EndSegment(run, boundary, []));
+                    yield break;
+                }
+                if (run.ExecDeadlinePassed)
+                {
+                    yield return new ResultEvent(await AbandonAtExecTimeoutAsync(run, []));
+                    yield break;
+                }
+                await run.Signal.WaitAsync(run.TimeUntilExecDeadline, cancellationToken);
+            }
+        }
+        finally
+        {
+            if (unyielded.Count > 0)
+            {
+                lock (_gate)
+                {
+                    run.Buffer.Unread([.. unyielded]);
+                }
+            }
+            run.Collecting = false;
+        }
+    }
+
+    /// <summary>Sends `interrupt`: SIGINT to the running code; a query run then finishes with a traceback.</summary>
+    public Task InterruptAsync(CancellationToken cancellationToken = default) =>
+        SendAsync(RunnerMessageTypes.Interrupt, [], cancellationToken);
+
+    public async Task<IReadOnlyList<string>> CompleteAsync(CompletionRequest request, CancellationToken cancellationToken = default)
+    {
+        byte[] answer = await RequestAsync(RunnerMessageTypes.Complete, JsonSerializer.SerializeToUtf8Bytes(request),
+            RunnerMessageTypes.Completion, _options.ReplyTimeout, cancellationToken);
+        using JsonDocument document = JsonDocument.Parse(answer);
+        return document.RootElement.TryGetProperty("suggestions", out JsonElement suggestions) && suggestions.ValueKind == JsonValueKind.Array
+            ? suggestions.EnumerateArray().Select(suggestion => suggestion.ToString()).ToList()
+            : [];
+    }
+
+    /// <summary>The runner's `status` map (msgpack, decoded). Answered promptly even while code runs.</summary>
+    public async Task<IReadOnlyDictionary<string, object?>> GetStatusAsync(CancellationToken cancellationToken = default)
+    {
+        byte[] answer = await RequestAsync(RunnerMessageTypes.Status, [], RunnerMessageTypes.Status, _options.ReplyTimeout, cancellationToken);
+        return MessagePackMapReader.Read(answer);
+    }
+
+    public async Task<ServiceResult> StartServiceAsync(ServiceDefinition service, CancellationToken cancellationToken = default)
+    {
+        TimeSpan timeout = _options.ServiceStartTimeout > TimeSpan.FromSeconds(service.StartTimeoutSeconds + 10)
+            ? _options.ServiceStartTimeout : TimeSpan.FromSeconds(service.StartTimeoutSeconds + 10);
+        byte[] answer = await RequestAsync(RunnerMessageTypes.StartService, JsonSerializer.SerializeToUtf8Bytes(service),
+            RunnerMessageTypes.ServiceResult, timeout, cancellationToken);
+        return JsonSerializer.Deserialize<ServiceResult>(answer) ?? new ServiceResult("failed", "empty answer from the runner");
+    }
+
+    /// <summary>Sends `shutdown-service` (the runner does not answer it; see <see cref="GetAppsAsync"/>).</summary>
+    public Task ShutdownServiceAsync(string name, CancellationToken cancellationToken = default) =>
+        SendAsync(RunnerMessageTypes.ShutdownService, JsonSerializer.SerializeToUtf8Bytes(name), cancellationToken);
+
+    /// <summary>The `apps-result` JSON.</summary>
+    public async Task<JsonElement> GetAppsAsync(CancellationToken cancellationToken = default)
+    {
+        byte[] answer = await RequestAsync(RunnerMessageTypes.GetApps, [], RunnerMessageTypes.AppsResult, _options.ReplyTimeout, cancellationToken);
+        using JsonDocument document = JsonDocument.Parse(answer);
+        return document.RootElement.Clone();
+    }
+
+    public Task SendEventAsync(string type, JsonElement? data = null, CancellationToken cancellationToken = default)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("type", type);
+            writer.WritePropertyName("data");
+            if (data is JsonElement element)
+            {
+                element.WriteTo(writer);
+            }
+            else
+            {
+                writer.WriteNullValue();
+            }
+            writer.WriteEndObject();
+        }
+        return SendAsync(RunnerMessageTypes.Event, buffer.ToArray(), cancellationToken);
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+            _disposed = true;
+            FailPendingReplies(new ObjectDisposedException(nameof(KernelRunnerClient)));
+        }
+        _poller.Stop();
+        _monitor.DetachFromPoller();
+        _poller.Dispose();
+        _monitor.Dispose();
+        _push.Dispose();
+        _pull.Dispose();
+        _outgoing.Dispose();
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return ValueTask.CompletedTask;
+    }
+
+    private async Task<ActiveRun> BeginAsync(string runId, ExecutionMode mode, string text, ExecutionOptions options, CancellationToken cancellationToken)
+    {
+        ActiveRun run;
+        bool startsRun = mode is ExecutionMode.Query or ExecutionMode.Batch;
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (startsRun)
+            {
+                if (_run is not null)
+                {
+                    throw new RunInProgressException(
+                        $"run '{_run.RunId}' is still active in this session; collect it with mode continue/input " +
+                        $"(or wait for its exec timeout) before starting run '{runId}'");
+                }
+                run = new ActiveRun(runId, expectedBoundaries: mode == ExecutionMode.Batch ? 3 : 1,
+                    options.ExecTimeout, _options.MaxBufferedCharacters);
+                _run = run;
+                // A character split at the end of an earlier run must not leak into this one.
+                _ = _stdoutDecoder.Flush();
+                _ = _stderrDecoder.Flush();
+            }
+            else
+            {
+                if (_run is null || _run.RunId != runId)
+                {
+                    throw new NoActiveRunException(_run is null
+                        ? $"no run is active, so run '{runId}' cannot take {mode.ToString().ToLowerInvariant()}"
+                        : $"run '{runId}' is not the active run (that is '{_run.RunId}')");
+                }
+                run = _run;
+            }
+            if (run.Collecting)
+            {
+                throw new RunInProgressException($"run '{runId}' is already being collected by another call");
+            }
+            run.Collecting = true;
+        }
+        try
+        {
+            switch (mode)
+            {
+                case ExecutionMode.Query:
+                    await SendAsync(RunnerMessageTypes.Code, Encoding.UTF8.GetBytes(text), cancellationToken);
+                    break;
+                case ExecutionMode.Batch:
+                    await SendAsync(RunnerMessageTypes.Clean, Encoding.UTF8.GetBytes(options.Clean), cancellationToken);
+                    await SendAsync(RunnerMessageTypes.Build, Encoding.UTF8.GetBytes(options.Build), cancellationToken);
+                    await SendAsync(RunnerMessageTypes.Exec, Encoding.UTF8.GetBytes(options.Exec), cancellationToken);
+                    break;
+                case ExecutionMode.Input:
+                    await SendAsync(RunnerMessageTypes.Input, Encoding.UTF8.GetBytes(text), cancellationToken);
+                    break;
+                case ExecutionMode.Continue:
+                    break;
+                default:
+                    throw new ArgumentOutOfRangeException(nameof(mode), mode, "unknown execution mode");
+            }
+        }
+        catch
+        {
+            lock (_gate)
+            {
+                run.Collecting = false;
+                if (startsRun && ReferenceEquals(_run, run))
+                {
+                    _run = null;
+                }
+            }
+            throw;
+        }
+        return run;
+    }
+
+    private async Task<ExecutionResult> CollectAsync(ActiveRun run, TimeSpan flushTimeout, CancellationToken cancellationToken)
+    {
+        var console = new ConsoleBuilder();
+        long flushDeadline = Stopwatch.GetTimestamp() + (long)(flushTimeout.TotalSeconds * Stopwatch.Frequency);
+        try
+        {
+            while (true)
+            {
+                RunBoundary? boundary;
+                lock (_gate)
+                {
+                    (List<ConsoleItem> items, boundary, long dropped) = run.Buffer.Drain();
+                    console.AddRange(items);
+                    run.DroppedCharacters += dropped;
+                }
+                if (boundary is not null)
+                {
+                    return EndSegment(run, boundary, console.Build());
+                }
+                if (run.ExecDeadlinePassed)
+                {
+                    return await AbandonAtExecTimeoutAsync(run, console.Build());
+                }
+                TimeSpan untilFlush = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), flushDeadline);
+                if (console.Count > 0 && untilFlush <= TimeSpan.Zero)
+                {
+                    return Result(run, ExecutionStatus.Continued, null, console.Build(), null);
+                }
+                TimeSpan? wait = run.TimeUntilExecDeadline;
+                if (console.Count > 0 && (wait is null || untilFlush < wait))
+                {
+                    wait = untilFlush;
+                }
+                await run.Signal.WaitAsync(wait, cancellationToken);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The caller gave up collecting, not the run: keep what was drained for the next call.
+            lock (_gate)
+            {
+                run.Buffer.Unread(console.Build());
+            }
+            throw;
+        }
+    }
+
+    private ExecutionResult EndSegment(ActiveRun run, RunBoundary boundary, List<ConsoleItem> console)
+    {
+        if (boundary.Status == ExecutionStatus.Finished)
+        {
+            lock (_gate)
+            {
+                if (ReferenceEquals(_run, run))
+                {
+                    _run = null;
+                }
+            }
+        }
+        return Result(run, boundary.Status, boundary.ExitCode, console, boundary.Options);
+    }
+
+    private async Task<ExecutionResult> AbandonAtExecTimeoutAsync(ActiveRun run, List<ConsoleItem> console)
+    {
+        lock (_gate)
+        {
+            if (ReferenceEquals(_run, run))
+            {
+                _run = null;
+                _boundariesToSkip += run.ExpectedBoundaries - run.SeenBoundaries;
+            }
+        }
+        try
+        {
+            await SendAsync(RunnerMessageTypes.Interrupt, [], CancellationToken.None);
+        }
+        catch (RunnerUnavailableException)
+        {
+            // The runner is gone anyway.
+        }
+        return Result(run, ExecutionStatus.ExecTimeout, null, console, null);
+    }
+
+    private static ExecutionResult Result(ActiveRun run, string status, int? exitCode, List<ConsoleItem> console, JsonElement? options)
+    {
+        long dropped = run.DroppedCharacters;
+        run.DroppedCharacters = 0;
+        return new ExecutionResult
+        {
+            RunId = run.RunId,
+            Status = status,
+            ExitCode = exitCode,
+            Console = console,
+            Options = options,
+            DroppedCharacters = dropped,
+        };
+    }
+
+    private async Task<byte[]> RequestAsync(string type, byte[] payload, string replyType, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var reply = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_pendingReplies.TryGetValue(replyType, out Queue<TaskCompletionSource<byte[]>>? waiting))
+            {
+                _pendingReplies[replyType] = waiting = new Queue<TaskCompletionSource<byte[]>>();
+            }
+            waiting.Enqueue(reply);
+        }
+        try
+        {
+            await SendAsync(type, payload, cancellationToken);
+            return await reply.Task.WaitAsync(timeout, cancellationToken);
+        }
+        catch (TimeoutException)
+        {
+            throw new TimeoutException($"the kernel runner did not answer '{type}' within {timeout.TotalSeconds:0.#} s");
+        }
+        finally
+        {
+            if (!reply.Task.IsCompleted)
+            {
+                lock (_gate)
+                {
+                    if (_pendingReplies.TryGetValue(replyType, out Queue<TaskCompletionSource<byte[]>>? waiting))
+                    {
+                        _pendingReplies[replyType] = new Queue<TaskCompletionSource<byte[]>>(waiting.Where(pending => pending != reply));
+                    }
+                }
+            }
+        }
+    }
+
+    private Task SendAsync(string type, byte[] payload, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var message = new OutgoingMessage(type, payload);
+        _outgoing.Enqueue(message);
+        return message.Sent.Task;
+    }
+
+    // ---- poller thread ----
+
+    private void SendQueued()
+    {
+        while (_outgoing.TryDequeue(out OutgoingMessage? message, TimeSpan.Zero))
+        {
+            var frames = new NetMQMessage(2);
+            frames.Append(Encoding.ASCII.GetBytes(message.Type));
+            frames.Append(message.Payload);
+            if (_push.TrySendMultipartMessage(TimeSpan.Zero, frames))
+            {
+                message.Sent.TrySetResult();
+            }
+            else
+            {
+                message.Sent.TrySetException(new RunnerUnavailableException(
+                    $"cannot send '{message.Type}': the kernel runner is not taking messages (not connected and the send queue is full)"));
+            }
+        }
+    }
+
+    private void ReceiveAvailable()
+    {
+        var frames = new NetMQMessage();
+        while (_pull.TryReceiveMultipartMessage(TimeSpan.Zero, ref frames))
+        {
+            if (RunnerMessage.TryParse(frames.Select(frame => frame.ToByteArray()).ToList(), out RunnerMessage message))
+            {
+                Dispatch(message);
+            }
+            else
+            {
+                Interlocked.Increment(ref _ignoredMessages);
+            }
+        }
+    }
+
+    /// <summary>Routes one message from the runner. Internal so that tests can feed messages without sockets.</summary>
+    internal void Dispatch(RunnerMessage message)
+    {
+        switch (message.Type)
+        {
+            case RunnerMessageTypes.Stdout or RunnerMessageTypes.Stderr or RunnerMessageTypes.Media
+                or RunnerMessageTypes.Html or RunnerMessageTypes.Log:
+                AcceptOutput(message);
+                break;
+            case RunnerMessageTypes.Finished or RunnerMessageTypes.BuildFinished or RunnerMessageTypes.CleanFinished
+                or RunnerMessageTypes.WaitingInput:
+                AcceptBoundary(message);
+                break;
+            case RunnerMessageTypes.Completion or RunnerMessageTypes.Status or RunnerMessageTypes.ServiceResult
+                or RunnerMessageTypes.AppsResult:
+                AcceptReply(message);
+                break;
+            default:
+                Interlocked.Increment(ref _ignoredMessages);
+                break;
+        }
+    }
+
+    private void AcceptOutput(RunnerMessage message)
+    {
+        ActiveRun? run;
+        lock (_gate)
+        {
+            run = _boundariesToSkip > 0 ? null : _run;
+            if (run is null)
+            {
+                Interlocked.Increment(ref _ignoredMessages);
+                return;
+            }
+            string text = message.Type switch
+            {
+                RunnerMessageTypes.Stdout => _stdoutDecoder.Decode(message.Payload),
+                RunnerMessageTypes.Stderr => _stderrDecoder.Decode(message.Payload),
+                _ => message.PayloadText,
+            };
+            run.Buffer.AppendOutput(message.Type, text);
+        }
+        run.Signal.Set();
+    }
+
+    private void AcceptBoundary(RunnerMessage message)
+    {
+        ActiveRun? run;
+        lock (_gate)
+        {
+            if (_boundariesToSkip > 0)
+            {
+                if (message.Type != RunnerMessageTypes.WaitingInput)
+                {
+                    _boundariesToSkip--;
+                }
+                return;
+            }
+            run = _run;
+            if (run is null)
+            {
+                Interlocked.Increment(ref _ignoredMessages);
+                return;
+            }
+            run.Buffer.AppendOutput(RunnerMessageTypes.Stdout, _stdoutDecoder.Flush());
+            run.Buffer.AppendOutput(RunnerMessageTypes.Stderr, _stderrDecoder.Flush());
+            (int? exitCode, JsonElement? options) = ReadEndPayload(message);
+            if (message.Type != RunnerMessageTypes.WaitingInput)
+            {
+                run.SeenBoundaries++;
+            }
+            run.Buffer.AppendBoundary(new RunBoundary(message.Type, exitCode, options));
+        }
+        run.Signal.Set();
+    }
+
+    private static (int? ExitCode, JsonElement? Options) ReadEndPayload(RunnerMessage message)
+    {
+        try
+        {
+            using JsonDocument document = JsonDocument.Parse(message.Payload.Length == 0 ? "{}"u8.ToArray() : message.Payload);
+            JsonElement root = document.RootElement;
+            if (message.Type == RunnerMessageTypes.WaitingInput)
+            {
+                return (null, root.Clone());
+            }
+            return root.ValueKind == JsonValueKind.Object && root.TryGetProperty("exitCode", out JsonElement exitCode)
+                && exitCode.TryGetInt32(out int code) ? (code, null) : (null, null);
+        }
+        catch (JsonException)
+        {
+            return (null, null);
+        }
+    }
+
+    private void AcceptReply(RunnerMessage message)
+    {
+        TaskCompletionSource<byte[]>? waiting = null;
+        lock (_gate)
+        {
+            if (_pendingReplies.TryGetValue(message.Type, out Queue<TaskCompletionSource<byte[]>>? queue))
+            {
+                queue.TryDequeue(out waiting);
+            }
+        }
+        if (waiting is null)
+        {
+            Interlocked.Increment(ref _ignoredMessages);
+            return;
+        }
+        waiting.TrySetResult(message.Payload);
+    }
+
+    private void OnDisconnected()
+    {
+        _connected = false;
+        ActiveRun? run;
+        lock (_gate)
+        {
+            // A restarted runner knows nothing of earlier runs or requests.
+            _boundariesToSkip = 0;
+            run = _run;
+            if (run is not null)
+            {
+                run.Buffer.AppendOutput(RunnerMessageTypes.Stdout, _stdoutDecoder.Flush());
+                run.Buffer.AppendOutput(RunnerMessageTypes.Stderr, _stderrDecoder.Flush());
+                run.Buffer.AppendOutput(RunnerMessageTypes.Stderr, "\n[kata-agent: lost the connection to the kernel runner; the run was aborted]\n");
+                run.Buffer.AppendBoundary(new RunBoundary(ExecutionStatus.Finished, null, null));
+            }
+            FailPendingReplies(new RunnerUnavailableException("lost the connection to the kernel runner"));
+        }
+        run?.Signal.Set();
+    }
+
+    private void FailPendingReplies(Exception error)
+    {
+        foreach (Queue<TaskCompletionSource<byte[]>> queue in _pendingReplies.Values)
+        {
+            while (queue.TryDequeue(out TaskCompletionSource<byte[]>? waiting))
+            {
+                waiting.TrySetException(error);
+            }
+        }
+    }
+
+    private sealed class OutgoingMessage(string type, byte[] payload)
+    {
+        public string Type { get; } = type;
+        public byte[] Payload { get; } = payload;
+        public TaskCompletionSource Sent { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    private sealed class ActiveRun(string runId, int expectedBoundaries, TimeSpan? execTimeout, long maxBufferedCharacters)
+    {
+        private readonly long _startedAt = Stopwatch.GetTimestamp();
+
+        public string RunId { get; } = runId;
+        public int ExpectedBoundaries { get; } = expectedBoundaries;
+        public int SeenBoundaries { get; set; }
+        public RunOutputBuffer Buffer { get; } = new(maxBufferedCharacters);
+        public AsyncSignal Signal { get; } = new();
+        public long DroppedCharacters { get; set; }
+        public bool Collecting { get; set; }
+
+        public TimeSpan? TimeUntilExecDeadline => execTimeout is TimeSpan limit ? limit - Stopwatch.GetElapsedTime(_startedAt) : null;
+
+        public bool ExecDeadlinePassed => TimeUntilExecDeadline is TimeSpan left && left <= TimeSpan.Zero;
+    }
+
+}

@@ -1,0 +1,30 @@
+namespace KataAgent.Runner.Protocol;
+
+/// <summary>Where the runner's ports are published on the host, and the client's limits.</summary>
+public sealed record KernelRunnerClientOptions
+{
+    public string Host { get; init; } = "127.0.0.1";
+
+    /// <summary>Host port published for the runner's PULL port (2000 in the guest).</summary>
+    public required int InputPort { get; init; }
+
+    /// <summary>Host port published for the runner's PUSH port (2001 in the guest).</summary>
+    public required int OutputPort { get; init; }
+
+    /// <summary>How long status, completion, service and apps requests wait for their answer.</summary>
+    public TimeSpan ReplyTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Starting start-service waits for the service's port: give it longer.</summary>
+    public TimeSpan ServiceStartTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>First reconnect delay after the runner went away (ZeroMQ reconnects by itself).</summary>
+    public TimeSpan ReconnectInterval { get; init; } = TimeSpan.FromMilliseconds(100);
+
+    public TimeSpan ReconnectIntervalMax { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Output of the active run that may wait uncollected; beyond it the oldest is dropped and replaced
+    /// by a marker (see <see cref="ExecutionResult.DroppedCharacters"/>). Default 8 Mi characters.
+    /// </summary>
+    public long MaxBufferedCharacters { get; init; } = 8L * 1024 * 1024;
+}
