@@ -1,3 +1,5 @@
+using KataAgent.Oci;
+
 namespace KataAgent.Images;
 
 /// <summary>Format of an image archive.</summary>
@@ -25,7 +27,7 @@ public sealed record ArchiveImage
 
     public OciDescriptor ConfigDescriptor => Manifest.Config;
 
-    public required OciImageConfig Config { get; init; }
+    public required ImageConfig Config { get; init; }
 
     public IReadOnlyList<OciDescriptor> Layers => Manifest.Layers;
 
@@ -33,7 +35,7 @@ public sealed record ArchiveImage
     public required IReadOnlyList<OciDescriptor> Indexes { get; init; }
 
     /// <summary>The uncompressed layer digests from the config, bottom layer first.</summary>
-    public IReadOnlyList<string> DiffIds => Config.RootFs.DiffIds;
+    public IReadOnlyList<string> DiffIds => Config.Rootfs?.DiffIds ?? [];
 
     /// <summary>Manifest, config and layer descriptors: every blob the image needs.</summary>
     public IEnumerable<OciDescriptor> Blobs()

@@ -1,6 +1,7 @@
 using System.Formats.Tar;
 using System.IO.Compression;
 using System.Text.Json;
+using KataAgent.Oci;
 
 namespace KataAgent.Images;
 
@@ -502,22 +503,30 @@ public sealed class OciArchive : IAsyncDisposable, IDisposable
         return new ArchiveImage
         {
             Names = names,
-            ManifestDescriptor = descriptor with { Platform = descriptor.Platform ?? new OciPlatform { OS = config.OS, Architecture = config.Architecture, Variant = config.Variant } },
+            ManifestDescriptor = descriptor with { Platform = descriptor.Platform ?? PlatformOf(config) },
             Manifest = manifest,
             Config = config,
             Indexes = indexes,
         };
     }
 
-    private void CheckDiffIds(string manifestDigest, OciManifest manifest, OciImageConfig config)
+    private static OciPlatform PlatformOf(ImageConfig config)
+        => new() { OS = config.Os ?? "unknown", Architecture = config.Architecture ?? "unknown", Variant = config.Variant };
+
+    private List<string> DiffIdsOf(ImageConfig config, string configDigest)
+        => config.Rootfs?.DiffIds
+           ?? throw new ImageArchiveException(ArchiveProblem.InvalidFormat, Path, configDigest, $"image config {configDigest} has no rootfs.diff_ids");
+
+    private void CheckDiffIds(string manifestDigest, OciManifest manifest, ImageConfig config)
     {
-        if (config.RootFs.DiffIds.Count != manifest.Layers.Count)
+        var diffIds = DiffIdsOf(config, manifest.Config.Digest);
+        if (diffIds.Count != manifest.Layers.Count)
         {
             throw new ImageArchiveException(ArchiveProblem.InvalidFormat, Path, manifestDigest,
-                $"manifest {manifestDigest} has {manifest.Layers.Count} layers but its config lists {config.RootFs.DiffIds.Count} diff_ids");
+                $"manifest {manifestDigest} has {manifest.Layers.Count} layers but its config lists {diffIds.Count} diff_ids");
         }
 
-        foreach (var diffId in config.RootFs.DiffIds)
+        foreach (var diffId in diffIds)
         {
             if (!OciDigest.IsValid(diffId))
             {
@@ -606,10 +615,11 @@ public sealed class OciArchive : IAsyncDisposable, IDisposable
             var config = ParseJson(configData, $"config {entry.Config}", configDigest, d => ImageJson.DeserializeConfig(d));
             _blobs[configDigest] = new TarBlob(configItem, configData.Length);
 
-            if (config.RootFs.DiffIds.Count != entry.Layers.Count)
+            var diffIds = DiffIdsOf(config, configDigest);
+            if (diffIds.Count != entry.Layers.Count)
             {
                 throw new ImageArchiveException(ArchiveProblem.InvalidFormat, Path, configDigest,
-                    $"manifest.json lists {entry.Layers.Count} layers but config {entry.Config} lists {config.RootFs.DiffIds.Count} diff_ids");
+                    $"manifest.json lists {entry.Layers.Count} layers but config {entry.Config} lists {diffIds.Count} diff_ids");
             }
 
             var layers = new List<OciDescriptor>();
@@ -618,7 +628,7 @@ public sealed class OciArchive : IAsyncDisposable, IDisposable
                 var layerPath = NormalizeName(entry.Layers[i]);
                 if (!layerCache.TryGetValue(layerPath, out var layer))
                 {
-                    layer = await DescribeDockerLayerAsync(layerPath, config.RootFs.DiffIds[i], i, cancellationToken).ConfigureAwait(false);
+                    layer = await DescribeDockerLayerAsync(layerPath, diffIds[i], i, cancellationToken).ConfigureAwait(false);
                     layerCache[layerPath] = layer;
                 }
 
@@ -643,7 +653,7 @@ public sealed class OciArchive : IAsyncDisposable, IDisposable
                     MediaType = MediaTypes.OciManifest,
                     Digest = manifestDigest,
                     Size = manifestData.Length,
-                    Platform = new OciPlatform { OS = config.OS, Architecture = config.Architecture, Variant = config.Variant },
+                    Platform = PlatformOf(config),
                 },
                 Manifest = manifest,
                 Config = config,

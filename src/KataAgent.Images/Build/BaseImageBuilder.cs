@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
+using KataAgent.Oci;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -64,7 +65,7 @@ public sealed class BaseImageBuilder
 
     // ---------------------------------------------------------------- cache
 
-    private delegate Task<(OciImageConfig Config, LayerBlob Layer)> Producer(string workDirectory, CancellationToken cancellationToken);
+    private delegate Task<(ImageConfig Config, LayerBlob Layer)> Producer(string workDirectory, CancellationToken cancellationToken);
 
     private string CachePath(string imageName, string key)
     {
@@ -207,7 +208,7 @@ public sealed class BaseImageBuilder
 
     // ---------------------------------------------------------------- python (debootstrap)
 
-    private async Task<(OciImageConfig, LayerBlob)> ProducePythonAsync(PythonImageSpec spec, string work, CancellationToken cancellationToken)
+    private async Task<(ImageConfig, LayerBlob)> ProducePythonAsync(PythonImageSpec spec, string work, CancellationToken cancellationToken)
     {
         if (!Environment.IsPrivilegedProcess)
         {
@@ -389,7 +390,7 @@ public sealed class BaseImageBuilder
 
     // ---------------------------------------------------------------- busybox
 
-    private async Task<(OciImageConfig, LayerBlob)> ProduceBusyboxAsync(BusyboxImageSpec spec, string work, CancellationToken cancellationToken)
+    private async Task<(ImageConfig, LayerBlob)> ProduceBusyboxAsync(BusyboxImageSpec spec, string work, CancellationToken cancellationToken)
     {
         if (!await IsStaticElfAsync(spec.BusyboxPath, cancellationToken).ConfigureAwait(false))
         {
@@ -493,14 +494,14 @@ public sealed class BaseImageBuilder
 
     // ---------------------------------------------------------------- helpers
 
-    private static OciImageConfig NewConfig(IReadOnlyList<string> env, IReadOnlyList<string> cmd, string workingDir, IReadOnlyDictionary<string, string> labels, string createdBy)
+    private static ImageConfig NewConfig(IReadOnlyList<string> env, IReadOnlyList<string> cmd, string workingDir, IReadOnlyDictionary<string, string> labels, string createdBy)
         => new()
         {
             Architecture = OciPlatform.Host.Architecture,
-            OS = "linux",
-            Config = new OciImageExecConfig { Env = env, Cmd = cmd, WorkingDir = workingDir, Labels = labels },
-            RootFs = new OciRootFs { DiffIds = [] },
-            History = [new OciHistory { CreatedBy = createdBy }],
+            Os = "linux",
+            Config = new ImageRuntimeConfig { Env = [.. env], Cmd = [.. cmd], WorkingDir = workingDir, Labels = new Dictionary<string, string>(labels) },
+            Rootfs = new ImageRootfs(),
+            History = [new ImageHistory { CreatedBy = createdBy }],
         };
 
     private static void CreateDirectory(string path, int mode)

@@ -1,3 +1,5 @@
+using KataAgent.Oci;
+
 namespace KataAgent.Images;
 
 /// <summary>An image archive produced (or found in the cache) by <see cref="BaseImageBuilder"/>.</summary>
@@ -13,7 +15,7 @@ public sealed record BuiltImage(
     string ArchivePath,
     string Name,
     OciDescriptor Manifest,
-    OciImageConfig Config,
+    ImageConfig Config,
     IReadOnlyList<OciDescriptor> Layers,
     long ArchiveSize,
     bool FromCache,

@@ -1,4 +1,5 @@
 using System.Formats.Tar;
+using KataAgent.Oci;
 
 namespace KataAgent.Images;
 
@@ -24,17 +25,18 @@ public static class OciLayoutWriter
     public const string RefNameAnnotation = "org.opencontainers.image.ref.name";
     public const string ContainerdNameAnnotation = "io.containerd.image.name";
 
-    /// <param name="config">the image config; its <c>rootfs.diff_ids</c> are replaced by the layers' diff ids</param>
+    /// <param name="config">the image config; the archive gets a copy whose <c>rootfs.diff_ids</c> are the layers' diff ids</param>
     /// <param name="imageName">the name put on index.json's manifest entry (null: unnamed)</param>
     public static async Task<OciLayoutResult> WriteAsync(
         Stream output,
-        OciImageConfig config,
+        ImageConfig config,
         IReadOnlyList<LayerBlob> layers,
         string? imageName,
         IReadOnlyDictionary<string, string>? manifestAnnotations = null,
         CancellationToken cancellationToken = default)
     {
-        config = config with { RootFs = new OciRootFs { DiffIds = layers.Select(l => l.DiffId).ToList() } };
+        config = ImageConfig.Parse(config.ToJson());
+        config.Rootfs = new ImageRootfs { DiffIds = layers.Select(l => l.DiffId).ToList() };
         var configData = ImageJson.Serialize(config);
         var configDescriptor = new OciDescriptor { MediaType = MediaTypes.OciConfig, Digest = OciDigest.Compute(configData), Size = configData.Length };
         var manifest = new OciManifest
@@ -51,7 +53,7 @@ public static class OciLayoutWriter
             MediaType = MediaTypes.OciManifest,
             Digest = OciDigest.Compute(manifestData),
             Size = manifestData.Length,
-            Platform = new OciPlatform { OS = config.OS, Architecture = config.Architecture, Variant = config.Variant },
+            Platform = new OciPlatform { OS = config.Os ?? "linux", Architecture = config.Architecture ?? OciPlatform.Host.Architecture, Variant = config.Variant },
         };
         var index = new OciIndex
         {
@@ -101,7 +103,7 @@ public static class OciLayoutWriter
     /// <summary>Writes the layout tar to <paramref name="path"/> through a temporary file renamed into place, so the path either holds a complete archive or nothing new.</summary>
     public static async Task<OciLayoutResult> WriteFileAsync(
         string path,
-        OciImageConfig config,
+        ImageConfig config,
         IReadOnlyList<LayerBlob> layers,
         string? imageName,
         IReadOnlyDictionary<string, string>? manifestAnnotations = null,

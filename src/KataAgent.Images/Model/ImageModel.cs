@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using KataAgent.Oci;
 
 namespace KataAgent.Images;
 
@@ -61,49 +62,6 @@ public sealed record OciIndex
     [JsonPropertyName("annotations")] public IReadOnlyDictionary<string, string>? Annotations { get; init; }
 }
 
-/// <summary>The execution parameters of an OCI image config (<c>config</c> object).</summary>
-public sealed record OciImageExecConfig
-{
-    [JsonPropertyName("User")] public string? User { get; init; }
-    [JsonPropertyName("ExposedPorts")] public IReadOnlyDictionary<string, JsonElement>? ExposedPorts { get; init; }
-    [JsonPropertyName("Env")] public IReadOnlyList<string>? Env { get; init; }
-    [JsonPropertyName("Entrypoint")] public IReadOnlyList<string>? Entrypoint { get; init; }
-    [JsonPropertyName("Cmd")] public IReadOnlyList<string>? Cmd { get; init; }
-    [JsonPropertyName("Volumes")] public IReadOnlyDictionary<string, JsonElement>? Volumes { get; init; }
-    [JsonPropertyName("WorkingDir")] public string? WorkingDir { get; init; }
-    [JsonPropertyName("Labels")] public IReadOnlyDictionary<string, string>? Labels { get; init; }
-    [JsonPropertyName("StopSignal")] public string? StopSignal { get; init; }
-}
-
-/// <summary>OCI image config <c>rootfs</c> object.</summary>
-public sealed record OciRootFs
-{
-    [JsonPropertyName("type")] public string Type { get; init; } = "layers";
-    [JsonPropertyName("diff_ids")] public required IReadOnlyList<string> DiffIds { get; init; }
-}
-
-/// <summary>OCI image history entry.</summary>
-public sealed record OciHistory
-{
-    [JsonPropertyName("created")] public DateTimeOffset? Created { get; init; }
-    [JsonPropertyName("created_by")] public string? CreatedBy { get; init; }
-    [JsonPropertyName("comment")] public string? Comment { get; init; }
-    [JsonPropertyName("empty_layer")] public bool? EmptyLayer { get; init; }
-}
-
-/// <summary>OCI image config (the blob the manifest's config descriptor points at).</summary>
-public sealed record OciImageConfig
-{
-    [JsonPropertyName("created")] public DateTimeOffset? Created { get; init; }
-    [JsonPropertyName("author")] public string? Author { get; init; }
-    [JsonPropertyName("architecture")] public required string Architecture { get; init; }
-    [JsonPropertyName("os")] public required string OS { get; init; }
-    [JsonPropertyName("variant")] public string? Variant { get; init; }
-    [JsonPropertyName("config")] public OciImageExecConfig? Config { get; init; }
-    [JsonPropertyName("rootfs")] public required OciRootFs RootFs { get; init; }
-    [JsonPropertyName("history")] public IReadOnlyList<OciHistory>? History { get; init; }
-}
-
 /// <summary>Docker <c>docker save</c> manifest.json entry.</summary>
 internal sealed record DockerSaveEntry
 {
@@ -122,7 +80,6 @@ internal sealed record OciLayoutMarker
 [JsonSerializable(typeof(OciDescriptor))]
 [JsonSerializable(typeof(OciManifest))]
 [JsonSerializable(typeof(OciIndex))]
-[JsonSerializable(typeof(OciImageConfig))]
 [JsonSerializable(typeof(List<DockerSaveEntry>))]
 [JsonSerializable(typeof(OciLayoutMarker))]
 internal sealed partial class ImageJsonContext : JsonSerializerContext;
@@ -134,13 +91,32 @@ public static class ImageJson
 
     public static byte[] Serialize(OciIndex index) => JsonSerializer.SerializeToUtf8Bytes(Sorted(index), ImageJsonContext.Default.OciIndex);
 
-    public static byte[] Serialize(OciImageConfig config) => JsonSerializer.SerializeToUtf8Bytes(Sorted(config), ImageJsonContext.Default.OciImageConfig);
+    /// <summary>The config as JSON bytes, labels in ordinal order (the Oci model owns the shape).</summary>
+    public static byte[] Serialize(ImageConfig config)
+    {
+        if (config.Config?.Labels is { } labels)
+        {
+            config.Config.Labels = labels.OrderBy(kv => kv.Key, StringComparer.Ordinal).ToDictionary(kv => kv.Key, kv => kv.Value);
+        }
+
+        return System.Text.Encoding.UTF8.GetBytes(config.ToJson());
+    }
 
     public static OciManifest DeserializeManifest(ReadOnlySpan<byte> json) => Require(JsonSerializer.Deserialize(json, ImageJsonContext.Default.OciManifest), "manifest");
 
     public static OciIndex DeserializeIndex(ReadOnlySpan<byte> json) => Require(JsonSerializer.Deserialize(json, ImageJsonContext.Default.OciIndex), "index");
 
-    public static OciImageConfig DeserializeConfig(ReadOnlySpan<byte> json) => Require(JsonSerializer.Deserialize(json, ImageJsonContext.Default.OciImageConfig), "image config");
+    public static ImageConfig DeserializeConfig(ReadOnlySpan<byte> json)
+    {
+        try
+        {
+            return ImageConfig.Parse(json);
+        }
+        catch (InvalidSpecException e)
+        {
+            throw new JsonException(e.Message, e);
+        }
+    }
 
     internal static List<DockerSaveEntry> DeserializeDockerSave(ReadOnlySpan<byte> json) => Require(JsonSerializer.Deserialize(json, ImageJsonContext.Default.ListDockerSaveEntry), "docker manifest.json");
 
@@ -164,6 +140,4 @@ public static class ImageJson
     };
 
     private static OciIndex Sorted(OciIndex i) => i with { Manifests = i.Manifests.Select(Sorted).ToList(), Annotations = Sort(i.Annotations) };
-
-    private static OciImageConfig Sorted(OciImageConfig c) => c.Config is null ? c : c with { Config = c.Config with { Labels = Sort(c.Config.Labels) } };
 }
