@@ -1,0 +1,103 @@
+using KataAgent.Runner.Protocol;
+
+namespace KataAgent.Runner.Tests;
+
+[Collection(RunnerCollection.Name)]
+public sealed class BatchModeTests(PublishedRunner runner)
+{
+    [SkippableFact]
+    public async Task BuildsAndRunsACProgramWithTheHeuristicAndReportsItsExitCode()
+    {
+        Skip.If(!File.Exists("/usr/bin/cc"), "needs a C compiler at /usr/bin/cc");
+        await using RunnerHost host = await RunnerHost.StartAsync(runner, prepared =>
+            File.WriteAllText(Path.Combine(prepared.WorkDir, "main.c"),
+                "#include <stdio.h>\nint main(void) { printf(\"hello from C\\n\"); return 3; }\n"));
+        CancellationToken limit = RunnerTestHelpers.Limit();
+        var options = new ExecutionOptions { Clean = "", Build = "*", Exec = "*" };
+
+        ExecutionResult clean = await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Batch, "", limit, options);
+        ExecutionResult build = await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Continue, "", limit);
+        ExecutionResult exec = await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Continue, "", limit);
+
+        Assert.Equal(ExecutionStatus.CleanFinished, clean.Status);
+        Assert.Equal(0, clean.ExitCode);
+        Assert.Equal(ExecutionStatus.BuildFinished, build.Status);
+        Assert.True(build.ExitCode == 0, build.Describe());
+        Assert.Equal(ExecutionStatus.Finished, exec.Status);
+        Assert.Equal(3, exec.ExitCode);
+        Assert.Equal("hello from C\n", exec.Text("stdout"));
+        Assert.Null(host.Client.ActiveRunId);
+    }
+
+    [Fact]
+    public async Task ShellCommandsReportTheirOwnExitCodesAndOutput()
+    {
+        await using RunnerHost host = await RunnerHost.StartAsync(runner);
+        CancellationToken limit = RunnerTestHelpers.Limit();
+        var options = new ExecutionOptions
+        {
+            Clean = "echo cleaning",
+            Build = "printf '#!/bin/sh\\necho run \"$1\"; echo oops >&2; exit 4\\n' > prog.sh && chmod +x prog.sh",
+            Exec = "./prog.sh $KATA_TEST_MARKER",
+        };
+
+        ExecutionResult clean = await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Batch, "", limit, options);
+        ExecutionResult build = await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Continue, "", limit);
+        ExecutionResult exec = await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Continue, "", limit);
+
+        Assert.Equal("cleaning\n", clean.Text("stdout"));
+        Assert.Equal(0, build.ExitCode);
+        Assert.Equal(4, exec.ExitCode);
+        Assert.Equal("run from-environ\n", exec.Text("stdout"));
+        Assert.Equal("oops\n", exec.Text("stderr"));
+    }
+
+    [Fact]
+    public async Task ExecIsSkippedWhenTheBuildFails()
+    {
+        await using RunnerHost host = await RunnerHost.StartAsync(runner);
+        CancellationToken limit = RunnerTestHelpers.Limit();
+        var options = new ExecutionOptions { Build = "exit 2", Exec = "echo should-not-run" };
+
+        await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Batch, "", limit, options);
+        ExecutionResult build = await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Continue, "", limit);
+        ExecutionResult exec = await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Continue, "", limit);
+
+        Assert.Equal(2, build.ExitCode);
+        Assert.Equal(2, exec.ExitCode);
+        Assert.Equal("", exec.Text("stdout"));
+    }
+
+    [Fact]
+    public async Task BatchCommandReadsInputAndCanBeInterrupted()
+    {
+        await using RunnerHost host = await RunnerHost.StartAsync(runner);
+        CancellationToken limit = RunnerTestHelpers.Limit();
+        var options = new ExecutionOptions
+        {
+            Exec = "echo waiting; read line; echo got $line; echo ready; sleep 600",
+            FlushTimeout = TimeSpan.FromMilliseconds(200),
+        };
+
+        await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Batch, "", limit, options); // clean
+        await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Continue, "", limit);       // build
+        // The command reads stdin only once it runs: wait until it says so.
+        string stdout = "";
+        while (!stdout.Contains("waiting", StringComparison.Ordinal))
+        {
+            stdout += (await host.Client.ExecuteAsync("b1", ExecutionMode.Continue, "", options, limit)).Text("stdout");
+        }
+        ExecutionResult answered = await host.Client.ExecuteAsync("b1", ExecutionMode.Input, "abc", options, limit);
+        stdout += answered.Text("stdout");
+        while (!stdout.Contains("ready", StringComparison.Ordinal))
+        {
+            stdout += (await host.Client.ExecuteAsync("b1", ExecutionMode.Continue, "", options, limit)).Text("stdout");
+        }
+        await host.Client.InterruptAsync(limit);
+        ExecutionResult end = await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Continue, "", limit);
+
+        Assert.Contains("got abc", stdout);
+        Assert.Equal(ExecutionStatus.Finished, end.Status);
+        Assert.Equal(130, end.ExitCode);
+    }
+}

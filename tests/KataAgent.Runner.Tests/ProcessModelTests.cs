@@ -1,0 +1,168 @@
+using System.Text;
+using KataAgent.Runner.Protocol;
+using NetMQ;
+using NetMQ.Sockets;
+
+namespace KataAgent.Runner.Tests;
+
+[Collection(RunnerCollection.Name)]
+public sealed class ProcessModelTests(PublishedRunner runner)
+{
+    [Fact]
+    public async Task GarbageFramesAreIgnoredAndTheRunnerKeepsServing()
+    {
+        await using RunnerHost host = await RunnerHost.StartAsync(runner);
+        CancellationToken limit = RunnerTestHelpers.Limit();
+
+        using (var intruder = new PushSocket())
+        {
+            intruder.Connect($"tcp://127.0.0.1:{host.InputPort}");
+            intruder.SendFrame("just one frame");
+            intruder.SendMoreFrame("code").SendMoreFrame("print('three frames')").SendFrame("extra");
+            intruder.SendMoreFrame("no-such-op").SendFrame("payload");
+            intruder.SendMoreFrame(new byte[] { 0xff, 0xfe, 0x00 }).SendFrame(new byte[] { 1, 2, 3 });
+            intruder.SendMoreFrame("start-service").SendFrame("{not json");
+            intruder.SendMoreFrame("complete").SendFrame("{not json");
+            // Give the garbage a head start so that it is processed before the real request.
+            intruder.Options.Linger = TimeSpan.FromSeconds(5);
+        }
+
+        ExecutionResult result = await host.Client.ExecuteToStatusAsync("r1", ExecutionMode.Query, "print('still serving')", limit);
+        Assert.Equal("still serving\n", result.Text("stdout"));
+        Assert.DoesNotContain("three frames", result.Text("stdout"));
+        Assert.Contains("frames", host.Log);
+    }
+
+    [Fact]
+    public async Task ClientReconnectsWhenTheRunnerRestarts()
+    {
+        await using RunnerHost host = await RunnerHost.StartAsync(runner);
+        CancellationToken limit = RunnerTestHelpers.Limit();
+        ExecutionResult before = await host.Client.ExecuteToStatusAsync("r1", ExecutionMode.Query, "print('before')", limit);
+        Assert.Equal("before\n", before.Text("stdout"));
+
+        Assert.Equal(0, await host.StopAsync(TimeSpan.FromSeconds(30)));
+        host.StartProcess();
+        await host.WaitUntilServingAsync();
+
+        ExecutionResult after = await host.Client.ExecuteToStatusAsync("r2", ExecutionMode.Query, "print('after')", limit);
+        Assert.Equal("after\n", after.Text("stdout"));
+    }
+
+    [Fact]
+    public async Task RunInProgressWhenTheRunnerDiesEndsWithANote()
+    {
+        await using RunnerHost host = await RunnerHost.StartAsync(runner);
+        CancellationToken limit = RunnerTestHelpers.Limit();
+        var seen = new StringBuilder();
+        ExecutionResult? end = null;
+        await foreach (ExecutionEvent item in host.Client.ExecuteStreamingAsync("r1", ExecutionMode.Query,
+            "import time\nprint('working', flush=True)\ntime.sleep(600)", null, limit))
+        {
+            if (item is OutputEvent output)
+            {
+                seen.Append(output.Item.Data);
+                if (output.Item.Data.Contains("working", StringComparison.Ordinal))
+                {
+                    _ = RunnerHost.Kill(host.Pid, 9);
+                }
+            }
+            else if (item is ResultEvent result)
+            {
+                end = result.Result;
+            }
+        }
+        Assert.NotNull(end);
+        Assert.Equal(ExecutionStatus.Finished, end.Status);
+        Assert.Null(end.ExitCode);
+        Assert.Contains("lost the connection", seen.ToString());
+        Assert.Null(host.Client.ActiveRunId);
+    }
+
+    [Fact]
+    public async Task SigtermStopsTheRunnerAndEveryProcessItStarted()
+    {
+        await using RunnerHost host = await RunnerHost.StartAsync(runner);
+        CancellationToken limit = RunnerTestHelpers.Limit();
+        var options = new ExecutionOptions { Exec = "echo started; sleep 600", FlushTimeout = TimeSpan.FromMilliseconds(200) };
+        await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Batch, "", limit, options);
+        await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Continue, "", limit);
+        string stdout = "";
+        while (!stdout.Contains("started", StringComparison.Ordinal))
+        {
+            stdout += (await host.Client.ExecuteAsync("b1", ExecutionMode.Continue, "", options, limit)).Text("stdout");
+        }
+        List<int> children = RunnerHost.Descendants(host.Pid);
+        Assert.NotEmpty(children);
+
+        int exitCode = await host.StopAsync(TimeSpan.FromSeconds(60));
+
+        Assert.Equal(0, exitCode);
+        foreach (int child in children)
+        {
+            Assert.False(RunnerHost.TryReadStat(child, out char state, out _) && state != 'Z', $"process {child} survived the runner");
+        }
+    }
+
+    [Fact]
+    public async Task OrphanedGrandchildrenAreReaped()
+    {
+        await using RunnerHost host = await RunnerHost.StartAsync(runner);
+        CancellationToken limit = RunnerTestHelpers.Limit();
+        // The shell exits at once; its background child is re-parented to the runner (a subreaper) and exits later.
+        var options = new ExecutionOptions { Exec = "sleep 0.3 & echo spawned" };
+        await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Batch, "", limit, options);
+        await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Continue, "", limit);
+        ExecutionResult exec = await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Continue, "", limit);
+        Assert.Equal(0, exec.ExitCode);
+
+        // Wait until no child of the runner is a zombie other than ones that are about to be reaped.
+        while (true)
+        {
+            var zombies = RunnerHost.Descendants(host.Pid)
+                .Where(pid => RunnerHost.TryReadStat(pid, out char state, out _) && state == 'Z')
+                .ToList();
+            bool sleeperAlive = RunnerHost.Descendants(host.Pid)
+                .Any(pid => File.Exists($"/proc/{pid}/cmdline") && File.ReadAllText($"/proc/{pid}/cmdline").StartsWith("sleep", StringComparison.Ordinal));
+            if (zombies.Count == 0 && !sleeperAlive)
+            {
+                break;
+            }
+            await Task.Delay(100, limit);
+        }
+    }
+
+    [Fact]
+    public async Task ConfigWithBadJsonMakesTheRunnerSayWhyItCannotRun()
+    {
+        string root = Directory.CreateTempSubdirectory("kata-runner-badconfig-").FullName;
+        try
+        {
+            File.WriteAllText(Path.Combine(root, "runner.json"), "{ this is not json");
+            var start = new System.Diagnostics.ProcessStartInfo(runner.BinaryPath, ["--config-dir", root]) { RedirectStandardError = true };
+            using var process = System.Diagnostics.Process.Start(start)!;
+            string errors = await process.StandardError.ReadToEndAsync(RunnerTestHelpers.Limit());
+            await process.WaitForExitAsync(RunnerTestHelpers.Limit());
+
+            Assert.Equal(2, process.ExitCode);
+            Assert.Contains("cannot run", errors);
+            Assert.Contains("runner.json", errors);
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task BootstrapScriptRunsBeforeTheFirstRun()
+    {
+        await using RunnerHost host = await RunnerHost.StartAsync(runner, prepared =>
+            File.WriteAllText(Path.Combine(prepared.ConfigDir, "bootstrap.sh"), "echo bootstrapped > bootstrap-done.txt\n"));
+
+        ExecutionResult result = await host.Client.ExecuteToStatusAsync("r1", ExecutionMode.Query,
+            "print(open('bootstrap-done.txt').read().strip())", RunnerTestHelpers.Limit());
+
+        Assert.Equal("bootstrapped\n", result.Text("stdout"));
+    }
+}

@@ -1,0 +1,100 @@
+using System.Net.Sockets;
+using System.Text.Json;
+using KataAgent.Runner.Protocol;
+
+namespace KataAgent.Runner.Tests;
+
+[Collection(RunnerCollection.Name)]
+public sealed class ServiceTests(PublishedRunner runner)
+{
+    [Fact]
+    public async Task HttpServerServiceStartsAnswersAndStops()
+    {
+        await using RunnerHost host = await RunnerHost.StartAsync(runner, prepared =>
+            File.WriteAllText(Path.Combine(prepared.WorkDir, "hello.txt"), "hello from the service\n"));
+        CancellationToken limit = RunnerTestHelpers.Limit();
+        int port = RunnerHost.FreePort();
+
+        ServiceResult started = await host.Client.StartServiceAsync(new ServiceDefinition
+        {
+            Name = "web",
+            Protocol = "http",
+            Ports = [port],
+            Command = [PublishedRunner.PythonPath, "-m", "http.server", "--bind", "127.0.0.1", "{port}"],
+        }, limit);
+        Assert.True(started.Succeeded, started.Error);
+        Assert.Equal("started", started.Status);
+
+        using (var http = new HttpClient())
+        {
+            string body = await http.GetStringAsync(new Uri($"http://127.0.0.1:{port}/hello.txt"), limit);
+            Assert.Equal("hello from the service\n", body);
+        }
+
+        ServiceResult again = await host.Client.StartServiceAsync(new ServiceDefinition
+        {
+            Name = "web", Ports = [port], Command = ["unused"],
+        }, limit);
+        Assert.Equal("running", again.Status);
+
+        JsonElement apps = await host.Client.GetAppsAsync(limit);
+        JsonElement web = Assert.Single(apps.GetProperty("data").EnumerateArray());
+        Assert.Equal("web", web.GetProperty("name").GetString());
+        Assert.Equal(port, web.GetProperty("ports")[0].GetInt32());
+
+        await host.Client.ShutdownServiceAsync("web", limit);
+        while (await AcceptsAsync(port))
+        {
+            await Task.Delay(100, limit);
+        }
+        while ((await host.Client.GetAppsAsync(limit)).GetProperty("data").GetArrayLength() != 0)
+        {
+            await Task.Delay(100, limit);
+        }
+    }
+
+    [Fact]
+    public async Task ServiceThatExitsAnswersFailedWithTheReason()
+    {
+        await using RunnerHost host = await RunnerHost.StartAsync(runner);
+
+        ServiceResult result = await host.Client.StartServiceAsync(new ServiceDefinition
+        {
+            Name = "broken",
+            Ports = [RunnerHost.FreePort()],
+            Command = [PublishedRunner.PythonPath, "-c", "import sys; print('cannot start: no config', file=sys.stderr); sys.exit(3)"],
+        }, RunnerTestHelpers.Limit());
+
+        Assert.Equal("failed", result.Status);
+        Assert.Contains("exited with code 3", result.Error);
+        Assert.Contains("cannot start: no config", result.Error);
+    }
+
+    [Fact]
+    public async Task ServiceWithAMissingProgramAnswersFailed()
+    {
+        await using RunnerHost host = await RunnerHost.StartAsync(runner);
+
+        ServiceResult result = await host.Client.StartServiceAsync(new ServiceDefinition
+        {
+            Name = "missing", Ports = [RunnerHost.FreePort()], Command = ["/nonexistent/kata-service"],
+        }, RunnerTestHelpers.Limit());
+
+        Assert.Equal("failed", result.Status);
+        Assert.Contains("/nonexistent/kata-service", result.Error);
+    }
+
+    private static async Task<bool> AcceptsAsync(int port)
+    {
+        using var client = new TcpClient();
+        try
+        {
+            await client.ConnectAsync("127.0.0.1", port);
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
+}
