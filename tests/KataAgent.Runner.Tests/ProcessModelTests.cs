@@ -16,6 +16,7 @@ public sealed class ProcessModelTests(PublishedRunner runner)
 
         using (var intruder = new PushSocket())
         {
+            intruder.Options.Linger = TimeSpan.FromSeconds(5);
             intruder.Connect($"tcp://127.0.0.1:{host.InputPort}");
             intruder.SendFrame("just one frame");
             intruder.SendMoreFrame("code").SendMoreFrame("print('three frames')").SendFrame("extra");
@@ -23,14 +24,20 @@ public sealed class ProcessModelTests(PublishedRunner runner)
             intruder.SendMoreFrame(new byte[] { 0xff, 0xfe, 0x00 }).SendFrame(new byte[] { 1, 2, 3 });
             intruder.SendMoreFrame("start-service").SendFrame("{not json");
             intruder.SendMoreFrame("complete").SendFrame("{not json");
-            // Give the garbage a head start so that it is processed before the real request.
-            intruder.Options.Linger = TimeSpan.FromSeconds(5);
+        }
+        // The intruder has its own connection: wait until the runner has seen its messages.
+        while (!host.Log.Contains("ignored a message with 1 frames", StringComparison.Ordinal)
+            || !host.Log.Contains("ignored a message with 3 frames", StringComparison.Ordinal)
+            || !host.Log.Contains("received complete", StringComparison.Ordinal))
+        {
+            await Task.Delay(100, limit);
         }
 
         ExecutionResult result = await host.Client.ExecuteToStatusAsync("r1", ExecutionMode.Query, "print('still serving')", limit);
         Assert.Equal("still serving\n", result.Text("stdout"));
         Assert.DoesNotContain("three frames", result.Text("stdout"));
-        Assert.Contains("frames", host.Log);
+        IReadOnlyDictionary<string, object?> status = await host.Client.GetStatusAsync(limit);
+        Assert.Equal("idle", status["status"]);
     }
 
     [Fact]

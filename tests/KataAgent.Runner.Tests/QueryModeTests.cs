@@ -142,7 +142,7 @@ public sealed class QueryModeTests(PublishedRunner runner)
         await using RunnerHost host = await RunnerHost.StartAsync(runner);
         // A subprocess writes to fd 1 directly, outside Python's sys.stdout.
         ExecutionResult result = await host.Client.ExecuteToStatusAsync("r1", ExecutionMode.Query,
-            "import os, subprocess\nsubprocess.run(['echo', os.environ['KATA_TEST_MARKER']])\nos.write(2, b'raw-err\\n')",
+            "import os, subprocess\nsubprocess.run(['echo', os.environ['KATA_TEST_MARKER']])\n_ = os.write(2, b'raw-err\\n')",
             RunnerTestHelpers.Limit());
 
         Assert.Equal(0, result.ExitCode);
