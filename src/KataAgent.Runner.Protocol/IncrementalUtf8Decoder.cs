@@ -17,17 +17,11 @@ public sealed class IncrementalUtf8Decoder
 
     private string Convert(ReadOnlySpan<byte> bytes, bool flush)
     {
+        // GetChars must see every byte, even when it yields no character yet: that is what keeps the
+        // start of a split character in the decoder's state.
         int count = _decoder.GetCharCount(bytes, flush);
-        if (count == 0)
-        {
-            if (flush)
-            {
-                _decoder.Reset();
-            }
-            return "";
-        }
-        var chars = new char[count];
+        Span<char> chars = count <= 256 ? stackalloc char[count] : new char[count];
         int written = _decoder.GetChars(bytes, chars, flush);
-        return new string(chars, 0, written);
+        return new string(chars[..written]);
     }
 }

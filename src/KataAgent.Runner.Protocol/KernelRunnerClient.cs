@@ -78,6 +78,18 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         }
     }
 
+    /// <summary>True when the active run's output up to its next end message has arrived (for tests).</summary>
+    internal bool ActiveRunHasPendingEnd
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _run?.Buffer.HasBoundary ?? false;
+            }
+        }
+    }
+
     /// <summary>Messages dropped as garbage (wrong frame count, bad type) or as output nobody was running.</summary>
     public long IgnoredMessages => Interlocked.Read(ref _ignoredMessages);
 
@@ -344,7 +356,8 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
                     return await AbandonAtExecTimeoutAsync(run, console.Build());
                 }
                 TimeSpan untilFlush = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), flushDeadline);
-                if (console.Count > 0 && untilFlush <= TimeSpan.Zero)
+                // A full console is handed out early: what one call holds is bounded like the buffer.
+                if (console.Count > 0 && (untilFlush <= TimeSpan.Zero || console.Characters >= _options.MaxBufferedCharacters))
                 {
                     return Result(run, ExecutionStatus.Continued, null, console.Build(), null);
                 }

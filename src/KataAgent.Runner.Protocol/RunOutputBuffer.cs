@@ -219,8 +219,11 @@ internal sealed class ConsoleBuilder
 
     public int Count => _items.Count;
 
+    public long Characters { get; private set; }
+
     public void Add(ConsoleItem item)
     {
+        Characters += item.Data.Length;
         if (_items.Count > 0 && _items[^1].Kind == item.Kind
             && item.Kind is RunnerMessageTypes.Stdout or RunnerMessageTypes.Stderr)
         {

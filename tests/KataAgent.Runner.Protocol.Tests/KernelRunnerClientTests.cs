@@ -1,0 +1,329 @@
+using System.Text;
+using System.Text.Json;
+using KataAgent.Runner.Protocol;
+
+namespace KataAgent.Runner.Protocol.Tests;
+
+public sealed class KernelRunnerClientTests
+{
+    private static CancellationToken Limit() => new CancellationTokenSource(TimeSpan.FromSeconds(60)).Token;
+
+    [Fact]
+    public async Task QueryCollectsMergedOutputUntilFinished()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+
+        Task<ExecutionResult> execute = client.ExecuteAsync("r1", ExecutionMode.Query, "print(1)", null, Limit());
+        Assert.Equal(("code", "print(1)"), runner.Receive());
+        runner.Send("stdout", "a");
+        runner.Send("stdout", "b");
+        runner.Send("stderr", "err");
+        runner.Send("stdout", "c");
+        runner.Send("finished", "{\"exitCode\": 0}");
+        ExecutionResult result = await execute;
+
+        Assert.Equal("r1", result.RunId);
+        Assert.Equal(ExecutionStatus.Finished, result.Status);
+        Assert.Equal(0, result.ExitCode);
+        Assert.Equal([new("stdout", "ab"), new("stderr", "err"), new("stdout", "c")], result.Console);
+        Assert.Null(client.ActiveRunId);
+        Assert.Equal("""{"runId":"r1","status":"finished","exitCode":0,"console":[["stdout","ab"],["stderr","err"],["stdout","c"]]}""", result.ToJson());
+    }
+
+    [Fact]
+    public async Task GarbageFramesFromTheRunnerAreIgnored()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+
+        Task<ExecutionResult> execute = client.ExecuteAsync("r1", ExecutionMode.Query, "x", null, Limit());
+        runner.Receive();
+        runner.SendFrames(Encoding.ASCII.GetBytes("stdout"));
+        runner.SendFrames(Encoding.ASCII.GetBytes("stdout"), Encoding.ASCII.GetBytes("three"), Encoding.ASCII.GetBytes("frames"));
+        runner.SendFrames([0xff, 0x00], Encoding.ASCII.GetBytes("binary type"));
+        runner.Send("no-such-type", "x");
+        runner.Send("finished", "not json at all");
+        runner.Send("stdout", "kept");
+        runner.Send("finished", "{\"exitCode\": 3}");
+        ExecutionResult result = await execute;
+
+        // A finished with an unreadable payload still ends the run, without an exit code.
+        Assert.Equal(ExecutionStatus.Finished, result.Status);
+        Assert.Null(result.ExitCode);
+        Assert.Empty(result.Console);
+        Assert.True(client.IgnoredMessages >= 4);
+
+        // The output after it belongs to no run and is ignored too.
+        Task<ExecutionResult> next = client.ExecuteAsync("r2", ExecutionMode.Query, "y", null, Limit());
+        runner.Receive();
+        runner.Send("stdout", "fresh");
+        runner.Send("finished", "{\"exitCode\": 0}");
+        ExecutionResult second = await next;
+        Assert.Equal([new("stdout", "fresh")], second.Console);
+    }
+
+    [Fact]
+    public async Task MultiByteCharacterSplitAcrossMessagesIsDecodedWhole()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+        byte[] text = Encoding.UTF8.GetBytes("x€😀y");
+
+        Task<ExecutionResult> execute = client.ExecuteAsync("r1", ExecutionMode.Query, "", null, Limit());
+        runner.Receive();
+        runner.Send("stdout", text[..2]);
+        runner.Send("stdout", text[2..5]);
+        runner.Send("stdout", text[5..]);
+        runner.Send("finished", "{\"exitCode\": 0}");
+        ExecutionResult result = await execute;
+
+        Assert.Equal([new("stdout", "x€😀y")], result.Console);
+    }
+
+    [Fact]
+    public async Task PendingOutputIsReturnedAsContinuedAfterTheFlushTimeout()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+        var options = new ExecutionOptions { FlushTimeout = TimeSpan.FromMilliseconds(100) };
+
+        Task<ExecutionResult> execute = client.ExecuteAsync("r1", ExecutionMode.Query, "", options, Limit());
+        runner.Receive();
+        runner.Send("stdout", "partial");
+        ExecutionResult first = await execute;
+        Task<ExecutionResult> more = client.ExecuteAsync("r1", ExecutionMode.Continue, "", options, Limit());
+        runner.Send("stdout", "rest");
+        runner.Send("finished", "{\"exitCode\": 0}");
+        ExecutionResult second = await more;
+
+        Assert.Equal(ExecutionStatus.Continued, first.Status);
+        Assert.Equal([new("stdout", "partial")], first.Console);
+        Assert.Equal(ExecutionStatus.Finished, second.Status);
+        Assert.Equal([new("stdout", "rest")], second.Console);
+    }
+
+    [Fact]
+    public async Task ASecondRunIsRefusedWhileOneIsActive()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+
+        Task<ExecutionResult> first = client.ExecuteAsync("r1", ExecutionMode.Query, "", null, Limit());
+        runner.Receive();
+        RunInProgressException refused = await Assert.ThrowsAsync<RunInProgressException>(
+            () => client.ExecuteAsync("r2", ExecutionMode.Query, "", null, Limit()));
+        await Assert.ThrowsAsync<RunInProgressException>(() => client.ExecuteAsync("r1", ExecutionMode.Continue, "", null, Limit()));
+        await Assert.ThrowsAsync<NoActiveRunException>(() => client.ExecuteAsync("r9", ExecutionMode.Input, "", null, Limit()));
+        runner.Send("finished", "{\"exitCode\": 0}");
+        await first;
+
+        Assert.Contains("'r1' is still active", refused.Message);
+        await Assert.ThrowsAsync<NoActiveRunException>(() => client.ExecuteAsync("r1", ExecutionMode.Continue, "", null, Limit()));
+    }
+
+    [Fact]
+    public async Task WaitingInputThenInputContinuesTheSameRun()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+
+        Task<ExecutionResult> asking = client.ExecuteAsync("r1", ExecutionMode.Query, "input()", null, Limit());
+        runner.Receive();
+        runner.Send("stdout", "Password: ");
+        runner.Send("waiting-input", "{\"is_password\": true}");
+        ExecutionResult waiting = await asking;
+        Task<ExecutionResult> answering = client.ExecuteAsync("r1", ExecutionMode.Input, "secret", null, Limit());
+        Assert.Equal(("input", "secret"), runner.Receive());
+        runner.Send("finished", "{\"exitCode\": 0}");
+        ExecutionResult done = await answering;
+
+        Assert.Equal(ExecutionStatus.WaitingInput, waiting.Status);
+        Assert.True(waiting.Options!.Value.GetProperty("is_password").GetBoolean());
+        Assert.Equal("r1", client.ActiveRunId is null ? "r1" : client.ActiveRunId);
+        Assert.Equal(ExecutionStatus.Finished, done.Status);
+    }
+
+    [Fact]
+    public async Task BatchSendsThreeStepsAndReportsEachEnd()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+        var options = new ExecutionOptions { Clean = "make clean", Build = "*", Exec = "./main" };
+
+        Task<ExecutionResult> clean = client.ExecuteAsync("b1", ExecutionMode.Batch, "", options, Limit());
+        Assert.Equal(("clean", "make clean"), runner.Receive());
+        Assert.Equal(("build", "*"), runner.Receive());
+        Assert.Equal(("exec", "./main"), runner.Receive());
+        runner.Send("clean-finished", "{\"exitCode\": 0}");
+        runner.Send("stdout", "compiling");
+        runner.Send("build-finished", "{\"exitCode\": 0}");
+        runner.Send("stdout", "running");
+        runner.Send("finished", "{\"exitCode\": 9}");
+
+        ExecutionResult cleaned = await clean;
+        ExecutionResult built = await client.ExecuteAsync("b1", ExecutionMode.Continue, "", null, Limit());
+        ExecutionResult ran = await client.ExecuteAsync("b1", ExecutionMode.Continue, "", null, Limit());
+
+        Assert.Equal((ExecutionStatus.CleanFinished, 0), (cleaned.Status, cleaned.ExitCode));
+        Assert.Equal((ExecutionStatus.BuildFinished, 0), (built.Status, built.ExitCode));
+        Assert.Equal([new("stdout", "compiling")], built.Console);
+        Assert.Equal((ExecutionStatus.Finished, 9), (ran.Status, ran.ExitCode));
+        Assert.Null(client.ActiveRunId);
+    }
+
+    [Fact]
+    public async Task ExecTimeoutInterruptsAndSkipsTheAbandonedRunsLateMessages()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+        var options = new ExecutionOptions { ExecTimeout = TimeSpan.FromMilliseconds(200) };
+
+        ExecutionResult timedOut = await client.ExecuteAsync("r1", ExecutionMode.Query, "loop", options, Limit());
+        Assert.Equal(("code", "loop"), runner.Receive());
+        Assert.Equal(("interrupt", ""), runner.Receive());
+        Assert.Equal(ExecutionStatus.ExecTimeout, timedOut.Status);
+        Assert.Null(client.ActiveRunId);
+
+        Task<ExecutionResult> next = client.ExecuteAsync("r2", ExecutionMode.Query, "ok", null, Limit());
+        runner.Receive();
+        runner.Send("stderr", "KeyboardInterrupt"); // late output of r1
+        runner.Send("finished", "{\"exitCode\": 1}");  // r1's end
+        runner.Send("stdout", "r2 output");
+        runner.Send("finished", "{\"exitCode\": 0}");
+        ExecutionResult second = await next;
+
+        Assert.Equal([new("stdout", "r2 output")], second.Console);
+        Assert.Equal(0, second.ExitCode);
+    }
+
+    [Fact]
+    public async Task StreamingYieldsOutputAsItArrives()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+        var received = new List<ExecutionEvent>();
+
+        await using IAsyncEnumerator<ExecutionEvent> events = client.ExecuteStreamingAsync("r1", ExecutionMode.Query, "", null, Limit()).GetAsyncEnumerator();
+        Task<bool> first = events.MoveNextAsync().AsTask();
+        runner.Receive();
+        runner.Send("stdout", "one");
+        Assert.True(await first);
+        received.Add(events.Current);
+        runner.Send("stdout", "two");
+        runner.Send("finished", "{\"exitCode\": 0}");
+        while (await events.MoveNextAsync())
+        {
+            received.Add(events.Current);
+        }
+
+        Assert.Equal(new OutputEvent(new ConsoleItem("stdout", "one")), received[0]);
+        ResultEvent end = Assert.IsType<ResultEvent>(received[^1]);
+        Assert.Equal(0, end.Result.ExitCode);
+        Assert.Equal("onetwo", string.Concat(received.OfType<OutputEvent>().Select(item => item.Item.Data)));
+    }
+
+    [Fact]
+    public async Task CancelledCollectKeepsTheOutputForTheNextCall()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+        using var cancel = new CancellationTokenSource();
+        var options = new ExecutionOptions { FlushTimeout = TimeSpan.FromMinutes(5) };
+
+        Task<ExecutionResult> execute = client.ExecuteAsync("r1", ExecutionMode.Query, "", options, cancel.Token);
+        runner.Receive();
+        runner.Send("stdout", "kept");
+        // Whether or not "kept" was drained before the cancel, it must come out of the next call.
+        await Task.Delay(200);
+        await cancel.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => execute);
+        runner.Send("finished", "{\"exitCode\": 0}");
+        ExecutionResult result = await client.ExecuteAsync("r1", ExecutionMode.Continue, "", null, Limit());
+
+        Assert.Equal([new("stdout", "kept")], result.Console);
+    }
+
+    [Fact]
+    public async Task RepliesAreMatchedByType()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+
+        Task<IReadOnlyDictionary<string, object?>> status = client.GetStatusAsync(Limit());
+        Task<IReadOnlyList<string>> completion = client.CompleteAsync(new CompletionRequest { Code = "os.pa" }, Limit());
+        Assert.Equal("status", runner.Receive().Type);
+        (string type, string payload) = runner.Receive();
+        Assert.Equal("complete", type);
+        Assert.Equal("os.pa", JsonDocument.Parse(payload).RootElement.GetProperty("code").GetString());
+        runner.Send("completion", "{\"suggestions\": [\"os.path\", \"os.pardir\"]}");
+        // msgpack {"status": "idle", "n": 5}
+        runner.Send("status", [0x82, 0xa6, .. "status"u8, 0xa4, .. "idle"u8, 0xa1, (byte)'n', 0x05]);
+
+        Assert.Equal(["os.path", "os.pardir"], await completion);
+        IReadOnlyDictionary<string, object?> map = await status;
+        Assert.Equal("idle", map["status"]);
+        Assert.Equal(5L, map["n"]);
+    }
+
+    [Fact]
+    public async Task UncollectedOutputDoesNotGrowWithoutBound()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect(maxBufferedCharacters: 64 * 1024);
+        var options = new ExecutionOptions { FlushTimeout = TimeSpan.FromMilliseconds(1) };
+
+        ExecutionResult started = await StartWithOneChunkAsync(client, runner, options);
+        string chunk = new('z', 1024);
+        for (int i = 0; i < 2048; i++)
+        {
+            runner.Send("stdout", chunk); // 2 MiB nobody collects
+        }
+        runner.Send("stdout", "tail");
+        runner.Send("finished", "{\"exitCode\": 0}");
+        while (!client.ActiveRunHasPendingEnd)
+        {
+            await Task.Delay(20);
+        }
+        ExecutionResult result = await client.ExecuteAsync("r1", ExecutionMode.Continue, "", new ExecutionOptions(), Limit());
+
+        Assert.Equal(ExecutionStatus.Continued, started.Status);
+        Assert.Equal(ExecutionStatus.Finished, result.Status);
+        long kept = result.Console.Where(item => item.Kind == "stdout").Sum(item => (long)item.Data.Length);
+        Assert.True(kept <= 64 * 1024, $"kept {kept} characters");
+        Assert.True(result.DroppedCharacters > 0);
+        Assert.Equal(2048 * 1024 + 4, kept + result.DroppedCharacters);
+        Assert.EndsWith("tail", result.Console[^1].Data);
+        Assert.StartsWith("[kata-agent:", result.Console[0].Data);
+    }
+
+    [Fact]
+    public async Task RunEndsWhenTheRunnerGoesAway()
+    {
+        var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+        Task<ExecutionResult> execute = client.ExecuteAsync("r1", ExecutionMode.Query, "", null, Limit());
+        runner.Receive();
+        runner.Send("stdout", "before");
+        while (!client.IsConnected)
+        {
+            await Task.Delay(20);
+        }
+
+        runner.Dispose();
+        ExecutionResult result = await execute;
+
+        Assert.Equal(ExecutionStatus.Finished, result.Status);
+        Assert.Null(result.ExitCode);
+        Assert.Contains("lost the connection", result.Console[^1].Data);
+        Assert.Null(client.ActiveRunId);
+    }
+
+    private static async Task<ExecutionResult> StartWithOneChunkAsync(KernelRunnerClient client, FakeRunner runner, ExecutionOptions options)
+    {
+        Task<ExecutionResult> execute = client.ExecuteAsync("r1", ExecutionMode.Query, "", options, Limit());
+        runner.Receive();
+        runner.Send("stdout", "first");
+        return await execute;
+    }
+}
