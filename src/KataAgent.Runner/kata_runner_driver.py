@@ -27,6 +27,8 @@ import select
 import signal
 import struct
 import sys
+import threading
+import time
 import traceback
 
 _HEADER = struct.Struct(">cI")
@@ -263,7 +265,23 @@ class Interpreter:
         channel.send(b"C", json.dumps({"suggestions": suggestions}).encode())
 
 
+def watch_runner():
+    """If the runner dies without closing our pipes in a way we notice (we may be deep in user code),
+    take our process group (the user's subprocesses) down with us instead of lingering as orphans."""
+    runner_pid = os.getppid()
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != runner_pid:
+            try:
+                os.killpg(os.getpgid(0), signal.SIGKILL)
+            finally:
+                os._exit(1)
+
+
 def main():
+    watchdog = threading.Thread(target=watch_runner, name="kata-runner-watchdog")
+    watchdog.daemon = True
+    watchdog.start()
     signal.signal(signal.SIGINT, channel.on_sigint)
     sys.stdout = EventStream(b"o", 1, "<stdout>")
     sys.stderr = EventStream(b"e", 2, "<stderr>")

@@ -84,6 +84,11 @@ public sealed class ProcessModelTests(PublishedRunner runner)
         Assert.Null(end.ExitCode);
         Assert.Contains("lost the connection", seen.ToString());
         Assert.Null(host.Client.ActiveRunId);
+        // The orphaned interpreter notices that its runner is gone and exits (with its subprocesses).
+        while (RunnerHost.ProcessesInDirectory(host.WorkDir).Count > 0)
+        {
+            await Task.Delay(200, limit);
+        }
     }
 
     [Fact]

@@ -147,8 +147,9 @@ public sealed class RunnerHost : IAsyncDisposable
             {
                 _process.Kill(entireProcessTree: true);
             }
-            // Anything the runner left behind (it should leave nothing) is killed too.
-            foreach (int pid in descendants)
+            // Anything the runner left behind (it should leave nothing) is killed too: its descendants
+            // when it stopped, and whatever still runs in this test's work dir (orphans of a killed runner).
+            foreach (int pid in descendants.Concat(ProcessesInDirectory(WorkDir)))
             {
                 _ = Kill(pid, 9);
             }
@@ -195,6 +196,26 @@ public sealed class RunnerHost : IAsyncDisposable
             }
         }
         return result;
+    }
+
+    public static List<int> ProcessesInDirectory(string directory)
+    {
+        var found = new List<int>();
+        foreach (string entry in Directory.EnumerateDirectories("/proc"))
+        {
+            try
+            {
+                if (int.TryParse(Path.GetFileName(entry), out int pid)
+                    && new DirectoryInfo(Path.Combine(entry, "cwd")).ResolveLinkTarget(returnFinalTarget: false)?.FullName == directory)
+                {
+                    found.Add(pid);
+                }
+            }
+            catch (Exception exception) when (exception is IOException or UnauthorizedAccessException)
+            {
+            }
+        }
+        return found;
     }
 
     public static bool TryReadStat(int pid, out char state, out int parentPid)
