@@ -31,7 +31,9 @@ public static class BusyboxSnapshot
             File.CreateSymbolicLink(Path.Combine(root, "bin", applet), "busybox");
         await File.WriteAllTextAsync(Path.Combine(root, "etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nwork:x:1000:1000::/home/work:/bin/sh\n", cancellationToken);
         await File.WriteAllTextAsync(Path.Combine(root, "etc/group"), "root:x:0:\nwork:x:1000:\n", cancellationToken);
-        await client.Snapshots.CommitAsync(name, key, cancellationToken: cancellationToken);
+        // Nothing references a bare snapshot, so it must be a GC root or containerd collects it.
+        var labels = new Dictionary<string, string> { ["containerd.io/gc.root"] = DateTimeOffset.UtcNow.ToString("O") };
+        await client.Snapshots.CommitAsync(name, key, labels: labels, cancellationToken: cancellationToken);
         return name;
     }
 }

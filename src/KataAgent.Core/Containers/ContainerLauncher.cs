@@ -19,8 +19,22 @@ public sealed class ContainerLauncher(ContainerdClient client, ILogger logger)
 
     public async Task<LaunchedContainer> LaunchAsync(ContainerLaunch launch, CancellationToken cancellationToken = default)
     {
+        // Until the container record references the new snapshot, only a lease keeps GC off it.
+        var lease = await client.Leases.CreateAsync(expiresAfter: TimeSpan.FromHours(1), cancellationToken: cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await LaunchUnderLeaseAsync(launch, client.WithLease(lease.Id), cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            await client.Leases.DeleteAsync(lease.Id, cancellationToken: CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    private async Task<LaunchedContainer> LaunchUnderLeaseAsync(ContainerLaunch launch, ContainerdClient leased, CancellationToken cancellationToken)
+    {
         await using var undo = new UndoStack(logger);
-        var state = new LaunchState(launch);
+        var state = new LaunchState(launch, leased);
         foreach (var (name, step) in Steps)
         {
             try
@@ -55,9 +69,10 @@ public sealed class ContainerLauncher(ContainerdClient client, ILogger logger)
         ("start", (s, st, u, ct) => s.StartTaskAsync(st, ct)),
     ];
 
-    private sealed class LaunchState(ContainerLaunch launch)
+    private sealed class LaunchState(ContainerLaunch launch, ContainerdClient leased)
     {
         public ContainerLaunch Launch { get; } = launch;
+        public ContainerdClient Leased { get; } = leased;
         public string SnapshotKey => Launch.Id;
         public IReadOnlyList<global::Containerd.Types.Mount> RootfsMounts { get; set; } = [];
         public byte[] SpecJson { get; set; } = [];
@@ -66,9 +81,18 @@ public sealed class ContainerLauncher(ContainerdClient client, ILogger logger)
 
     private async Task PrepareSnapshotAsync(LaunchState state, UndoStack undo, CancellationToken cancellationToken)
     {
-        state.RootfsMounts = await client.Snapshots.PrepareAsync(state.SnapshotKey, state.Launch.Image.ChainId, cancellationToken: cancellationToken)
+        state.RootfsMounts = await state.Leased.Snapshots.PrepareAsync(state.SnapshotKey, state.Launch.Image.ChainId, cancellationToken: cancellationToken)
             .ConfigureAwait(false);
-        undo.Push("snapshot", ct => client.Snapshots.RemoveAsync(state.SnapshotKey, cancellationToken: ct));
+        undo.Push("snapshot", async ct =>
+        {
+            try
+            {
+                await client.Snapshots.RemoveAsync(state.SnapshotKey, cancellationToken: ct).ConfigureAwait(false);
+            }
+            catch (ContainerdNotFoundException)
+            {
+            }
+        });
     }
 
     private Task GenerateSpecAsync(LaunchState state, CancellationToken cancellationToken)
@@ -89,7 +113,16 @@ public sealed class ContainerLauncher(ContainerdClient client, ILogger logger)
             SnapshotKey = state.SnapshotKey,
             Labels = launch.Labels,
         }, cancellationToken).ConfigureAwait(false);
-        undo.Push("container", ct => client.Containers.DeleteAsync(launch.Id, ct));
+        undo.Push("container", async ct =>
+        {
+            try
+            {
+                await client.Containers.DeleteAsync(launch.Id, ct).ConfigureAwait(false);
+            }
+            catch (ContainerdNotFoundException)
+            {
+            }
+        });
     }
 
     private async Task CreateTaskAsync(LaunchState state, UndoStack undo, CancellationToken cancellationToken)
