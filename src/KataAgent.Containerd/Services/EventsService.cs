@@ -11,6 +11,11 @@ public sealed class EventsService(CallInvoker invoker)
 {
     private readonly Events.EventsClient _client = new(invoker);
 
+    /// <summary>Publishes an event into the namespace (used to confirm a subscription is live).</summary>
+    public Task PublishAsync(string topic, Google.Protobuf.WellKnownTypes.Any payload, CancellationToken cancellationToken = default) =>
+        Rpc.Call($"events.publish {topic}", async () =>
+            await _client.PublishAsync(new PublishRequest { Topic = topic, Event = payload }, cancellationToken: cancellationToken));
+
     /// <param name="filters">e.g. <c>topic~="/tasks/"</c>, <c>namespace==kata-agent</c>.</param>
     public async IAsyncEnumerable<ContainerdEvent> SubscribeAsync(string[] filters,
         [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)

@@ -1,0 +1,60 @@
+namespace KataAgent.Core;
+
+/// <summary>What the core needs to know; the CLI maps kata-agent.toml onto it.</summary>
+public sealed record AgentOptions
+{
+    /// <summary>Identifies this agent on its containers (label ai.backend.owner).</summary>
+    public string AgentId { get; init; } = Environment.MachineName;
+    public string DataDir { get; init; } = "/var/lib/kata-agent";
+    public string ScratchRoot => Path.Combine(DataDir, "scratch");
+    public string StateDir => Path.Combine(DataDir, "state");
+    public string LogDir => Path.Combine(DataDir, "logs");
+
+    /// <summary>Null: start a private containerd under the data dir (the embedded default).</summary>
+    public string? ContainerdAddress { get; init; }
+    public string Namespace { get; init; } = "kata-agent";
+
+    public string DefaultRuntimeClass { get; init; } = "kata";
+    /// <summary>Kata config file passed as runtime options; empty: the host's default config.</summary>
+    public string KataConfigPath { get; init; } = "";
+    public string RunscPath { get; init; } = "/usr/bin/runsc";
+
+    /// <summary>Folder holding the published kata-runner and its driver; mounted read-only into every session.</summary>
+    public string RunnerDir { get; init; } = "";
+
+    public int PortRangeStart { get; init; } = 30000;
+    public int PortRangeEnd { get; init; } = 31000;
+    /// <summary>Where service ports are published; runner ports are always on 127.0.0.1.</summary>
+    public string ServiceBindHost { get; init; } = "127.0.0.1";
+
+    public string CniPluginDir { get; init; } = "/usr/lib/cni";
+    public string NetworkName { get; init; } = "kata-agent";
+    public string BridgeName { get; init; } = "ka0";
+    public string Subnet { get; init; } = "10.88.64.0/20";
+    public bool IpMasquerade { get; init; } = true;
+
+    public TimeSpan RunnerReadyTimeout { get; init; } = TimeSpan.FromSeconds(60);
+    public TimeSpan StopGracePeriod { get; init; } = TimeSpan.FromSeconds(10);
+    public long SessionLogMaxBytes { get; init; } = 8L * 1024 * 1024;
+    public long UploadMaxBytes { get; init; } = 1L << 30;
+
+    /// <summary>Host paths a user may bind into a session (prefix match on a full path component).</summary>
+    public IReadOnlyList<string> AllowedMountRoots { get; init; } = [];
+
+    public ResourceOptions Resources { get; init; } = new();
+}
+
+public sealed record ResourceOptions
+{
+    /// <summary>Null: all host cores / memory.</summary>
+    public int? TotalCpus { get; init; }
+    public long? TotalMemoryBytes { get; init; }
+    public int ReservedCpus { get; init; }
+    public long ReservedMemoryBytes { get; init; } = 512L << 20;
+    /// <summary>Host memory each Kata VM costs beyond what its guest gets (kata-notes §3: 120–160 MiB).</summary>
+    public long KataVmOverheadBytes { get; init; } = 160L << 20;
+    public double DefaultCpus { get; init; } = 1;
+    public long DefaultMemoryBytes { get; init; } = 1L << 30;
+    public long DefaultShmBytes { get; init; } = 64L << 20;
+    public long PidsLimit { get; init; } = 4096;
+}

@@ -1,0 +1,118 @@
+using System.Globalization;
+
+namespace KataAgent.Core.Resources;
+
+public sealed record ResourceSlots(double Cpus, long MemoryBytes)
+{
+    public override string ToString() =>
+        string.Create(CultureInfo.InvariantCulture, $"cpu={Cpus:0.##} mem={MemoryBytes / (1024.0 * 1024):0} MiB");
+}
+
+/// <summary>What one session holds: its own slots plus, for a VM runtime, the VM's host overhead.</summary>
+public sealed record ResourceAllocation(string KernelId, ResourceSlots Slots, long OverheadBytes);
+
+public sealed class InsufficientResourcesException(string message) : Exception(message);
+
+/// <summary>
+/// Keeps the agent from promising more than the host has: capacity is the host minus the
+/// reservation, and a Kata session also costs its VM's overhead. Thread-safe.
+/// </summary>
+public sealed class ResourceAllocator
+{
+    private readonly object _gate = new();
+    private readonly Dictionary<string, ResourceAllocation> _allocations = new(StringComparer.Ordinal);
+
+    public ResourceAllocator(ResourceOptions options)
+    {
+        var hostCpus = options.TotalCpus ?? Environment.ProcessorCount;
+        var hostMemory = options.TotalMemoryBytes ?? HostMemoryBytes();
+        Capacity = new ResourceSlots(Math.Max(0, hostCpus - options.ReservedCpus), Math.Max(0, hostMemory - options.ReservedMemoryBytes));
+        KataVmOverheadBytes = options.KataVmOverheadBytes;
+    }
+
+    public ResourceSlots Capacity { get; }
+    public long KataVmOverheadBytes { get; }
+
+    public ResourceSlots Used
+    {
+        get
+        {
+            lock (_gate)
+                return new ResourceSlots(_allocations.Values.Sum(a => a.Slots.Cpus), _allocations.Values.Sum(a => a.Slots.MemoryBytes + a.OverheadBytes));
+        }
+    }
+
+    public ResourceSlots Available
+    {
+        get
+        {
+            var used = Used;
+            return new ResourceSlots(Capacity.Cpus - used.Cpus, Capacity.MemoryBytes - used.MemoryBytes);
+        }
+    }
+
+    /// <summary>Reserves slots or refuses, saying what is short and by how much; nothing is held on refusal.</summary>
+    public ResourceAllocation Allocate(string kernelId, ResourceSlots slots, bool isVm)
+    {
+        if (slots.Cpus <= 0 || double.IsNaN(slots.Cpus))
+            throw new ArgumentOutOfRangeException(nameof(slots), $"cpu must be positive (got {slots.Cpus})");
+        if (slots.MemoryBytes <= 0)
+            throw new ArgumentOutOfRangeException(nameof(slots), $"memory must be positive (got {slots.MemoryBytes})");
+        var overhead = isVm ? KataVmOverheadBytes : 0;
+        lock (_gate)
+        {
+            if (_allocations.ContainsKey(kernelId))
+                throw new InvalidOperationException($"resources for {kernelId} are already allocated");
+            var used = new ResourceSlots(_allocations.Values.Sum(a => a.Slots.Cpus), _allocations.Values.Sum(a => a.Slots.MemoryBytes + a.OverheadBytes));
+            var shortages = new List<string>();
+            var cpuShort = used.Cpus + slots.Cpus - Capacity.Cpus;
+            if (cpuShort > 1e-9)
+                shortages.Add(string.Create(CultureInfo.InvariantCulture, $"cpu short by {cpuShort:0.##} (asked {slots.Cpus:0.##}, free {Capacity.Cpus - used.Cpus:0.##})"));
+            var memShort = used.MemoryBytes + slots.MemoryBytes + overhead - Capacity.MemoryBytes;
+            if (memShort > 0)
+                shortages.Add(string.Create(CultureInfo.InvariantCulture,
+                    $"memory short by {Mib(memShort)} MiB (asked {Mib(slots.MemoryBytes)} MiB{(overhead > 0 ? $" + {Mib(overhead)} MiB VM overhead" : "")}, free {Mib(Capacity.MemoryBytes - used.MemoryBytes)} MiB)"));
+            if (shortages.Count > 0)
+                throw new InsufficientResourcesException("the session does not fit: " + string.Join("; ", shortages));
+            var allocation = new ResourceAllocation(kernelId, slots, overhead);
+            _allocations[kernelId] = allocation;
+            return allocation;
+        }
+    }
+
+    /// <summary>Re-registers an allocation found after a restart (no capacity check: it already runs).</summary>
+    public void Restore(ResourceAllocation allocation)
+    {
+        lock (_gate)
+            _allocations[allocation.KernelId] = allocation;
+    }
+
+    public bool Release(string kernelId)
+    {
+        lock (_gate)
+            return _allocations.Remove(kernelId);
+    }
+
+    public IReadOnlyList<ResourceAllocation> Allocations
+    {
+        get
+        {
+            lock (_gate)
+                return _allocations.Values.ToList();
+        }
+    }
+
+    private static long Mib(long bytes) => bytes / (1024 * 1024);
+
+    private static long HostMemoryBytes()
+    {
+        foreach (var line in File.ReadLines("/proc/meminfo"))
+        {
+            if (!line.StartsWith("MemTotal:", StringComparison.Ordinal))
+                continue;
+            var kb = long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+            return kb * 1024;
+        }
+        throw new InvalidOperationException("/proc/meminfo has no MemTotal");
+    }
+}

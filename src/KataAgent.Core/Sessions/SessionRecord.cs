@@ -1,0 +1,56 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace KataAgent.Core.Sessions;
+
+public enum SessionState
+{
+    Creating,
+    Running,
+    Exited,
+    Destroying,
+    Destroyed,
+}
+
+public sealed record PublishedPort(string Name, string Protocol, int ContainerPort, string HostIp, int HostPort);
+
+/// <summary>
+/// Everything needed to find and rebuild a session after an agent restart. Persisted in the
+/// agent's state dir and carried on the container as a label.
+/// </summary>
+public sealed record SessionRecord
+{
+    public required string KernelId { get; init; }
+    public required string SessionId { get; init; }
+    public required string ContainerId { get; init; }
+    public required string Image { get; init; }
+    public required string RuntimeClass { get; init; }
+    public required double Cpus { get; init; }
+    public required long MemoryBytes { get; init; }
+    public required long ShmBytes { get; init; }
+    public string CpuSet { get; init; } = "";
+    public IReadOnlyList<PublishedPort> Ports { get; init; } = [];
+    public string NetnsPath { get; init; } = "";
+    public string ScratchDir { get; init; } = "";
+    public string LogPath { get; init; } = "";
+    public IReadOnlyList<string> ServicePorts { get; init; } = [];
+    public string StopSignal { get; init; } = "SIGTERM";
+    public DateTimeOffset CreatedAt { get; init; }
+
+    public int ReplInPort => Ports.Single(p => p.Name == "replin").HostPort;
+    public int ReplOutPort => Ports.Single(p => p.Name == "replout").HostPort;
+
+    public string ToJson() => JsonSerializer.Serialize(this, SessionJson.Options);
+    public static SessionRecord FromJson(string json) =>
+        JsonSerializer.Deserialize<SessionRecord>(json, SessionJson.Options) ?? throw new JsonException("empty session record");
+}
+
+internal static class SessionJson
+{
+    public static readonly JsonSerializerOptions Options = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower) },
+    };
+}

@@ -1,0 +1,23 @@
+namespace KataAgent.Core.Sessions;
+
+public sealed record MountRequest(string HostPath, string ContainerPath, bool ReadOnly);
+
+/// <summary>What a client asks for. Everything optional falls back to the agent's defaults.</summary>
+public sealed record SessionRequest
+{
+    public required string Image { get; init; }
+    public string? RuntimeClass { get; init; }
+    /// <summary>Backend.AI kernel id; generated when absent.</summary>
+    public string? KernelId { get; init; }
+    public string? SessionId { get; init; }
+    public double? Cpus { get; init; }
+    public long? MemoryBytes { get; init; }
+    public long? ShmBytes { get; init; }
+    public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
+    public IReadOnlyList<MountRequest> Mounts { get; init; } = [];
+    public IReadOnlyDictionary<string, string> Labels { get; init; } = new Dictionary<string, string>();
+    public string? BootstrapScript { get; init; }
+    /// <summary>Run the runner (and so the user's code) as this uid/gid instead of root.</summary>
+    public int? Uid { get; init; }
+    public int? Gid { get; init; }
+}
