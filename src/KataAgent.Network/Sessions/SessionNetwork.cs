@@ -1,0 +1,278 @@
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace KataAgent.Network;
+
+/// <summary>
+/// A session's network namespace wired by CNI. Attach = state file → netns → CNI ADD; detach undoes it in
+/// reverse from the state file alone, so it works after a failed attach, twice, and after an agent restart.
+/// </summary>
+public sealed partial class SessionNetwork
+{
+    private readonly SessionNetworkOptions _options;
+    private readonly ILogger _logger;
+    // Striped per-session locks: attach and detach of one session never overlap; no per-session object to leak.
+    private readonly SemaphoreSlim[] _locks = Enumerable.Range(0, 64).Select(_ => new SemaphoreSlim(1, 1)).ToArray();
+
+    public SessionNetwork(SessionNetworkOptions options, ILogger? logger = null)
+    {
+        _options = options ?? throw new ArgumentNullException(nameof(options));
+        _options.Network.Validate();
+        if (!Path.IsPathRooted(options.StateDirectory))
+            throw new ArgumentException($"network state directory must be absolute, got '{options.StateDirectory}'", nameof(options));
+        NetworkNamespaces.ValidateName(options.NetnsPrefix + "x");
+        _logger = logger ?? NullLogger.Instance;
+        Namespaces = new NetworkNamespaces(options.NetnsDirectory);
+        Cni = new CniClient(new CniPluginInvoker(options.PluginDirectories, options.PluginTimeout, _logger));
+    }
+
+    public NetworkNamespaces Namespaces { get; }
+    public CniClient Cni { get; }
+    public SessionNetworkOptions Options => _options;
+
+    public string NetnsNameOf(string sessionId)
+    {
+        ValidateSessionId(sessionId);
+        return _options.NetnsPrefix + sessionId;
+    }
+
+    /// <summary>
+    /// Creates the session's namespace and runs CNI ADD with the given published ports. On any failure
+    /// (including cancellation) everything done so far is undone before the exception propagates.
+    /// </summary>
+    public async Task<NetworkAttachment> AttachAsync(string sessionId, IReadOnlyList<PortMapping> portMappings, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(portMappings);
+        string netnsName = NetnsNameOf(sessionId);
+        ValidatePortMappings(sessionId, portMappings);
+        var configList = _options.Network.BuildConfigList();
+
+        var gate = LockOf(sessionId);
+        await gate.WaitAsync(cancellationToken);
+        try
+        {
+            string statePath = StatePathOf(sessionId);
+            if (File.Exists(statePath))
+                throw new SessionNetworkException(sessionId, $"session '{sessionId}' already has a network attachment (state {statePath}); detach it first");
+            if (Namespaces.Exists(netnsName))
+                throw new SessionNetworkException(sessionId, $"netns '{netnsName}' already exists without network state for session '{sessionId}'; detach the session to remove it");
+
+            var state = new AttachmentState
+            {
+                SessionId = sessionId,
+                NetnsName = netnsName,
+                NetnsPath = Namespaces.PathOf(netnsName),
+                InterfaceName = _options.InterfaceName,
+                ConfigList = configList,
+                PortMappings = portMappings.ToList(),
+            };
+            // Intent first: if the agent dies from here on, a later detach finds the state and undoes the rest.
+            Directory.CreateDirectory(_options.StateDirectory);
+            await WriteStateAsync(state, CancellationToken.None);
+
+            bool netnsCreated = false;
+            try
+            {
+                await Namespaces.CreateAsync(netnsName, cancellationToken);
+                netnsCreated = true;
+                var result = await Cni.AddAsync(configList, state.RuntimeConfig, partial =>
+                {
+                    // Each plugin's result is what DEL needs to find that plugin's rules (firewall looks up its
+                    // rules by the result's IPs); keep it on disk in case the agent dies mid-ADD.
+                    state.Result = partial;
+                    WriteStateNow(state);
+                }, cancellationToken);
+                state.Complete = true;
+                await WriteStateAsync(state, CancellationToken.None);
+                _logger.LogInformation("session {Session}: network attached in {Netns}, {Ips}", sessionId, netnsName, string.Join(",", result.Ips.Select(i => i.Address)));
+                return ToAttachment(state, result);
+            }
+            catch (Exception addFailure)
+            {
+                try
+                {
+                    await TeardownAsync(state, removeNetns: netnsCreated, CancellationToken.None);
+                }
+                catch (Exception rollbackFailure)
+                {
+                    throw new SessionNetworkException(sessionId,
+                        $"network attach of session '{sessionId}' failed ({addFailure.Message}) and undoing it failed too ({rollbackFailure.Message}); "
+                        + $"state kept in {statePath} so that DetachAsync can retry",
+                        new AggregateException(addFailure, rollbackFailure));
+                }
+                _logger.LogWarning(addFailure, "session {Session}: network attach failed and was undone", sessionId);
+                throw;
+            }
+        }
+        finally
+        {
+            gate.Release();
+        }
+    }
+
+    /// <summary>
+    /// CNI DEL with the exact config of the ADD, then removes the namespace and the state. Idempotent: returns
+    /// false if there was nothing to remove. A failed DEL keeps the state, so a retry can finish the job.
+    /// </summary>
+    public async Task<bool> DetachAsync(string sessionId, CancellationToken cancellationToken = default)
+    {
+        string netnsName = NetnsNameOf(sessionId);
+        var gate = LockOf(sessionId);
+        await gate.WaitAsync(cancellationToken);
+        try
+        {
+            var state = await ReadStateAsync(sessionId, cancellationToken);
+            if (state is not null)
+            {
+                await TeardownAsync(state, removeNetns: true, cancellationToken);
+                _logger.LogInformation("session {Session}: network detached", sessionId);
+                return true;
+            }
+            // No state: at most a namespace from a create that died before writing anything else.
+            return Namespaces.Delete(netnsName);
+        }
+        finally
+        {
+            gate.Release();
+        }
+    }
+
+    /// <summary>The attachment as recorded at ADD, or null if the session has no completed attachment.</summary>
+    public async Task<NetworkAttachment?> GetAsync(string sessionId, CancellationToken cancellationToken = default)
+    {
+        var state = await ReadStateAsync(sessionId, cancellationToken);
+        return state is { Complete: true, Result: not null } ? ToAttachment(state, CniResult.Parse(state.Result)) : null;
+    }
+
+    /// <summary>CNI CHECK: every plugin verifies that what it set up is still in place.</summary>
+    public async Task CheckAsync(string sessionId, CancellationToken cancellationToken = default)
+    {
+        var state = await ReadStateAsync(sessionId, cancellationToken);
+        if (state is not { Complete: true, Result: not null })
+            throw new SessionNetworkException(sessionId, $"session '{sessionId}' has no completed network attachment to check");
+        await Cni.CheckAsync(state.ConfigList, state.RuntimeConfig, state.Result, cancellationToken);
+    }
+
+    /// <summary>Counters of the session's interface, read inside its namespace (rx = received by the session).</summary>
+    public Task<InterfaceStatistics> GetStatisticsAsync(string sessionId, CancellationToken cancellationToken = default) =>
+        Namespaces.GetInterfaceStatisticsAsync(NetnsNameOf(sessionId), _options.InterfaceName, cancellationToken);
+
+    /// <summary>
+    /// Everything of the agent's on the host: attachments from the state directory, and namespaces with the
+    /// agent's prefix that have no state. The agent uses it after a restart to rebuild its port pool and to
+    /// detach what belongs to no live session.
+    /// </summary>
+    public async Task<IReadOnlyList<SessionNetworkRecord>> ListAsync(CancellationToken cancellationToken = default)
+    {
+        var records = new Dictionary<string, SessionNetworkRecord>(StringComparer.Ordinal);
+        if (Directory.Exists(_options.StateDirectory))
+        {
+            foreach (string path in Directory.EnumerateFiles(_options.StateDirectory, "*.json"))
+            {
+                string sessionId = Path.GetFileNameWithoutExtension(path);
+                if (!IsValidSessionId(sessionId))
+                    continue;
+                var state = await ReadStateAsync(sessionId, cancellationToken);
+                if (state is null)
+                    continue;
+                var attachment = state is { Complete: true, Result: not null } ? ToAttachment(state, CniResult.Parse(state.Result)) : null;
+                records[sessionId] = new SessionNetworkRecord(sessionId,
+                    attachment is null ? SessionNetworkStatus.Incomplete : SessionNetworkStatus.Attached, state.PortMappings, attachment);
+            }
+        }
+        foreach (string name in Namespaces.List())
+        {
+            if (!name.StartsWith(_options.NetnsPrefix, StringComparison.Ordinal))
+                continue;
+            string sessionId = name[_options.NetnsPrefix.Length..];
+            if (IsValidSessionId(sessionId) && !records.ContainsKey(sessionId))
+                records[sessionId] = new SessionNetworkRecord(sessionId, SessionNetworkStatus.NamespaceOnly, [], null);
+        }
+        return records.Values.OrderBy(r => r.SessionId, StringComparer.Ordinal).ToList();
+    }
+
+    private async Task TeardownAsync(AttachmentState state, bool removeNetns, CancellationToken cancellationToken)
+    {
+        // DEL is safe even if ADD never ran: plugins treat missing resources as success (host-local releases
+        // by container id, bridge ignores a missing netns, portmap deletes chains by name).
+        await Cni.DeleteAsync(state.ConfigList, state.RuntimeConfig, state.Result, cancellationToken);
+        if (removeNetns)
+            Namespaces.Delete(state.NetnsName);
+        File.Delete(StatePathOf(state.SessionId));
+    }
+
+    private NetworkAttachment ToAttachment(AttachmentState state, CniResult result)
+    {
+        var addresses = result.IpsOf(state.InterfaceName, state.NetnsPath);
+        if (addresses.Count == 0)
+            addresses = result.Ips; // a chained plugin may have dropped the sandbox field; the IPs are still ours
+        string bridge = (string?)state.ConfigList["plugins"]?[0]?["bridge"] ?? "";
+        string? hostInterface = result.Interfaces.FirstOrDefault(i => i.Sandbox is null or "" && i.Name != bridge)?.Name;
+        return new NetworkAttachment(state.SessionId, state.NetnsName, state.NetnsPath, state.InterfaceName,
+            addresses, hostInterface, state.PortMappings, result);
+    }
+
+    private string StatePathOf(string sessionId) => Path.Combine(_options.StateDirectory, sessionId + ".json");
+
+    private async Task<AttachmentState?> ReadStateAsync(string sessionId, CancellationToken cancellationToken)
+    {
+        string path = StatePathOf(sessionId);
+        byte[] bytes;
+        try
+        {
+            bytes = await File.ReadAllBytesAsync(path, cancellationToken);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return null;
+        }
+        return AttachmentState.Deserialize(bytes, path);
+    }
+
+    // Write to a temporary file and rename: a reader (or a restarted agent) sees the old or the new state, never half.
+    private async Task WriteStateAsync(AttachmentState state, CancellationToken cancellationToken)
+    {
+        string path = StatePathOf(state.SessionId);
+        string temporary = path + ".tmp";
+        await File.WriteAllBytesAsync(temporary, state.Serialize(), cancellationToken);
+        File.Move(temporary, path, overwrite: true);
+    }
+
+    private void WriteStateNow(AttachmentState state)
+    {
+        string path = StatePathOf(state.SessionId);
+        string temporary = path + ".tmp";
+        File.WriteAllBytes(temporary, state.Serialize());
+        File.Move(temporary, path, overwrite: true);
+    }
+
+    private SemaphoreSlim LockOf(string sessionId) =>
+        _locks[(StringComparer.Ordinal.GetHashCode(sessionId) & int.MaxValue) % _locks.Length];
+
+    private static void ValidateSessionId(string sessionId)
+    {
+        if (!IsValidSessionId(sessionId))
+            throw new ArgumentException(
+                $"invalid session id '{sessionId}': it becomes the CNI container id and part of a file name, so 1-128 of letters, digits, '_', '.', '-', starting with a letter or digit",
+                nameof(sessionId));
+    }
+
+    private static bool IsValidSessionId(string? sessionId) => sessionId is { Length: > 0 and <= 128 } && SessionIdPattern().IsMatch(sessionId);
+
+    private static void ValidatePortMappings(string sessionId, IReadOnlyList<PortMapping> portMappings)
+    {
+        foreach (var mapping in portMappings)
+        {
+            ArgumentNullException.ThrowIfNull(mapping);
+            mapping.Validate();
+        }
+        var duplicate = portMappings.GroupBy(p => (p.HostIp, p.HostPort, p.Protocol)).FirstOrDefault(g => g.Count() > 1);
+        if (duplicate is not null)
+            throw new ArgumentException($"session '{sessionId}' publishes host port {duplicate.Key.HostPort}/{duplicate.Key.Protocol} more than once");
+    }
+
+    [GeneratedRegex("^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$")]
+    private static partial Regex SessionIdPattern();
+}

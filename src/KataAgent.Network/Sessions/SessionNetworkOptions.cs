@@ -1,0 +1,15 @@
+namespace KataAgent.Network;
+
+public sealed record SessionNetworkOptions
+{
+    public CniNetworkSettings Network { get; init; } = new();
+    public IReadOnlyList<string> PluginDirectories { get; init; } = CniPluginInvoker.DefaultPluginDirectories;
+    /// <summary>Limit for one plugin execution (the whole ADD runs several).</summary>
+    public TimeSpan PluginTimeout { get; init; } = CniPluginInvoker.DefaultTimeout;
+    /// <summary>One JSON file per attachment: the exact config list and runtime config of the ADD, and its result.</summary>
+    public string StateDirectory { get; init; } = "/var/lib/kata-agent/network";
+    public string NetnsDirectory { get; init; } = NetworkNamespaces.DefaultRunDirectory;
+    /// <summary>Namespace name = prefix + session id; the prefix marks the agent's namespaces among others'.</summary>
+    public string NetnsPrefix { get; init; } = "ka-";
+    public string InterfaceName { get; init; } = "eth0";
+}
