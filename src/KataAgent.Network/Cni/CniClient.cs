@@ -64,15 +64,15 @@ public sealed class CniClient
                                    + string.Join("; ", failures.Select(f => f.Message)), new AggregateException(failures));
     }
 
-    /// <summary>CHECK through the chain; throws the first plugin's complaint.</summary>
+    /// <summary>CHECK through the chain, except plugin types in <paramref name="skipTypes"/>; throws the first plugin's complaint.</summary>
     public async Task CheckAsync(JsonObject configList, CniRuntimeConfig runtime, JsonObject previousResult,
-        CancellationToken cancellationToken = default)
+        IReadOnlyCollection<string>? skipTypes = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(previousResult);
         var plugins = Validate(configList);
         if (configList["disableCheck"] is JsonValue v && v.TryGetValue(out bool disabled) && disabled)
             return;
-        foreach (var plugin in plugins)
+        foreach (var plugin in plugins.Where(p => skipTypes is null || !skipTypes.Contains(TypeOf(p))))
         {
             var config = BuildPluginConfig(configList, plugin, previousResult, runtime);
             await Invoker.InvokeAsync(CniCommand.Check, TypeOf(plugin), config, runtime, cancellationToken);

@@ -152,7 +152,7 @@ public sealed partial class SessionNetwork
         var state = await ReadStateAsync(sessionId, cancellationToken);
         if (state is not { Complete: true, Result: not null })
             throw new SessionNetworkException(sessionId, $"session '{sessionId}' has no completed network attachment to check");
-        await Cni.CheckAsync(state.ConfigList, state.RuntimeConfig, state.Result, cancellationToken);
+        await Cni.CheckAsync(state.ConfigList, state.RuntimeConfig, state.Result, _options.CheckSkipsPlugins, cancellationToken);
     }
 
     /// <summary>Counters of the session's interface, read inside its namespace (rx = received by the session).</summary>

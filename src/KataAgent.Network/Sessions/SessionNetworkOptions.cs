@@ -12,4 +12,9 @@ public sealed record SessionNetworkOptions
     /// <summary>Namespace name = prefix + session id; the prefix marks the agent's namespaces among others'.</summary>
     public string NetnsPrefix { get; init; } = "ka-";
     public string InterfaceName { get; init; } = "eth0";
+    /// <summary>
+    /// Plugin types left out of CHECK. portmap up to 1.1.x (Debian bookworm ships 1.1.1) fails CHECK on every
+    /// IPv4-only attachment, looking for ip6tables rules it never made (containernetworking/plugins#819).
+    /// </summary>
+    public IReadOnlyList<string> CheckSkipsPlugins { get; init; } = ["portmap"];
 }
