@@ -51,17 +51,20 @@ public abstract class TestNetworkFixture : IAsyncLifetime
         ExtraPlugins = extraPlugins,
     };
 
-    public SessionNetworkOptions Options(CniNetworkSettings? settings = null, TimeSpan? pluginTimeout = null) => new()
+    public SessionNetworkOptions Options(CniNetworkSettings? settings = null, TimeSpan? pluginTimeout = null, string? fakePluginDirectory = null) => new()
     {
         Network = settings ?? Settings(),
-        PluginDirectories = [FakePluginDirectory, "/usr/lib/cni"],
+        PluginDirectories = [fakePluginDirectory ?? FakePluginDirectory, "/usr/lib/cni"],
         PluginTimeout = pluginTimeout ?? TimeSpan.FromSeconds(120),
         StateDirectory = StateDirectory,
         NetnsPrefix = NetnsPrefix,
     };
 
-    public SessionNetwork CreateNetwork(CniNetworkSettings? settings = null, TimeSpan? pluginTimeout = null) =>
-        new(Options(settings, pluginTimeout));
+    public SessionNetwork CreateNetwork(CniNetworkSettings? settings = null, TimeSpan? pluginTimeout = null, string? fakePluginDirectory = null) =>
+        new(Options(settings, pluginTimeout, fakePluginDirectory));
+
+    /// <summary>A fresh directory for one test's fake plugins (and their logs).</summary>
+    public string NewPluginDirectory() => Path.Combine(Root, "plugins-" + Guid.NewGuid().ToString("N")[..8]);
 
     public static string NewSessionId() => "s" + Guid.NewGuid().ToString("N")[..12];
 
@@ -82,7 +85,16 @@ public abstract class TestNetworkFixture : IAsyncLifetime
             // Detach whatever a failed test left, with the config recorded at its ADD.
             var network = CreateNetwork();
             foreach (var record in await network.ListAsync())
-                await network.DetachAsync(record.SessionId);
+            {
+                try
+                {
+                    await network.DetachAsync(record.SessionId);
+                }
+                catch (Exception)
+                {
+                    // A test's fake plugin may be gone; the netns and state go below, the temporary IPAM with Root.
+                }
+            }
         }
         finally
         {
@@ -97,6 +109,8 @@ public abstract class TestNetworkFixture : IAsyncLifetime
         var namespaces = new NetworkNamespaces();
         foreach (string name in namespaces.List().Where(n => n.StartsWith(NetnsPrefix, StringComparison.Ordinal)))
             namespaces.Delete(name);
+        if (Directory.Exists(StateDirectory))
+            Directory.Delete(StateDirectory, recursive: true);
         await Host.DeleteLinkIfPresentAsync(BridgeName);
     }
 }

@@ -48,6 +48,9 @@ public sealed partial class SessionNetwork
         string netnsName = NetnsNameOf(sessionId);
         ValidatePortMappings(sessionId, portMappings);
         var configList = _options.Network.BuildConfigList();
+        // Find every plugin before creating anything: a missing binary would otherwise fail the undo as well.
+        foreach (var plugin in CniClient.Validate(configList))
+            Cni.Invoker.FindPlugin((string)plugin["type"]!);
 
         var gate = LockOf(sessionId);
         await gate.WaitAsync(cancellationToken);
