@@ -21,11 +21,11 @@ public sealed class OneShotRunner(ContainerdClient client, string scratchRoot, I
         {
             var launcher = new ContainerLauncher(client, logger);
             await launcher.LaunchAsync(launch with { Io = TaskIo.ToFiles(stdout, stderr) }, cancellationToken).ConfigureAwait(false);
+            TaskExit exit;
             try
             {
                 using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                 limit.CancelAfter(timeout);
-                TaskExit exit;
                 try
                 {
                     exit = await client.Tasks.WaitAsync(launch.Id, cancellationToken: limit.Token).ConfigureAwait(false);
@@ -34,14 +34,15 @@ public sealed class OneShotRunner(ContainerdClient client, string scratchRoot, I
                 {
                     throw new TimeoutException($"container {launch.Id} did not exit within {timeout.TotalSeconds:0} s");
                 }
-                return new OneShotResult(exit.Code,
-                    await File.ReadAllTextAsync(stdout, cancellationToken).ConfigureAwait(false),
-                    await File.ReadAllTextAsync(stderr, cancellationToken).ConfigureAwait(false));
             }
             finally
             {
+                // Deleting the task makes the shim finish copying output into the files.
                 await TaskReaper.ReapContainerAsync(client, launch.Id, TaskReaper.SigKill, TimeSpan.Zero, logger, CancellationToken.None).ConfigureAwait(false);
             }
+            return new OneShotResult(exit.Code,
+                await File.ReadAllTextAsync(stdout, cancellationToken).ConfigureAwait(false),
+                await File.ReadAllTextAsync(stderr, cancellationToken).ConfigureAwait(false));
         }
         finally
         {
