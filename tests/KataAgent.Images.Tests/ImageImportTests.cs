@@ -233,6 +233,35 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
     }
 
     [Fact]
+    public async Task ImportingAnotherImageUnderTheSameName_RepointsTheRecord_AndTheOldOneIsCollectable()
+    {
+        string Archive(string file, string content)
+        {
+            var layout = new TestImages.Layout();
+            layout.IndexManifests.Add(layout.AddImage([TestImages.MakeLayer(LayerCompression.Gzip, ("version.txt", content))]).Manifest);
+            var path = _dir.File(file);
+            layout.Write(path);
+            return path;
+        }
+
+        var importer = new ImageImporter(_client);
+        var v1 = Assert.Single(await importer.ImportAsync(Archive("v1.tar", "1"), new ImportOptions { Name = "test/app:latest" }));
+        var v2 = Assert.Single(await importer.ImportAsync(Archive("v2.tar", "2"), new ImportOptions { Name = "test/app:latest" }));
+        Assert.NotEqual(v1.Target.Digest, v2.Target.Digest);
+        Assert.True(v2.RecordChanged);
+
+        var record = Assert.Single(await _client.Images.ListAsync());
+        Assert.Equal(v2.Target.Digest, record.Target.Digest);
+        Assert.Equal(["2"], await ReadThroughViewAsync(v2.ChainId, "version.txt"));
+
+        await CollectGarbageAsync();
+        var state = await StateAsync();
+        Assert.Equal(3, state.Content.Count); // only v2's manifest, config and layer are left
+        Assert.DoesNotContain(state.Content, c => c.StartsWith(v1.Target.Digest, StringComparison.Ordinal));
+        Assert.Equal([v2.ChainId], state.Snapshots.Select(s => s.Split(' ')[0]));
+    }
+
+    [Fact]
     public async Task Inspect_UnknownImage_IsNullOrNotFound()
     {
         var inspector = new ImageInspector(_client);

@@ -121,13 +121,14 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
             }
 
             var recordChanged = await SetImageRecordAsync(state, cancellationToken).ConfigureAwait(false);
-            await client.Leases.DeleteAsync(lease.Id, sync: false, CancellationToken.None).ConfigureAwait(false);
+            // the record now references everything: the lease has done its job (and expires by itself should this fail)
+            await TryAsync($"delete lease {lease.Id}", () => client.Leases.DeleteAsync(lease.Id, sync: false, CancellationToken.None)).ConfigureAwait(false);
             _logger.LogInformation("imported {Image} ({Digest}): {Blobs} blobs written, {Snapshots} layers unpacked in {Elapsed}",
                 name, image.ManifestDescriptor.Digest, state.BlobsWritten, state.SnapshotsCommitted, stopwatch.Elapsed);
             return new ImportedImage(name, ToTarget(image.ManifestDescriptor), image.Config, chainId,
                 state.BlobsWritten, state.SnapshotsCommitted, recordChanged, stopwatch.Elapsed);
         }
-        catch (Exception e)
+        catch (Exception e) when (!state.RecordWritten)
         {
             _logger.LogWarning("import of {Image} failed, rolling back: {Error}", name, e.Message);
             await RollBackAsync(state).ConfigureAwait(false);
@@ -145,6 +146,7 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
         public ImportOptions Options { get; } = options;
         public int BlobsWritten { get; set; }
         public int SnapshotsCommitted { get; set; }
+        public bool RecordWritten { get; set; }
         public HashSet<string> OpenIngests { get; } = [];
         public HashSet<string> PreparedSnapshots { get; } = [];
     }
@@ -282,6 +284,7 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
         if (existing is not null && existing.Target.Digest == target.Digest && existing.Target.MediaType == target.MediaType
             && existing.Target.Size == target.Size && labels.All(kv => existing.Labels.TryGetValue(kv.Key, out var v) && v == kv.Value))
         {
+            state.RecordWritten = true;
             return false;
         }
 
@@ -303,6 +306,7 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
         try
         {
             await images.CreateOrUpdateAsync(record, cancellationToken).ConfigureAwait(false);
+            state.RecordWritten = true;
         }
         catch (ContainerdException e)
         {
