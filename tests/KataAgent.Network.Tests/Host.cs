@@ -71,6 +71,21 @@ internal static class Host
         }
     }
 
+    /// <summary>
+    /// Waits until no process has all the given arguments (a killed child is reparented and reaped by init a
+    /// moment later), and returns those still there after the wait.
+    /// </summary>
+    public static async Task<IReadOnlyList<int>> ProcessesStillRunningAsync(params string[] arguments)
+    {
+        for (int i = 0; i < 100; i++)
+        {
+            if (ProcessesWithArguments(arguments).Count == 0)
+                return [];
+            await Task.Delay(100);
+        }
+        return ProcessesWithArguments(arguments);
+    }
+
     /// <summary>Processes whose command line contains all the given arguments (to find leaked fake-plugin children).</summary>
     public static IReadOnlyList<int> ProcessesWithArguments(params string[] arguments)
     {

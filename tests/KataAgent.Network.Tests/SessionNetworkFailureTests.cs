@@ -126,7 +126,7 @@ public sealed class SessionNetworkFailureTests : IClassFixture<FailureNetworkFix
             Assert.Equal("kt-hang", e.Plugin);
             Assert.Contains("timed out", e.Message);
             Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(100), $"took {stopwatch.Elapsed}");
-            Assert.Empty(Host.ProcessesWithArguments("sleep", "7771"));
+            Assert.Empty(await Host.ProcessesStillRunningAsync("sleep", "7771"));
             await (await ProbeFromLogAsync(plugins, "kt-hang", id)).AssertGoneAsync(_fixture);
         }
         finally
@@ -154,7 +154,7 @@ public sealed class SessionNetworkFailureTests : IClassFixture<FailureNetworkFix
             }
             await cts.CancelAsync();
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => attach);
-            Assert.Empty(Host.ProcessesWithArguments("sleep", "7772"));
+            Assert.Empty(await Host.ProcessesStillRunningAsync("sleep", "7772"));
             await (await ProbeFromLogAsync(plugins, "kt-slow", id)).AssertGoneAsync(_fixture);
         }
         finally

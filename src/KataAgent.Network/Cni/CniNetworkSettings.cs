@@ -95,7 +95,8 @@ public sealed partial record CniNetworkSettings
         // IFNAMSIZ is 16 including the terminating NUL.
         if (BridgeName.Length is 0 or > 15 || BridgeName.Any(c => c is '/' or ':' || char.IsWhiteSpace(c)) || BridgeName is "." or "..")
             throw new CniException($"invalid bridge name '{BridgeName}': 1-15 characters, no '/', ':' or spaces");
-        if (!IPNetwork.TryParse(Subnet, out var subnet))
+        // IPNetwork.TryParse accepts host bits ("10.88.64.1/20"); a subnet written that way is most likely a typo.
+        if (!IPNetwork.TryParse(Subnet, out var subnet) || !subnet.BaseAddress.Equals(IPAddress.Parse(Subnet.Split('/')[0])))
             throw new CniException($"invalid subnet '{Subnet}': expected a CIDR with no host bits set, e.g. 10.88.64.0/20");
         if (Gateway is not null && (!IPAddress.TryParse(Gateway, out var gateway) || !subnet.Contains(gateway)))
             throw new CniException($"gateway '{Gateway}' is not an address inside subnet {Subnet}");

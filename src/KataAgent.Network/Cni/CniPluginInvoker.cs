@@ -111,7 +111,7 @@ public sealed class CniPluginInvoker
         catch (OperationCanceledException)
         {
             KillTree(process);
-            await ObserveQuietly(stdoutTask, stderrTask);
+            await ObserveQuietly(process.WaitForExitAsync(CancellationToken.None), stdoutTask, stderrTask);
             if (cancellationToken.IsCancellationRequested)
                 throw;
             throw new CniPluginException(type, command,
@@ -193,7 +193,7 @@ public sealed class CniPluginInvoker
             }
             catch (Exception)
             {
-                // Only draining the pipes of a killed plugin; the timeout is what gets reported.
+                // Only reaping a killed plugin and draining its pipes; the timeout is what gets reported.
             }
         }
     }

@@ -71,7 +71,7 @@ public sealed class CniResult
                         && Interfaces[i].Name == interfaceName && Interfaces[i].Sandbox == sandbox)
            .ToList();
 
-    // Not IPNetwork.TryParse: it rejects "10.0.0.2/24" (host bits set), which is what a result's address looks like.
+    // A result's address is host address + prefix ("10.0.0.2/24"), not a network; check both parts.
     private static bool LooksLikeHostCidr(string cidr)
     {
         string[] parts = cidr.Split('/');
