@@ -9,7 +9,8 @@ public sealed record PythonImageSpec
 
     public string Variant { get; init; } = "minbase";
 
-    public IReadOnlyList<string> Packages { get; init; } = ["python3-minimal"];
+    /// <summary>The full python3 package: the runner's driver needs json, rlcompleter and friends, which python3-minimal lacks.</summary>
+    public IReadOnlyList<string> Packages { get; init; } = ["python3"];
 
     /// <summary>Debian mirror; null reads the host's configured mirror for <see cref="Suite"/> from /etc/apt. Not part of the cache key.</summary>
     public string? Mirror { get; init; }
