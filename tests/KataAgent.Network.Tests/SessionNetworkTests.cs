@@ -333,6 +333,48 @@ public sealed class SessionNetworkTests : IClassFixture<SessionNetworkFixture>
     }
 
     [SkippableFact]
+    public async Task Detach_removes_a_masquerade_chain_that_bridge_del_leaves_when_the_interface_is_gone()
+    {
+        Host.RequireTools();
+        using var cts = new CancellationTokenSource(Timeout);
+        var network = _fixture.CreateNetwork();
+        string id = TestNetworkFixture.NewSessionId();
+        string other = TestNetworkFixture.NewSessionId();
+        // What bridge's ipMasq makes, in form only: the tests never masquerade, so these rules just ACCEPT
+        // (a no-op in nat) for addresses of this test's subnet.
+        string Comment(string session) => $"name: \"{_fixture.NetworkName}\" id: \"{session}\"";
+        string Chain(string session) => "CNI-" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(session)))[..24];
+        async Task FabricateAsync(string session, string ip)
+        {
+            Assert.Equal(0, (await Host.RunAsync("iptables", "-w", "-t", "nat", "-N", Chain(session))).Exit);
+            Assert.Equal(0, (await Host.RunAsync("iptables", "-w", "-t", "nat", "-A", Chain(session), "-d", _fixture.Subnet, "-m", "comment", "--comment", Comment(session), "-j", "ACCEPT")).Exit);
+            Assert.Equal(0, (await Host.RunAsync("iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", ip + "/32", "-m", "comment", "--comment", Comment(session), "-j", Chain(session))).Exit);
+        }
+        try
+        {
+            var attachment = await network.AttachAsync(id, [], cts.Token);
+            await FabricateAsync(id, attachment.Ip!.ToString());
+            await FabricateAsync(other, "10.231.1.250");
+            Assert.Equal(0, (await Host.RunAsync("ip", "link", "del", attachment.HostInterface!)).Exit);
+
+            Assert.True(await network.DetachAsync(id, cts.Token));
+            string nat = (await Host.RunAsync("iptables-save", "-t", "nat")).Stdout;
+            Assert.DoesNotContain(Chain(id), nat, StringComparison.Ordinal);
+            Assert.DoesNotContain(id, nat, StringComparison.Ordinal);
+            // Rules of another container are not touched.
+            Assert.Contains($"-A POSTROUTING -s 10.231.1.250/32", nat, StringComparison.Ordinal);
+            Assert.Contains($":{Chain(other)} ", nat, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await network.DetachAsync(id, CancellationToken.None);
+            await Host.RunAsync("iptables", "-w", "-t", "nat", "-D", "POSTROUTING", "-s", "10.231.1.250/32", "-m", "comment", "--comment", Comment(other), "-j", Chain(other));
+            await Host.RunAsync("iptables", "-w", "-t", "nat", "-F", Chain(other));
+            await Host.RunAsync("iptables", "-w", "-t", "nat", "-X", Chain(other));
+        }
+    }
+
+    [SkippableFact]
     public async Task Invalid_session_ids_and_port_mappings_are_refused_before_anything_is_created()
     {
         Host.RequireTools();

@@ -201,6 +201,8 @@ public sealed partial class SessionNetwork
         // DEL is safe even if ADD never ran: plugins treat missing resources as success (host-local releases
         // by container id, bridge ignores a missing netns, portmap deletes chains by name).
         await Cni.DeleteAsync(state.ConfigList, state.RuntimeConfig, state.Result, cancellationToken);
+        if (_options.RemoveMasqueradeLeftovers)
+            await MasqueradeLeftovers.RemoveAsync((string)state.ConfigList["name"]!, state.SessionId, _options.PluginTimeout, cancellationToken);
         if (removeNetns)
             Namespaces.Delete(state.NetnsName);
         File.Delete(StatePathOf(state.SessionId));

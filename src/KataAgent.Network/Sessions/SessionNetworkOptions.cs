@@ -17,4 +17,9 @@ public sealed record SessionNetworkOptions
     /// IPv4-only attachment, looking for ip6tables rules it never made (containernetworking/plugins#819).
     /// </summary>
     public IReadOnlyList<string> CheckSkipsPlugins { get; init; } = ["portmap"];
+    /// <summary>
+    /// After DEL, remove nat rules still commented with this network and session (bridge's ipMasq chain, which
+    /// bridge 1.1.x leaves when the session's interface vanished before DEL).
+    /// </summary>
+    public bool RemoveMasqueradeLeftovers { get; init; } = true;
 }
