@@ -14,8 +14,13 @@ public sealed class SessionNetworkTests : IClassFixture<SessionNetworkFixture>
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(120);
     private readonly SessionNetworkFixture _fixture;
+    private readonly Xunit.Abstractions.ITestOutputHelper _output;
 
-    public SessionNetworkTests(SessionNetworkFixture fixture) => _fixture = fixture;
+    public SessionNetworkTests(SessionNetworkFixture fixture, Xunit.Abstractions.ITestOutputHelper output)
+    {
+        _fixture = fixture;
+        _output = output;
+    }
 
     [SkippableFact]
     public async Task Attach_publishes_a_port_on_host_loopback_and_detach_leaves_nothing()
@@ -141,10 +146,14 @@ public sealed class SessionNetworkTests : IClassFixture<SessionNetworkFixture>
             var ports = _fixture.Ports.Allocate(2);
             try
             {
+                var stopwatch = System.Diagnostics.Stopwatch.StartNew();
                 var attachment = await network.AttachAsync(id, [new("127.0.0.1", ports[0], 2000), new("127.0.0.1", ports[1], 2001)], cts.Token);
+                var attachTime = stopwatch.Elapsed;
                 Assert.Equal(before + 1, _fixture.AllocatedIps().Count);
                 var probe = await LeakProbe.CaptureAsync(attachment);
+                stopwatch.Restart();
                 await network.DetachAsync(id, cts.Token);
+                _output.WriteLine($"round {round}: attach {attachTime.TotalMilliseconds:0} ms, detach {stopwatch.Elapsed.TotalMilliseconds:0} ms");
                 await probe.AssertGoneAsync(_fixture);
             }
             finally
