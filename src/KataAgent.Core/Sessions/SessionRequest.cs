@@ -17,6 +17,8 @@ public sealed record SessionRequest
     public IReadOnlyList<MountRequest> Mounts { get; init; } = [];
     public IReadOnlyDictionary<string, string> Labels { get; init; } = new Dictionary<string, string>();
     public string? BootstrapScript { get; init; }
+    /// <summary>Service ports beyond those the image declares (ai.backend.service-ports), published like them.</summary>
+    public IReadOnlyList<ServicePortDefinition> ServicePorts { get; init; } = [];
     /// <summary>Run the runner (and so the user's code) as this uid/gid instead of root.</summary>
     public int? Uid { get; init; }
     public int? Gid { get; init; }

@@ -1,0 +1,423 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using KataAgent.Containerd.Services;
+using KataAgent.Core.Containers;
+using KataAgent.Core.Resources;
+using KataAgent.Core.Runtime;
+using KataAgent.Core.Scratch;
+using KataAgent.Images;
+using KataAgent.Network;
+using KataAgent.Oci;
+using KataAgent.Runner.Protocol;
+using Microsoft.Extensions.Logging;
+
+namespace KataAgent.Core.Sessions;
+
+/// <summary>
+/// Creates a session as a list of named steps, each registering its undo. A failure at any
+/// step undoes every earlier one, so nothing is left behind.
+/// </summary>
+public sealed partial class SessionCreator(SessionServices services)
+{
+    public const string RunnerMountPath = "/opt/kata-agent";
+    public const string RunnerBinary = RunnerMountPath + "/kata-runner";
+    public const int ReplInPort = 2000;
+    public const int ReplOutPort = 2001;
+
+    private static readonly string[] ReservedContainerPaths = [ScratchDirectory.GuestWorkPath, ScratchDirectory.GuestConfigPath, RunnerMountPath];
+
+    /// <summary>Test hook: fails right before the named step, to prove rollback.</summary>
+    public string? FailBeforeStep { get; set; }
+
+    public static IReadOnlyList<string> StepNames { get; } =
+        ["validate", "resolve-image", "allocate-resources", "allocate-ports", "scratch", "network", "mounts", "container", "wait-runner", "register"];
+
+    public async Task<Session> CreateAsync(SessionRequest request, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var state = new CreateState(request);
+        await using var undo = new UndoStack(services.Logger);
+        foreach (var name in StepNames)
+        {
+            progress?.Report(name);
+            try
+            {
+                if (FailBeforeStep == name)
+                    throw new InvalidOperationException($"injected failure before step '{name}'");
+                await RunStepAsync(name, state, undo, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                var failures = await undo.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
+                if (state.Runner is not null)
+                    await state.Runner.DisposeAsync().ConfigureAwait(false);
+                // Bad input is the caller's to fix: surface it as such, not as a failed step.
+                if (e is SessionRequestException or Resources.InsufficientResourcesException && failures.Count == 0)
+                    throw;
+                var error = new SessionCreateException(state.KernelId, name, e);
+                if (failures.Count > 0)
+                    throw new AggregateException(error.Message + $" (and {failures.Count} undo step(s) failed)", [error, .. failures]);
+                throw error;
+            }
+        }
+        undo.Commit();
+        return new Session(state.Record!, state.Runner!);
+    }
+
+    private Task RunStepAsync(string name, CreateState state, UndoStack undo, CancellationToken ct) => name switch
+    {
+        "validate" => ValidateAsync(state),
+        "resolve-image" => ResolveImageAsync(state, ct),
+        "allocate-resources" => AllocateResourcesAsync(state, undo),
+        "allocate-ports" => AllocatePortsAsync(state, undo),
+        "scratch" => PrepareScratchAsync(state, undo, ct),
+        "network" => AttachNetworkAsync(state, undo, ct),
+        "mounts" => CheckMountsAsync(state),
+        "container" => StartContainerAsync(state, undo, ct),
+        "wait-runner" => WaitForRunnerAsync(state, undo, ct),
+        "register" => RegisterAsync(state, undo, ct),
+        _ => throw new InvalidOperationException($"unknown step {name}"),
+    };
+
+    private sealed class CreateState(SessionRequest request)
+    {
+        public SessionRequest Request { get; } = request;
+        public string KernelId { get; set; } = request.KernelId ?? Guid.NewGuid().ToString("N");
+        public RuntimeClassStatus? Runtime { get; set; }
+        public ImageDetails? Image { get; set; }
+        public IReadOnlyList<ServicePortDefinition> Services { get; set; } = [];
+        public ResourceAllocation? Allocation { get; set; }
+        public List<PublishedPort> Ports { get; } = [];
+        public ScratchDirectory? Scratch { get; set; }
+        public NetworkAttachment? Network { get; set; }
+        public string LogPath { get; set; } = "";
+        public KernelRunnerClient? Runner { get; set; }
+        public SessionRecord? Record { get; set; }
+    }
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    private static partial Regex IdPattern();
+
+    [GeneratedRegex("^[A-Za-z_][A-Za-z0-9_]*$")]
+    private static partial Regex EnvNamePattern();
+
+    private Task ValidateAsync(CreateState state)
+    {
+        var request = state.Request;
+        var problems = new List<string>();
+        if (string.IsNullOrWhiteSpace(request.Image))
+            problems.Add("image is empty");
+        if (!IdPattern().IsMatch(state.KernelId) || !ScratchDirectory.IsValidSessionId(state.KernelId))
+            problems.Add($"kernel id '{state.KernelId}' must be 1-64 characters of letters, digits, '_', '.', '-'");
+        if (request.SessionId is { } sid && !IdPattern().IsMatch(sid))
+            problems.Add($"session id '{sid}' must be 1-64 characters of letters, digits, '_', '.', '-'");
+        if (request.Cpus is { } cpus && (cpus <= 0 || double.IsNaN(cpus) || cpus > 1024))
+            problems.Add($"cpu {cpus} must be > 0");
+        if (request.MemoryBytes is { } mem && mem < (16L << 20))
+            problems.Add($"memory {mem} bytes is below the 16 MiB minimum");
+        if (request.ShmBytes is { } shm && shm <= 0)
+            problems.Add($"shared memory {shm} must be > 0");
+        foreach (var key in request.Environment.Keys.Where(k => !EnvNamePattern().IsMatch(k)))
+            problems.Add($"environment variable name '{key}' is invalid");
+        foreach (var (key, value) in request.Environment.Where(kv => kv.Value.Contains('\n', StringComparison.Ordinal) || kv.Value.Contains('\0', StringComparison.Ordinal)))
+            problems.Add($"environment variable '{key}' contains a newline or NUL");
+        if (request.Uid is < 0 || request.Gid is < 0)
+            problems.Add("uid/gid must be >= 0");
+        foreach (var mount in request.Mounts)
+            problems.AddRange(CheckMount(mount));
+        var destinations = request.Mounts.GroupBy(m => m.ContainerPath.TrimEnd('/'), StringComparer.Ordinal).Where(g => g.Count() > 1);
+        problems.AddRange(destinations.Select(g => $"mount destination '{g.Key}' is used twice"));
+        if (problems.Count > 0)
+            throw new SessionRequestException("invalid session request: " + string.Join("; ", problems));
+        try
+        {
+            state.Runtime = services.RuntimeClasses.Resolve(request.RuntimeClass);
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+        {
+            throw new SessionRequestException(e.Message);
+        }
+        return Task.CompletedTask;
+    }
+
+    private IEnumerable<string> CheckMount(MountRequest mount)
+    {
+        if (!Path.IsPathRooted(mount.HostPath))
+            yield return $"mount source '{mount.HostPath}' is not an absolute path";
+        if (!mount.ContainerPath.StartsWith('/') || mount.ContainerPath.Split('/').Contains(".."))
+            yield return $"mount destination '{mount.ContainerPath}' must be an absolute path without '..'";
+        else if (ReservedContainerPaths.Any(r => mount.ContainerPath.TrimEnd('/') == r || mount.ContainerPath.StartsWith(r + "/", StringComparison.Ordinal)))
+            yield return $"mount destination '{mount.ContainerPath}' is reserved for the agent";
+        else if (mount.ContainerPath.TrimEnd('/').Length == 0)
+            yield return "mount destination '/' is not allowed";
+    }
+
+    private async Task ResolveImageAsync(CreateState state, CancellationToken ct)
+    {
+        var image = await services.Images.FindAsync(state.Request.Image, cancellationToken: ct).ConfigureAwait(false)
+            ?? throw new SessionRequestException($"image '{state.Request.Image}' is not present on this agent: import or pull it first");
+        state.Image = image;
+        try
+        {
+            state.Services = ServicePortLabel.Parse(image.Labels.GetValueOrDefault(ServicePortLabel.LabelName));
+        }
+        catch (FormatException e)
+        {
+            throw new SessionRequestException($"image '{image.Name}' has a bad label: {e.Message}");
+        }
+        if (state.Request.ServicePorts.Count > 0)
+        {
+            var requested = string.Join(",", state.Request.ServicePorts.Select(s => $"{s.Name}:{s.Protocol}:[{string.Join(",", s.ContainerPorts)}]"));
+            try
+            {
+                // The same rules as the label, and no clash with what the image declares.
+                ServicePortLabel.Parse(string.Join(",", new[] { image.Labels.GetValueOrDefault(ServicePortLabel.LabelName), requested }.Where(x => !string.IsNullOrEmpty(x))));
+            }
+            catch (FormatException e)
+            {
+                throw new SessionRequestException("bad service ports: " + e.Message.Replace(ServicePortLabel.LabelName + ": ", "", StringComparison.Ordinal));
+            }
+            state.Services = [.. state.Services, .. state.Request.ServicePorts];
+        }
+    }
+
+    private Task AllocateResourcesAsync(CreateState state, UndoStack undo)
+    {
+        var defaults = services.Options.Resources;
+        var slots = new ResourceSlots(state.Request.Cpus ?? defaults.DefaultCpus, state.Request.MemoryBytes ?? defaults.DefaultMemoryBytes);
+        state.Allocation = services.Resources.Allocate(state.KernelId, slots, isVm: !state.Runtime!.Class.RuntimeType.Contains("runc", StringComparison.Ordinal));
+        undo.Push("allocate-resources", _ =>
+        {
+            services.Resources.Release(state.KernelId);
+            return Task.CompletedTask;
+        });
+        return Task.CompletedTask;
+    }
+
+    private Task AllocatePortsAsync(CreateState state, UndoStack undo)
+    {
+        var servicePorts = state.Services.SelectMany(s => s.ContainerPorts.Select(p => (s.Name, s.Protocol, Port: p))).ToList();
+        var hostPorts = services.Ports.Allocate(2 + servicePorts.Count);
+        undo.Push("allocate-ports", _ =>
+        {
+            services.Ports.Release(hostPorts);
+            return Task.CompletedTask;
+        });
+        state.Ports.Add(new PublishedPort("replin", "tcp", ReplInPort, "127.0.0.1", hostPorts[0]));
+        state.Ports.Add(new PublishedPort("replout", "tcp", ReplOutPort, "127.0.0.1", hostPorts[1]));
+        for (var i = 0; i < servicePorts.Count; i++)
+        {
+            var (name, protocol, port) = servicePorts[i];
+            state.Ports.Add(new PublishedPort(name, protocol, port, services.Options.ServiceBindHost, hostPorts[2 + i]));
+        }
+        return Task.CompletedTask;
+    }
+
+    private async Task PrepareScratchAsync(CreateState state, UndoStack undo, CancellationToken ct)
+    {
+        var request = state.Request;
+        var labels = state.Image!.Labels;
+        var environ = new Dictionary<string, string>(request.Environment, StringComparer.Ordinal);
+        var cpus = state.Allocation!.Slots.Cpus;
+        foreach (var name in (labels.GetValueOrDefault("ai.backend.envs.corecount") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            environ.TryAdd(name, Math.Max(1, (int)Math.Ceiling(cpus)).ToString(CultureInfo.InvariantCulture));
+        var runner = new JsonObject
+        {
+            ["runtimeType"] = labels.GetValueOrDefault("ai.backend.runtime-type") ?? "python",
+            ["runtimePath"] = labels.GetValueOrDefault("ai.backend.runtime-path") ?? "/usr/bin/python3",
+            ["workDir"] = ScratchDirectory.GuestWorkPath,
+            ["replInPort"] = ReplInPort,
+            ["replOutPort"] = ReplOutPort,
+        };
+        if (request.Uid is { } uid)
+            runner["uid"] = uid;
+        if (request.Gid is { } gid)
+            runner["gid"] = gid;
+        var config = new ScratchConfig
+        {
+            Environ = environ,
+            Resource = new Dictionary<string, string>
+            {
+                ["CID"] = state.KernelId,
+                ["KERNEL_ID"] = state.KernelId,
+                ["SESSION_ID"] = request.SessionId ?? state.KernelId,
+                ["RUNTIME_CLASS"] = state.Runtime!.Class.Name,
+                ["CPU_SLOTS"] = cpus.ToString("0.##", CultureInfo.InvariantCulture),
+                ["MEM_SLOTS"] = state.Allocation.Slots.MemoryBytes.ToString(CultureInfo.InvariantCulture),
+            },
+            IntrinsicPorts = new IntrinsicPorts(ReplInPort, ReplOutPort),
+            Runner = runner,
+            BootstrapScript = request.BootstrapScript,
+        };
+        undo.Push("scratch", async undoCt =>
+        {
+            var existing = ScratchDirectory.Open(services.Options.ScratchRoot, state.KernelId);
+            await existing.RemoveAsync(cancellationToken: undoCt).ConfigureAwait(false);
+        });
+        state.Scratch = await ScratchDirectory.CreateAsync(services.Options.ScratchRoot, state.KernelId, config,
+            request.Uid ?? 0, request.Gid ?? 0, cancellationToken: ct).ConfigureAwait(false);
+
+        Directory.CreateDirectory(services.Options.LogDir);
+        state.LogPath = Path.Combine(services.Options.LogDir, state.KernelId + ".log");
+        await File.WriteAllBytesAsync(state.LogPath, [], ct).ConfigureAwait(false);
+        undo.Push("session-log", _ =>
+        {
+            File.Delete(state.LogPath);
+            return Task.CompletedTask;
+        });
+    }
+
+    private async Task AttachNetworkAsync(CreateState state, UndoStack undo, CancellationToken ct)
+    {
+        var mappings = state.Ports.Select(p => new PortMapping(p.HostIp, p.HostPort, p.ContainerPort, "tcp")).ToList();
+        // Registered first: a half-done ADD is undone by DEL just the same.
+        undo.Push("network", undoCt => services.Network.DetachAsync(state.KernelId, undoCt));
+        state.Network = await services.Network.AttachAsync(state.KernelId, mappings, ct).ConfigureAwait(false);
+    }
+
+    private Task CheckMountsAsync(CreateState state)
+    {
+        var allowed = services.Options.AllowedMountRoots.Select(r => Path.GetFullPath(r).TrimEnd('/')).ToList();
+        foreach (var mount in state.Request.Mounts)
+        {
+            // Resolve symlinks so an allowed-looking path cannot lead elsewhere.
+            var resolved = ResolveExisting(mount.HostPath);
+            if (!allowed.Any(root => resolved == root || resolved.StartsWith(root + "/", StringComparison.Ordinal)))
+                throw new SessionRequestException(allowed.Count == 0
+                    ? $"mount source '{mount.HostPath}' is not allowed: this agent allows no host mounts (configure mounts.allowed_roots)"
+                    : $"mount source '{mount.HostPath}' is not under an allowed root ({string.Join(", ", allowed)})");
+        }
+        return Task.CompletedTask;
+    }
+
+    private static string ResolveExisting(string path)
+    {
+        var full = Path.GetFullPath(path);
+        if (!Directory.Exists(full) && !File.Exists(full))
+            throw new SessionRequestException($"mount source '{path}' does not exist");
+        var info = new FileInfo(full);
+        var target = info.ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? full;
+        // Resolve the parents too: realpath semantics.
+        var parts = target.Split('/', StringSplitOptions.RemoveEmptyEntries);
+        var current = "/";
+        foreach (var part in parts)
+        {
+            current = Path.Combine(current, part);
+            var link = new FileInfo(current).LinkTarget is not null ? new FileInfo(current).ResolveLinkTarget(true)?.FullName : null;
+            if (link is not null)
+                current = link;
+        }
+        return current.TrimEnd('/');
+    }
+
+    private async Task StartContainerAsync(CreateState state, UndoStack undo, CancellationToken ct)
+    {
+        var request = state.Request;
+        var options = services.Options;
+        var allocation = state.Allocation!;
+        var kernelId = state.KernelId;
+        state.Record = new SessionRecord
+        {
+            KernelId = kernelId,
+            SessionId = request.SessionId ?? kernelId,
+            ContainerId = kernelId,
+            Image = state.Image!.Name,
+            RuntimeClass = state.Runtime!.Class.Name,
+            Cpus = allocation.Slots.Cpus,
+            MemoryBytes = allocation.Slots.MemoryBytes,
+            ShmBytes = request.ShmBytes ?? options.Resources.DefaultShmBytes,
+            Ports = state.Ports.ToList(),
+            NetnsPath = state.Network!.NetnsPath,
+            ScratchDir = state.Scratch!.SessionPath,
+            LogPath = state.LogPath,
+            StopSignal = state.Image.Config.Config?.StopSignal ?? "SIGTERM",
+            CreatedAt = DateTimeOffset.UtcNow,
+        };
+        var record = state.Record;
+
+        var specOpts = new List<SpecOpt>
+        {
+            SpecOpts.WithProcessArgs(RunnerBinary),
+            SpecOpts.WithProcessCwd(ScratchDirectory.GuestWorkPath),
+            SpecOpts.WithEnv(request.Environment.Select(kv => $"{kv.Key}={kv.Value}").ToArray()),
+            SpecOpts.WithHostname(kernelId.Length > 12 ? kernelId[..12] : kernelId),
+            SpecOpts.WithNetworkNamespacePath(state.Network.NetnsPath),
+            SpecOpts.WithBindMount(state.Scratch.WorkPath, ScratchDirectory.GuestWorkPath, readOnly: false),
+            SpecOpts.WithBindMount(state.Scratch.ConfigPath, ScratchDirectory.GuestConfigPath, readOnly: true),
+            SpecOpts.WithBindMount(options.RunnerDir, RunnerMountPath, readOnly: true),
+            SpecOpts.WithCpus(allocation.Slots.Cpus),
+            SpecOpts.WithMemoryLimit(allocation.Slots.MemoryBytes),
+            SpecOpts.WithDevShmSize(record.ShmBytes),
+            SpecOpts.WithPidsLimit(options.Resources.PidsLimit),
+            SpecOpts.WithCgroupsPath($"/kata-agent/{kernelId}"),
+        };
+        specOpts.AddRange(request.Mounts.Select(m => SpecOpts.WithBindMount(m.HostPath, m.ContainerPath, m.ReadOnly)));
+
+        var launch = new ContainerLaunch(kernelId, new ResolvedImage(state.Image.Name, state.Image.Config, state.Image.ChainId), state.Runtime.Class)
+        {
+            // The runner replaces the image's command and entrypoint (WithProcessArgs below).
+            Args = [RunnerBinary],
+            SpecOpts = specOpts,
+            Labels = SessionLabels.For(record, options.AgentId, request.Labels),
+            Io = TaskIo.ToFiles(state.LogPath, state.LogPath),
+        };
+        await new ContainerLauncher(services.Containerd, services.Logger).LaunchAsync(launch, ct).ConfigureAwait(false);
+        undo.Push("container", undoCt =>
+            TaskReaper.ReapContainerAsync(services.Containerd, kernelId, TaskReaper.SigKill, TimeSpan.Zero, services.Logger, undoCt));
+    }
+
+    private async Task WaitForRunnerAsync(CreateState state, UndoStack undo, CancellationToken ct)
+    {
+        var record = state.Record!;
+        state.Runner = new KernelRunnerClient(new KernelRunnerClientOptions
+        {
+            InputPort = record.ReplInPort,
+            OutputPort = record.ReplOutPort,
+            ReplyTimeout = TimeSpan.FromSeconds(2),
+        });
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        deadline.CancelAfter(services.Options.RunnerReadyTimeout);
+        while (true)
+        {
+            var task = await services.Containerd.Tasks.FindAsync(record.ContainerId, ct).ConfigureAwait(false);
+            if (task is null || task.Status == global::Containerd.V1.Types.Status.Stopped)
+                throw new InvalidOperationException($"the session's runner exited before it answered (exit {task?.ExitStatus}); its log ends with:\n{LogTail(record.LogPath)}");
+            try
+            {
+                await state.Runner.GetStatusAsync(deadline.Token).ConfigureAwait(false);
+                return;
+            }
+            catch (Exception e) when (e is TimeoutException or RunnerUnavailableException || (e is OperationCanceledException && !ct.IsCancellationRequested))
+            {
+                if (deadline.IsCancellationRequested)
+                    throw new TimeoutException($"the runner did not answer within {services.Options.RunnerReadyTimeout.TotalSeconds:0} s; its log ends with:\n{LogTail(record.LogPath)}");
+            }
+        }
+    }
+
+    private async Task RegisterAsync(CreateState state, UndoStack undo, CancellationToken ct)
+    {
+        await services.Store.SaveAsync(state.Record!, ct).ConfigureAwait(false);
+        undo.Push("register", _ =>
+        {
+            services.Store.Delete(state.KernelId);
+            return Task.CompletedTask;
+        });
+    }
+
+    internal static string LogTail(string path, int maxBytes = 4096)
+    {
+        try
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            if (stream.Length > maxBytes)
+                stream.Seek(-maxBytes, SeekOrigin.End);
+            using var reader = new StreamReader(stream);
+            return reader.ReadToEnd();
+        }
+        catch (IOException)
+        {
+            return "(no log)";
+        }
+    }
+}

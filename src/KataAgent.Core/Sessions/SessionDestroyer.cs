@@ -1,0 +1,80 @@
+using System.Globalization;
+using KataAgent.Core.Containers;
+using KataAgent.Core.Scratch;
+using Microsoft.Extensions.Logging;
+
+namespace KataAgent.Core.Sessions;
+
+/// <summary>
+/// Full reap of a session: stop signal, grace period, SIGKILL, task, container, snapshot, CNI DEL,
+/// netns, scratch (unless kept), ports, resources, record. Idempotent: each part that is already
+/// gone is skipped, so it also cleans up after a create that died half-way.
+/// </summary>
+public sealed class SessionDestroyer(SessionServices services)
+{
+    public async Task DestroyAsync(SessionRecord record, bool keepScratch, TimeSpan? grace = null, CancellationToken cancellationToken = default)
+    {
+        var failures = new List<Exception>();
+        async Task Step(string name, Func<Task> action)
+        {
+            try
+            {
+                await action().ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                services.Logger.LogWarning(e, "destroy {KernelId}: {Step} failed", record.KernelId, name);
+                failures.Add(new InvalidOperationException($"{name}: {e.Message}", e));
+            }
+        }
+
+        await Step("container", () => TaskReaper.ReapContainerAsync(services.Containerd, record.ContainerId, ParseSignal(record.StopSignal),
+            grace ?? services.Options.StopGracePeriod, services.Logger, cancellationToken)).ConfigureAwait(false);
+        await Step("network", () => services.Network.DetachAsync(record.KernelId, cancellationToken)).ConfigureAwait(false);
+        await Step("scratch", async () =>
+        {
+            if (ScratchDirectory.IsValidSessionId(record.KernelId))
+                await ScratchDirectory.Open(services.Options.ScratchRoot, record.KernelId).RemoveAsync(keepScratch, cancellationToken).ConfigureAwait(false);
+        }).ConfigureAwait(false);
+        await Step("log", () =>
+        {
+            if (!keepScratch && !string.IsNullOrEmpty(record.LogPath) && File.Exists(record.LogPath))
+                File.Delete(record.LogPath);
+            return Task.CompletedTask;
+        }).ConfigureAwait(false);
+        services.Ports.Release(record.Ports.Select(p => p.HostPort));
+        services.Resources.Release(record.KernelId);
+        await Step("record", () =>
+        {
+            services.Store.Delete(record.KernelId);
+            return Task.CompletedTask;
+        }).ConfigureAwait(false);
+
+        if (failures.Count > 0)
+            throw new AggregateException($"destroying session {record.KernelId} left work undone", failures);
+    }
+
+    public static uint ParseSignal(string? signal)
+    {
+        if (string.IsNullOrWhiteSpace(signal))
+            return TaskReaper.SigTerm;
+        if (uint.TryParse(signal, NumberStyles.None, CultureInfo.InvariantCulture, out var number) && number is > 0 and < 65)
+            return number;
+        var name = signal.Trim().ToUpperInvariant();
+        if (!name.StartsWith("SIG", StringComparison.Ordinal))
+            name = "SIG" + name;
+        return name switch
+        {
+            "SIGHUP" => 1,
+            "SIGINT" => 2,
+            "SIGQUIT" => 3,
+            "SIGKILL" => 9,
+            "SIGUSR1" => 10,
+            "SIGUSR2" => 12,
+            "SIGTERM" => 15,
+            "SIGWINCH" => 28,
+            "SIGPWR" => 30,
+            _ => TaskReaper.SigTerm,
+        };
+    }
+}

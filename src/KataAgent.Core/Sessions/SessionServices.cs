@@ -1,0 +1,20 @@
+using KataAgent.Containerd;
+using KataAgent.Core.Resources;
+using KataAgent.Core.Runtime;
+using KataAgent.Images;
+using KataAgent.Network;
+using Microsoft.Extensions.Logging;
+
+namespace KataAgent.Core.Sessions;
+
+/// <summary>What the session pipeline works with: one instance per agent.</summary>
+public sealed record SessionServices(
+    AgentOptions Options,
+    ContainerdClient Containerd,
+    ImageInspector Images,
+    RuntimeClassRegistry RuntimeClasses,
+    ResourceAllocator Resources,
+    HostPortPool Ports,
+    SessionNetwork Network,
+    SessionStore Store,
+    ILogger Logger);

@@ -1,0 +1,89 @@
+using System.Globalization;
+using KataAgent.Core;
+using KataAgent.Images;
+using KataAgent.Testing;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace KataAgent.Core.Tests;
+
+/// <summary>
+/// A whole agent with its own private containerd, data dir, CNI network (own bridge and subnet,
+/// no masquerading) and port range, with the python base image imported. Torn down with its sessions.
+/// </summary>
+public class AgentFixture : IAsyncLifetime
+{
+    private static int _instances;
+
+    public string DataDir { get; } = Path.Combine("/tmp", "kaa-" + Guid.NewGuid().ToString("N")[..8]);
+    public Agent Agent { get; private set; } = null!;
+    public string ImageName { get; private set; } = "";
+    public int Index { get; } = (Environment.ProcessId % 50) * 4 + Interlocked.Increment(ref _instances) % 4;
+
+    public async Task InitializeAsync()
+    {
+        var options = new AgentOptions
+        {
+            AgentId = "test-agent",
+            DataDir = DataDir,
+            Namespace = "kata-agent-test",
+            DefaultRuntimeClass = "runc",
+            RunnerDir = RunnerLocation.Directory(),
+            PortRangeStart = 32000 + Index * 100,
+            PortRangeEnd = 32000 + Index * 100 + 99,
+            NetworkName = "kat" + Index.ToString(CultureInfo.InvariantCulture),
+            BridgeName = "kat" + Index.ToString(CultureInfo.InvariantCulture),
+            Subnet = $"10.201.{Index}.0/24",
+            IpMasquerade = false,
+            RunnerReadyTimeout = TimeSpan.FromSeconds(90),
+            StopGracePeriod = TimeSpan.FromSeconds(5),
+        };
+        Agent = await Agent.StartAsync(options, NullLoggerFactory.Instance);
+        var built = await new BaseImageBuilder().BuildPythonAsync();
+        var imported = await new ImageImporter(Agent.Containerd).ImportAsync(built.ArchivePath);
+        ImageName = imported.Single().Name;
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var session in Agent.Sessions)
+        {
+            try
+            {
+                await Agent.DestroySessionAsync(session.KernelId);
+            }
+            catch (Exception)
+            {
+                // keep tearing down
+            }
+        }
+        await Reaper.ReapNamespaceAsync(Agent.Containerd, CancellationToken.None);
+        await Agent.DisposeAsync();
+        await HostNetwork.DeleteLinkAsync("kat" + Index.ToString(CultureInfo.InvariantCulture));
+        Mounts.UnmountAllUnder(DataDir);
+        try
+        {
+            Directory.Delete(DataDir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+public static class RunnerLocation
+{
+    /// <summary>The published runner: $KATA_RUNNER_BINARY's folder, else artifacts/runner in the repository.</summary>
+    public static string Directory()
+    {
+        var binary = Environment.GetEnvironmentVariable("KATA_RUNNER_BINARY");
+        if (!string.IsNullOrEmpty(binary) && File.Exists(binary))
+            return Path.GetDirectoryName(binary)!;
+        var dir = AppContext.BaseDirectory;
+        while (dir is not null && !File.Exists(Path.Combine(dir, "KataAgent.slnx")))
+            dir = Path.GetDirectoryName(dir);
+        var candidate = dir is null ? null : Path.Combine(dir, "artifacts", "runner");
+        if (candidate is null || !File.Exists(Path.Combine(candidate, "kata-runner")))
+            throw new InvalidOperationException("the kernel runner is not published: run scripts/publish-runner.sh (or set KATA_RUNNER_BINARY)");
+        return candidate;
+    }
+}
