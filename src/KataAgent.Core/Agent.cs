@@ -18,7 +18,7 @@ namespace KataAgent.Core;
 /// The agent: sessions on top of containerd, CNI and the kernel runner. One per host. Starts (or
 /// connects to) containerd, recovers the sessions it finds, and follows containerd's events.
 /// </summary>
-public sealed class Agent : IAsyncDisposable
+public sealed partial class Agent : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<string, Session> _sessions = new(StringComparer.Ordinal);
     private readonly List<Channel<SessionEvent>> _subscribers = [];
