@@ -145,10 +145,10 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
         public string Name { get; } = name;
         public ImportOptions Options { get; } = options;
         public int BlobsWritten { get; set; }
-        public int SnapshotsCommitted { get; set; }
+        public ImageUnpacker Unpacker { get; } = new(leased, leaseId, options.Snapshotter, $"importing {name}", Fail);
+        public int SnapshotsCommitted => Unpacker.SnapshotsCommitted;
         public bool RecordWritten { get; set; }
         public HashSet<string> OpenIngests { get; } = [];
-        public HashSet<string> PreparedSnapshots { get; } = [];
     }
 
     // ---------------------------------------------------------------- content
@@ -175,7 +175,7 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
             await state.Leased.Leases.AddResourceAsync(state.LeaseId, "content", blob.Digest, cancellationToken).ConfigureAwait(false);
             if (labels is not null)
             {
-                await EnsureLabelsAsync(state.Leased, existing, labels, cancellationToken).ConfigureAwait(false);
+                await ImageUnpacker.EnsureLabelsAsync(state.Leased, existing, labels, cancellationToken).ConfigureAwait(false);
             }
 
             return;
@@ -197,124 +197,23 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
         state.BlobsWritten++;
     }
 
-    private static async Task EnsureLabelsAsync(ContainerdClient client, ContentInfo info, IReadOnlyDictionary<string, string> labels, CancellationToken cancellationToken)
-    {
-        var missing = labels.Where(kv => !info.Labels.TryGetValue(kv.Key, out var value) || value != kv.Value).ToDictionary();
-        if (missing.Count > 0)
-        {
-            await client.Content.SetLabelsAsync(info.Digest, missing, cancellationToken).ConfigureAwait(false);
-        }
-    }
-
-    // ---------------------------------------------------------------- unpack
+    // ---------------------------------------------------------------- unpack and record
 
     private async Task UnpackAsync(ImportState state, CancellationToken cancellationToken)
     {
         var image = state.Image;
-        var snapshots = state.Leased.Snapshots;
-        var snapshotter = state.Options.Snapshotter;
-        var chain = ChainId.Compute(image.DiffIds);
-        string? parent = null;
-        for (var i = 0; i < chain.Count; i++)
-        {
-            var layer = image.Layers[i];
-            if (await snapshots.FindAsync(chain[i], snapshotter, cancellationToken).ConfigureAwait(false) is null)
-            {
-                await ApplyLayerAsync(state, i, chain[i], parent, cancellationToken).ConfigureAwait(false);
-            }
-            else
-            {
-                await state.Leased.Leases.AddResourceAsync(state.LeaseId, "snapshots/" + snapshotter, chain[i], cancellationToken).ConfigureAwait(false);
-            }
-
-            var layerInfo = await state.Leased.Content.InfoAsync(layer.Digest, cancellationToken).ConfigureAwait(false);
-            await EnsureLabelsAsync(state.Leased, layerInfo, new Dictionary<string, string> { [GcLabels.Uncompressed] = image.DiffIds[i] }, cancellationToken).ConfigureAwait(false);
-            parent = chain[i];
-        }
-
-        var config = await state.Leased.Content.InfoAsync(image.ConfigDescriptor.Digest, cancellationToken).ConfigureAwait(false);
-        await EnsureLabelsAsync(state.Leased, config, new Dictionary<string, string> { [GcLabels.SnapshotFor(snapshotter)] = chain[^1] }, cancellationToken).ConfigureAwait(false);
+        await state.Unpacker.UnpackAsync(image.Layers, image.DiffIds, image.ConfigDescriptor, null, cancellationToken).ConfigureAwait(false);
     }
-
-    private async Task ApplyLayerAsync(ImportState state, int index, string chainId, string? parent, CancellationToken cancellationToken)
-    {
-        var layer = state.Image.Layers[index];
-        var diffId = state.Image.DiffIds[index];
-        var snapshotter = state.Options.Snapshotter;
-        var snapshots = state.Leased.Snapshots;
-        var key = $"extract-{Guid.NewGuid():N} {chainId}";
-        var what = $"importing {state.Name}: unpacking layer {index} ({layer.Digest}, {layer.MediaType})";
-        try
-        {
-            state.PreparedSnapshots.Add(key);
-            var mounts = await snapshots.PrepareAsync(key, parent, snapshotter, cancellationToken: cancellationToken).ConfigureAwait(false);
-            var applied = await state.Leased.Diff.ApplyAsync(
-                new ContentDescriptor { MediaType = layer.MediaType, Digest = layer.Digest, Size = layer.Size }, mounts, cancellationToken).ConfigureAwait(false);
-            if (applied.Digest != diffId)
-            {
-                throw new ImageImportException($"{what}: the layer unpacked to {applied.Digest}, but the image config says its diff_id is {diffId}");
-            }
-
-            try
-            {
-                await snapshots.CommitAsync(chainId, key, snapshotter, cancellationToken: cancellationToken).ConfigureAwait(false);
-                state.PreparedSnapshots.Remove(key);
-                state.SnapshotsCommitted++;
-            }
-            catch (ContainerdAlreadyExistsException)
-            {
-                // unpacked concurrently by someone else: theirs is as good as ours
-                await state.Leased.Leases.AddResourceAsync(state.LeaseId, "snapshots/" + snapshotter, chainId, cancellationToken).ConfigureAwait(false);
-            }
-        }
-        catch (ContainerdException e)
-        {
-            throw new ImageImportException($"{what} into snapshot {chainId} failed: {e.Message}", e);
-        }
-    }
-
-    // ---------------------------------------------------------------- record
 
     private static async Task<bool> SetImageRecordAsync(ImportState state, CancellationToken cancellationToken)
     {
-        var target = state.Image.ManifestDescriptor;
-        var labels = state.Options.Labels ?? new Dictionary<string, string>();
-        var images = state.Leased.Images;
-        var existing = await images.FindAsync(state.Name, cancellationToken).ConfigureAwait(false);
-        if (existing is not null && existing.Target.Digest == target.Digest && existing.Target.MediaType == target.MediaType
-            && existing.Target.Size == target.Size && labels.All(kv => existing.Labels.TryGetValue(kv.Key, out var v) && v == kv.Value))
-        {
-            state.RecordWritten = true;
-            return false;
-        }
-
-        var record = new Image
-        {
-            Name = state.Name,
-            Target = new ContentDescriptor { MediaType = target.MediaType, Digest = target.Digest, Size = target.Size },
-        };
-        if (existing is not null)
-        {
-            record.Labels.Add(existing.Labels);
-        }
-
-        foreach (var (key, value) in labels)
-        {
-            record.Labels[key] = value;
-        }
-
-        try
-        {
-            await images.CreateOrUpdateAsync(record, cancellationToken).ConfigureAwait(false);
-            state.RecordWritten = true;
-        }
-        catch (ContainerdException e)
-        {
-            throw new ImageImportException($"importing {state.Name}: creating the image record failed: {e.Message}", e);
-        }
-
-        return true;
+        var changed = await ImageUnpacker.SetImageRecordAsync(state.Leased, state.Name, state.Image.ManifestDescriptor, state.Options.Labels,
+            $"importing {state.Name}", Fail, cancellationToken).ConfigureAwait(false);
+        state.RecordWritten = true;
+        return changed;
     }
+
+    private static Exception Fail(string message, Exception? inner) => new ImageImportException(message, inner);
 
     private static OciDescriptor ToTarget(OciDescriptor manifest) => manifest with { Annotations = null };
 
@@ -323,10 +222,7 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
     private async Task RollBackAsync(ImportState state)
     {
         // best effort, and never with the caller's (possibly cancelled) token
-        foreach (var key in state.PreparedSnapshots)
-        {
-            await TryAsync($"remove snapshot {key}", () => client.Snapshots.RemoveAsync(key, state.Options.Snapshotter)).ConfigureAwait(false);
-        }
+        await state.Unpacker.RemovePreparedAsync(client, (what, e) => _logger.LogWarning("import rollback: cannot {What}: {Error}", what, e.Message)).ConfigureAwait(false);
 
         foreach (var reference in state.OpenIngests)
         {
