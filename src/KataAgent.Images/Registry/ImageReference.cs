@@ -192,7 +192,7 @@ public sealed partial record ImageReference
             throw new ImageReferenceException($"image reference '{text}': registry port '{port}' is not a number from 1 to 65535");
         }
 
-        return registry.ToLowerInvariant() == registry ? registry : host.ToLowerInvariant() + (port is null ? "" : ":" + port);
+        return !registry.Any(char.IsUpper) ? registry : host.ToLowerInvariant() + (port is null ? "" : ":" + port);
     }
 
     private static void ValidateRepository(string text, string repository)
