@@ -21,12 +21,16 @@ namespace KataAgent.Core;
 public sealed partial class Agent : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<string, Session> _sessions = new(StringComparer.Ordinal);
+    // Containers of sessions still being created: reconciliation must not mistake them for strays.
+    private readonly ConcurrentDictionary<string, byte> _creating = new(StringComparer.Ordinal);
     private readonly List<Channel<SessionEvent>> _subscribers = [];
     private readonly CancellationTokenSource _stop = new();
-    private readonly PrivateContainerd? _privateContainerd;
+    private PrivateContainerd? _privateContainerd;
     private readonly TaskEventMonitor _monitor;
     private readonly ILogger _logger;
     private Task? _eventPump;
+    private Task? _reconcileLoop;
+    private int _disposed;
 
     private Agent(AgentOptions options, SessionServices services, PrivateContainerd? privateContainerd, ILogger logger)
     {
@@ -106,7 +110,10 @@ public sealed partial class Agent : IAsyncDisposable
     {
         await _monitor.StartAsync(cancellationToken).ConfigureAwait(false);
         _eventPump = Task.Run(() => PumpEventsAsync(_stop.Token), CancellationToken.None);
+        _monitor.Resubscribed += () => ReconcileAfterGapAsync(_stop.Token);
         await RecoverAsync(cancellationToken).ConfigureAwait(false);
+        if (Options.ReconcileInterval > TimeSpan.Zero)
+            _reconcileLoop = Task.Run(() => ReconcileLoopAsync(Options.ReconcileInterval, _stop.Token), CancellationToken.None);
     }
 
     /// <summary>Rebuilds sessions from their records (and container labels) after a restart.</summary>
@@ -207,8 +214,19 @@ public sealed partial class Agent : IAsyncDisposable
 
     public async Task<Session> CreateSessionAsync(SessionRequest request, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
     {
-        var session = await Creator.CreateAsync(request, progress, cancellationToken).ConfigureAwait(false);
-        _sessions[session.KernelId] = session;
+        request = request with { KernelId = request.KernelId ?? Guid.NewGuid().ToString("N") };
+        if (_sessions.ContainsKey(request.KernelId) || !_creating.TryAdd(request.KernelId, 0))
+            throw new SessionRequestException($"a session with kernel id '{request.KernelId}' already exists");
+        Session session;
+        try
+        {
+            session = await Creator.CreateAsync(request, progress, cancellationToken).ConfigureAwait(false);
+            _sessions[session.KernelId] = session;
+        }
+        finally
+        {
+            _creating.TryRemove(request.KernelId, out _);
+        }
         // The task may have died between readiness and registration: the event was dropped then.
         var task = await Containerd.Tasks.FindAsync(session.Record.ContainerId, cancellationToken).ConfigureAwait(false);
         if (task is null || task.Status == global::Containerd.V1.Types.Status.Stopped)
@@ -252,10 +270,14 @@ public sealed partial class Agent : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+            return;
         await _stop.CancelAsync().ConfigureAwait(false);
         await _monitor.DisposeAsync().ConfigureAwait(false);
         if (_eventPump is not null)
             await _eventPump.ConfigureAwait(false);
+        if (_reconcileLoop is not null)
+            await _reconcileLoop.ConfigureAwait(false);
         foreach (var session in _sessions.Values)
             await session.DisposeAsync().ConfigureAwait(false);
         Containerd.Dispose();

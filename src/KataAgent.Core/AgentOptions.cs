@@ -35,6 +35,8 @@ public sealed record AgentOptions
 
     public TimeSpan RunnerReadyTimeout { get; init; } = TimeSpan.FromSeconds(60);
     public TimeSpan StopGracePeriod { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>How often containers and sessions are compared (reaping strays, cleaning vanished ones); zero turns it off.</summary>
+    public TimeSpan ReconcileInterval { get; init; } = TimeSpan.FromSeconds(60);
     public long SessionLogMaxBytes { get; init; } = 8L * 1024 * 1024;
     public long UploadMaxBytes { get; init; } = 1L << 30;
 

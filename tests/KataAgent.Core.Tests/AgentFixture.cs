@@ -17,11 +17,19 @@ public class AgentFixture : IAsyncLifetime
     public string DataDir { get; } = Path.Combine("/tmp", "kaa-" + Guid.NewGuid().ToString("N")[..8]);
     public Agent Agent { get; private set; } = null!;
     public string ImageName { get; private set; } = "";
+    public AgentOptions Options { get; private set; } = new();
+
+    /// <summary>Stops the agent (sessions and containerd state stay) and starts a new one on the same data dir.</summary>
+    public async Task RestartAgentAsync()
+    {
+        await Agent.DisposeAsync();
+        Agent = await Agent.StartAsync(Options, NullLoggerFactory.Instance);
+    }
     public int Index { get; } = (Environment.ProcessId % 50) * 4 + Interlocked.Increment(ref _instances) % 4;
 
     public async Task InitializeAsync()
     {
-        var options = new AgentOptions
+        Options = new AgentOptions
         {
             AgentId = "test-agent",
             DataDir = DataDir,
@@ -36,8 +44,11 @@ public class AgentFixture : IAsyncLifetime
             IpMasquerade = false,
             RunnerReadyTimeout = TimeSpan.FromSeconds(90),
             StopGracePeriod = TimeSpan.FromSeconds(5),
+            ReconcileInterval = TimeSpan.Zero, // tests drive reconciliation themselves
+            // Tests run several small sessions at once on a 2-core machine.
+            Resources = new ResourceOptions { TotalCpus = 64, DefaultCpus = 0.5, DefaultMemoryBytes = 512L << 20 },
         };
-        Agent = await Agent.StartAsync(options, NullLoggerFactory.Instance);
+        Agent = await Agent.StartAsync(Options, NullLoggerFactory.Instance);
         var built = await new BaseImageBuilder().BuildPythonAsync();
         var imported = await new ImageImporter(Agent.Containerd).ImportAsync(built.ArchivePath);
         ImageName = imported.Single().Name;

@@ -64,6 +64,49 @@ public sealed partial class SessionCreator(SessionServices services)
         return new Session(state.Record!, state.Runner!);
     }
 
+    /// <summary>
+    /// Replaces a session's container with a fresh one from the same image, keeping its scratch
+    /// dir, network and ports: the "container" and "wait-runner" steps again.
+    /// </summary>
+    public async Task<Session> RestartAsync(SessionRecord record, CancellationToken cancellationToken = default)
+    {
+        var request = record.Request ?? throw new InvalidOperationException($"session {record.KernelId} has no stored request and cannot be restarted");
+        await TaskReaper.ReapContainerAsync(services.Containerd, record.ContainerId, SessionDestroyer.ParseSignal(record.StopSignal),
+            services.Options.StopGracePeriod, services.Logger, cancellationToken).ConfigureAwait(false);
+        var state = new CreateState(request)
+        {
+            KernelId = record.KernelId,
+            Runtime = services.RuntimeClasses.Resolve(record.RuntimeClass),
+            Image = await services.Images.FindAsync(record.Image, cancellationToken: cancellationToken).ConfigureAwait(false)
+                ?? throw new SessionRequestException($"image '{record.Image}' of session {record.KernelId} is gone: cannot restart"),
+            Allocation = new ResourceAllocation(record.KernelId, new ResourceSlots(record.Cpus, record.MemoryBytes), 0),
+            Scratch = ScratchDirectory.Open(services.Options.ScratchRoot, record.KernelId),
+            Network = await services.Network.GetAsync(record.KernelId, cancellationToken).ConfigureAwait(false)
+                ?? throw new InvalidOperationException($"session {record.KernelId} has lost its network: destroy and recreate it"),
+            LogPath = record.LogPath,
+        };
+        state.Ports.AddRange(record.Ports);
+        await using var undo = new UndoStack(services.Logger);
+        foreach (var name in new[] { "container", "wait-runner" })
+        {
+            try
+            {
+                await RunStepAsync(name, state, undo, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                await undo.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
+                if (state.Runner is not null)
+                    await state.Runner.DisposeAsync().ConfigureAwait(false);
+                throw new SessionCreateException(record.KernelId, name, e);
+            }
+        }
+        undo.Commit();
+        var restarted = state.Record! with { CreatedAt = record.CreatedAt };
+        await services.Store.SaveAsync(restarted, cancellationToken).ConfigureAwait(false);
+        return new Session(restarted, state.Runner!);
+    }
+
     private Task RunStepAsync(string name, CreateState state, UndoStack undo, CancellationToken ct) => name switch
     {
         "validate" => ValidateAsync(state),
@@ -332,6 +375,7 @@ public sealed partial class SessionCreator(SessionServices services)
             LogPath = state.LogPath,
             StopSignal = state.Image.Config.Config?.StopSignal ?? "SIGTERM",
             CreatedAt = DateTimeOffset.UtcNow,
+            Request = request with { KernelId = kernelId, RuntimeClass = state.Runtime.Class.Name },
         };
         var record = state.Record;
 

@@ -35,6 +35,8 @@ public sealed record SessionRecord
     public string LogPath { get; init; } = "";
     public IReadOnlyList<string> ServicePorts { get; init; } = [];
     public string StopSignal { get; init; } = "SIGTERM";
+    /// <summary>The request as resolved at create time; a restart builds the new container from it.</summary>
+    public SessionRequest? Request { get; init; }
     public DateTimeOffset CreatedAt { get; init; }
 
     public int ReplInPort => Ports.Single(p => p.Name == "replin").HostPort;

@@ -1,0 +1,88 @@
+using KataAgent.Core.Sessions;
+using KataAgent.Runner.Protocol;
+using KataAgent.Testing;
+
+namespace KataAgent.Core.Tests;
+
+public sealed class RecoveryAgentFixture : AgentFixture;
+
+/// <summary>The agent goes away and comes back: its sessions are found again and keep working.</summary>
+public sealed class RecoveryTests(RecoveryAgentFixture fixture) : IClassFixture<RecoveryAgentFixture>
+{
+    private static async Task<string> RunAsync(Agent agent, string kernelId, string code)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var output = new System.Text.StringBuilder();
+        await foreach (var e in agent.ExecuteAsync(kernelId, "r-" + Guid.NewGuid().ToString("N")[..6], ExecutionMode.Query, code,
+                           new ExecutionOptions { FlushTimeout = TimeSpan.FromSeconds(30) }, timeout.Token))
+        {
+            if (e is OutputEvent { Item.Kind: "stdout" } o)
+                output.Append(o.Item.Data);
+        }
+        return output.ToString();
+    }
+
+    [Fact]
+    public async Task Sessions_survive_an_agent_restart_and_a_dead_one_is_cleaned()
+    {
+        var keep = await fixture.Agent.CreateSessionAsync(new SessionRequest { Image = fixture.ImageName, RuntimeClass = "runc" });
+        var dies = await fixture.Agent.CreateSessionAsync(new SessionRequest { Image = fixture.ImageName, RuntimeClass = "gvisor" });
+        Assert.Equal("", await RunAsync(fixture.Agent, keep.KernelId, "state = 'kept across restarts'"));
+        var allocated = fixture.Agent.Resources.Used;
+
+        await fixture.RestartAgentAsync();
+        var agent = fixture.Agent;
+        Assert.Equal(["kept across restarts\n"], [await RunAsync(agent, keep.KernelId, "print(state)")]);
+        Assert.Equal(keep.Record.Ports, agent.GetSession(keep.KernelId).Record.Ports);
+        Assert.Equal(allocated, agent.Resources.Used);
+        Assert.Contains(keep.Record.ReplInPort, agent.Services.Ports.InUse);
+
+        // While the agent (and its containerd) is away, one session dies with its shim; the next start cleans it up.
+        await fixture.Agent.DisposeAsync();
+        var shim = ProcessTable.All().Where(p => p.CommandLine.Contains("containerd-shim", StringComparison.Ordinal) &&
+                                                 p.CommandLine.Contains(dies.KernelId, StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(shim);
+        foreach (var (pid, _) in shim)
+            ProcessTable.Kill(pid, 9);
+        await fixture.RestartAgentAsync();
+        agent = fixture.Agent;
+        Assert.Throws<SessionNotFoundException>(() => agent.GetSession(dies.KernelId));
+        Assert.Null(await agent.Containerd.Containers.FindAsync(dies.KernelId));
+        Assert.False(Directory.Exists(dies.Record.ScratchDir));
+        Assert.DoesNotContain(HostNetwork.NetnsNames(), n => dies.Record.NetnsPath.EndsWith("/" + n, StringComparison.Ordinal));
+        Assert.Equal(["kept across restarts\n"], [await RunAsync(agent, keep.KernelId, "print(state)")]);
+
+        await agent.DestroySessionAsync(keep.KernelId);
+        var census = await LeakCensus.TakeAsync(agent.Containerd, fixture.DataDir);
+        Assert.True(census.IsClean, census.ToString());
+    }
+
+    [Fact]
+    public async Task Exit_events_keep_coming_after_containerd_restarts()
+    {
+        var session = await fixture.Agent.CreateSessionAsync(new SessionRequest { Image = fixture.ImageName, RuntimeClass = "runc" });
+        try
+        {
+            await fixture.Agent.RestartContainerdAsync();
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+            var exited = Task.Run(async () =>
+            {
+                await foreach (var e in fixture.Agent.SubscribeAsync(timeout.Token))
+                {
+                    if (e.KernelId == session.KernelId && e.Kind == "exited")
+                        return e;
+                }
+                throw new InvalidOperationException("no exit event");
+            });
+            // Kill the session's init from the host: only the event stream can tell the agent.
+            var task = await fixture.Agent.Containerd.Tasks.GetAsync(session.Record.ContainerId);
+            ProcessTable.Kill((int)task.Pid, 9);
+            var e = await exited;
+            Assert.Equal(137, e.ExitCode);
+        }
+        finally
+        {
+            await fixture.Agent.DestroySessionAsync(session.KernelId);
+        }
+    }
+}
