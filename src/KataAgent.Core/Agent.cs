@@ -145,7 +145,10 @@ public sealed partial class Agent : IAsyncDisposable
             }
             Services.Ports.MarkInUse(record.Ports.Select(p => p.HostPort));
             Services.Resources.Restore(new ResourceAllocation(record.KernelId, new ResourceSlots(record.Cpus, record.MemoryBytes),
-                RuntimeClasses.Resolve(record.RuntimeClass).Class.RuntimeType.Contains("kata", StringComparison.Ordinal) ? Services.Resources.KataVmOverheadBytes : 0));
+                RuntimeClasses.Resolve(record.RuntimeClass).Class.RuntimeType.Contains("kata", StringComparison.Ordinal) ? Services.Resources.KataVmOverheadBytes : 0)
+            {
+                CpuSet = record.CpuSet,
+            });
             await Services.Store.SaveAsync(record, cancellationToken).ConfigureAwait(false);
             _sessions[record.KernelId] = new Session(record, NewRunnerClient(record));
             _logger.LogInformation("recovered session {KernelId}", record.KernelId);

@@ -44,6 +44,20 @@ public sealed record AgentOptions
     public IReadOnlyList<string> AllowedMountRoots { get; init; } = [];
 
     public ResourceOptions Resources { get; init; } = new();
+    public KataOptions Kata { get; init; } = new();
+}
+
+/// <summary>How Kata VMs are sized (kata-notes §2).</summary>
+public sealed record KataOptions
+{
+    /// <summary>Put io.katacontainers.config.hypervisor.* sizing annotations on the spec. Off by default: stock configs reject them.</summary>
+    public bool SizingAnnotations { get; init; }
+    /// <summary>The annotation names (after the prefix) the host's enable_annotations allows.</summary>
+    public IReadOnlyList<string> AllowedAnnotations { get; init; } = ["default_vcpus", "default_memory"];
+    /// <summary>Extra vCPUs for the guest beyond the allocation (guest kernel, agent).</summary>
+    public double HeadroomCpus { get; init; }
+    /// <summary>Guest memory beyond the allocation (guest kernel, agent, page cache).</summary>
+    public long HeadroomMemoryBytes { get; init; } = 256L << 20;
 }
 
 public sealed record ResourceOptions

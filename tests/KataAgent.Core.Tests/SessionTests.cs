@@ -153,6 +153,33 @@ public abstract class SessionTestsBase(AgentFixture fixture, string runtime)
     }
 
     [Fact]
+    public async Task Cgroup_limits_inside_the_session_are_what_was_asked()
+    {
+        var session = await CreateAsync(new SessionRequest { Image = Fixture.ImageName, Cpus = 1, MemoryBytes = 256L << 20 });
+        try
+        {
+            Assert.Equal(256L << 20, session.Record.MemoryBytes);
+            if (runtime == "runc")
+            {
+                // runc shows the container its own cgroup directories.
+                var limits = await RunAsync(session, ExecutionMode.Query,
+                    "import os\nprint(open('/sys/fs/cgroup/memory/memory.limit_in_bytes').read().strip())\nprint(','.join(map(str, sorted(os.sched_getaffinity(0)))))");
+                var lines = Out(limits).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+                Assert.Equal((256L << 20).ToString(System.Globalization.CultureInfo.InvariantCulture), lines[0]);
+                Assert.Equal(string.Join(",", Resources.ResourceAllocator.ParseCpuSet(session.Record.CpuSet)), lines[1]);
+            }
+            // Going past the memory limit does not succeed: MemoryError or the OOM killer.
+            var hog = await RunAsync(session, ExecutionMode.Query, "b = bytearray(600 * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('allocated')");
+            Assert.DoesNotContain("allocated", Out(hog), StringComparison.Ordinal);
+            Assert.NotEqual(0, hog.ExitCode ?? -1);
+        }
+        finally
+        {
+            await Agent.DestroySessionAsync(session.KernelId);
+        }
+    }
+
+    [Fact]
     public async Task Destroy_reaps_everything()
     {
         var session = await CreateAsync();

@@ -9,7 +9,11 @@ public sealed record ResourceSlots(double Cpus, long MemoryBytes)
 }
 
 /// <summary>What one session holds: its own slots plus, for a VM runtime, the VM's host overhead.</summary>
-public sealed record ResourceAllocation(string KernelId, ResourceSlots Slots, long OverheadBytes);
+public sealed record ResourceAllocation(string KernelId, ResourceSlots Slots, long OverheadBytes)
+{
+    /// <summary>Host cores the session is pinned to (cpuset syntax, e.g. "0-1"); empty = not pinned.</summary>
+    public string CpuSet { get; init; } = "";
+}
 
 public sealed class InsufficientResourcesException(string message) : Exception(message);
 
@@ -21,6 +25,7 @@ public sealed class ResourceAllocator
 {
     private readonly object _gate = new();
     private readonly Dictionary<string, ResourceAllocation> _allocations = new(StringComparer.Ordinal);
+    private readonly int[] _cores;
 
     public ResourceAllocator(ResourceOptions options)
     {
@@ -28,6 +33,10 @@ public sealed class ResourceAllocator
         var hostMemory = options.TotalMemoryBytes ?? HostMemoryBytes();
         Capacity = new ResourceSlots(Math.Max(0, hostCpus - options.ReservedCpus), Math.Max(0, hostMemory - options.ReservedMemoryBytes));
         KataVmOverheadBytes = options.KataVmOverheadBytes;
+        // Reserved cores are the lowest-numbered ones (where the host's own daemons usually sit).
+        _cores = HostCores().Skip(options.ReservedCpus).ToArray();
+        if (_cores.Length == 0)
+            _cores = HostCores().ToArray();
     }
 
     public ResourceSlots Capacity { get; }
@@ -74,7 +83,7 @@ public sealed class ResourceAllocator
                     $"memory short by {Mib(memShort)} MiB (asked {Mib(slots.MemoryBytes)} MiB{(overhead > 0 ? $" + {Mib(overhead)} MiB VM overhead" : "")}, free {Mib(Capacity.MemoryBytes - used.MemoryBytes)} MiB)"));
             if (shortages.Count > 0)
                 throw new InsufficientResourcesException("the session does not fit: " + string.Join("; ", shortages));
-            var allocation = new ResourceAllocation(kernelId, slots, overhead);
+            var allocation = new ResourceAllocation(kernelId, slots, overhead) { CpuSet = PickCores(slots.Cpus) };
             _allocations[kernelId] = allocation;
             return allocation;
         }
@@ -99,6 +108,64 @@ public sealed class ResourceAllocator
         {
             lock (_gate)
                 return _allocations.Values.ToList();
+        }
+    }
+
+    /// <summary>
+    /// The least-loaded cores, as many as the request rounds up to. Load counts the share of each
+    /// core that sessions pinned there asked for, so whole-core sessions spread out first.
+    /// </summary>
+    private string PickCores(double cpus)
+    {
+        var load = _cores.ToDictionary(c => c, _ => 0.0);
+        foreach (var a in _allocations.Values)
+        {
+            var cores = ParseCpuSet(a.CpuSet);
+            foreach (var core in cores.Where(load.ContainsKey))
+                load[core] += a.Slots.Cpus / cores.Count;
+        }
+        var count = Math.Min(_cores.Length, (int)Math.Ceiling(cpus));
+        var chosen = load.OrderBy(kv => kv.Value).ThenBy(kv => kv.Key).Take(count).Select(kv => kv.Key).Order().ToList();
+        return FormatCpuSet(chosen);
+    }
+
+    public static IReadOnlyList<int> ParseCpuSet(string cpuset)
+    {
+        var result = new List<int>();
+        foreach (var part in cpuset.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var range = part.Split('-');
+            var first = int.Parse(range[0], CultureInfo.InvariantCulture);
+            var last = range.Length > 1 ? int.Parse(range[1], CultureInfo.InvariantCulture) : first;
+            for (var c = first; c <= last; c++)
+                result.Add(c);
+        }
+        return result;
+    }
+
+    public static string FormatCpuSet(IReadOnlyList<int> cores)
+    {
+        var parts = new List<string>();
+        for (var i = 0; i < cores.Count;)
+        {
+            var j = i;
+            while (j + 1 < cores.Count && cores[j + 1] == cores[j] + 1)
+                j++;
+            parts.Add(i == j ? cores[i].ToString(CultureInfo.InvariantCulture) : $"{cores[i].ToString(CultureInfo.InvariantCulture)}-{cores[j].ToString(CultureInfo.InvariantCulture)}");
+            i = j + 1;
+        }
+        return string.Join(',', parts);
+    }
+
+    private static IEnumerable<int> HostCores()
+    {
+        try
+        {
+            return ParseCpuSet(File.ReadAllText("/sys/devices/system/cpu/online").Trim());
+        }
+        catch (IOException)
+        {
+            return Enumerable.Range(0, Environment.ProcessorCount);
         }
     }
 

@@ -368,6 +368,7 @@ public sealed partial class SessionCreator(SessionServices services)
             RuntimeClass = state.Runtime!.Class.Name,
             Cpus = allocation.Slots.Cpus,
             MemoryBytes = allocation.Slots.MemoryBytes,
+            CpuSet = allocation.CpuSet,
             ShmBytes = request.ShmBytes ?? options.Resources.DefaultShmBytes,
             Ports = state.Ports.ToList(),
             NetnsPath = state.Network!.NetnsPath,
@@ -379,23 +380,8 @@ public sealed partial class SessionCreator(SessionServices services)
         };
         var record = state.Record;
 
-        var specOpts = new List<SpecOpt>
-        {
-            SpecOpts.WithProcessArgs(RunnerBinary),
-            SpecOpts.WithProcessCwd(ScratchDirectory.GuestWorkPath),
-            SpecOpts.WithEnv(request.Environment.Select(kv => $"{kv.Key}={kv.Value}").ToArray()),
-            SpecOpts.WithHostname(kernelId.Length > 12 ? kernelId[..12] : kernelId),
-            SpecOpts.WithNetworkNamespacePath(state.Network.NetnsPath),
-            SpecOpts.WithBindMount(state.Scratch.WorkPath, ScratchDirectory.GuestWorkPath, readOnly: false),
-            SpecOpts.WithBindMount(state.Scratch.ConfigPath, ScratchDirectory.GuestConfigPath, readOnly: true),
-            SpecOpts.WithBindMount(options.RunnerDir, RunnerMountPath, readOnly: true),
-            SpecOpts.WithCpus(allocation.Slots.Cpus),
-            SpecOpts.WithMemoryLimit(allocation.Slots.MemoryBytes),
-            SpecOpts.WithDevShmSize(record.ShmBytes),
-            SpecOpts.WithPidsLimit(options.Resources.PidsLimit),
-            SpecOpts.WithCgroupsPath($"/kata-agent/{kernelId}"),
-        };
-        specOpts.AddRange(request.Mounts.Select(m => SpecOpts.WithBindMount(m.HostPath, m.ContainerPath, m.ReadOnly)));
+        var specOpts = SessionSpec.Options(new SessionSpecInputs(record, request, state.Scratch.WorkPath, state.Scratch.ConfigPath,
+            state.Runtime.Class, options));
 
         var launch = new ContainerLaunch(kernelId, new ResolvedImage(state.Image.Name, state.Image.Config, state.Image.ChainId), state.Runtime.Class)
         {

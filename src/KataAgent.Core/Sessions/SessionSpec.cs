@@ -1,0 +1,65 @@
+using System.Globalization;
+using KataAgent.Containerd.Runtime;
+using KataAgent.Core.Scratch;
+using KataAgent.Oci;
+
+namespace KataAgent.Core.Sessions;
+
+public sealed record SessionSpecInputs(SessionRecord Record, SessionRequest Request, string WorkPath, string ConfigPath,
+    RuntimeClass Runtime, AgentOptions Options);
+
+/// <summary>The spec options that make a container a session: runner, scratch, network, limits, and for Kata the VM size.</summary>
+public static class SessionSpec
+{
+    public const string KataAnnotationPrefix = "io.katacontainers.config.hypervisor.";
+
+    public static IReadOnlyList<SpecOpt> Options(SessionSpecInputs inputs)
+    {
+        var (record, request, options) = (inputs.Record, inputs.Request, inputs.Options);
+        var kernelId = record.KernelId;
+        var opts = new List<SpecOpt>
+        {
+            SpecOpts.WithProcessArgs(SessionCreator.RunnerBinary),
+            SpecOpts.WithProcessCwd(ScratchDirectory.GuestWorkPath),
+            SpecOpts.WithEnv(request.Environment.Select(kv => $"{kv.Key}={kv.Value}").ToArray()),
+            SpecOpts.WithHostname(kernelId.Length > 12 ? kernelId[..12] : kernelId),
+            SpecOpts.WithNetworkNamespacePath(record.NetnsPath),
+            SpecOpts.WithBindMount(inputs.WorkPath, ScratchDirectory.GuestWorkPath, readOnly: false),
+            SpecOpts.WithBindMount(inputs.ConfigPath, ScratchDirectory.GuestConfigPath, readOnly: true),
+            SpecOpts.WithBindMount(options.RunnerDir, SessionCreator.RunnerMountPath, readOnly: true),
+            SpecOpts.WithCpus(record.Cpus),
+            SpecOpts.WithMemoryLimit(record.MemoryBytes),
+            SpecOpts.WithDevShmSize(record.ShmBytes),
+            SpecOpts.WithPidsLimit(options.Resources.PidsLimit),
+            SpecOpts.WithCgroupsPath($"/kata-agent/{kernelId}"),
+        };
+        if (!string.IsNullOrEmpty(record.CpuSet))
+            opts.Add(SpecOpts.WithCpuset(record.CpuSet));
+        opts.AddRange(request.Mounts.Select(m => SpecOpts.WithBindMount(m.HostPath, m.ContainerPath, m.ReadOnly)));
+        if (inputs.Runtime.RuntimeType == RuntimeClass.KataRuntimeType)
+            opts.AddRange(KataSizing(record, options.Kata));
+        return opts;
+    }
+
+    /// <summary>
+    /// Boot-time VM size from the allocation plus headroom. Kata's stock configs reject these
+    /// annotations unless the host's enable_annotations allows them, so only the configured ones go in.
+    /// </summary>
+    public static IEnumerable<SpecOpt> KataSizing(SessionRecord record, KataOptions kata)
+    {
+        if (!kata.SizingAnnotations)
+            yield break;
+        var allowed = kata.AllowedAnnotations.ToHashSet(StringComparer.Ordinal);
+        if (allowed.Contains("default_vcpus"))
+        {
+            var vcpus = Math.Ceiling(record.Cpus + kata.HeadroomCpus);
+            yield return SpecOpts.WithAnnotation(KataAnnotationPrefix + "default_vcpus", vcpus.ToString("0", CultureInfo.InvariantCulture));
+        }
+        if (allowed.Contains("default_memory"))
+        {
+            // Kata refuses less than 256 MiB.
+            var mib = Math.Max(256, (record.MemoryBytes + kata.HeadroomMemoryBytes + (1L << 20) - 1) >> 20);
+            yield return SpecOpts.WithAnnotation(KataAnnotationPrefix + "default_memory", mib.ToString(CultureInfo.InvariantCulture));
+        }
+    }
+}

@@ -1,0 +1,111 @@
+using KataAgent.Containerd.Runtime;
+using KataAgent.Core.Resources;
+using KataAgent.Core.Sessions;
+using KataAgent.Oci;
+
+namespace KataAgent.Core.Tests;
+
+public sealed class ResourceAllocatorTests
+{
+    private static ResourceAllocator Allocator(int cpus = 4, long memGiB = 8, long kataOverheadMiB = 160) => new(new ResourceOptions
+    {
+        TotalCpus = cpus,
+        TotalMemoryBytes = memGiB << 30,
+        ReservedCpus = 0,
+        ReservedMemoryBytes = 0,
+        KataVmOverheadBytes = kataOverheadMiB << 20,
+    });
+
+    [Fact]
+    public void A_request_that_does_not_fit_names_what_is_short_and_holds_nothing()
+    {
+        var allocator = Allocator(cpus: 4, memGiB: 8);
+        allocator.Allocate("a", new ResourceSlots(3, 6L << 30), isVm: false);
+        var e = Assert.Throws<InsufficientResourcesException>(() => allocator.Allocate("b", new ResourceSlots(2, 3L << 30), isVm: false));
+        Assert.Contains("cpu short by 1", e.Message, StringComparison.Ordinal);
+        Assert.Contains("memory short by 1024 MiB", e.Message, StringComparison.Ordinal);
+        Assert.Single(allocator.Allocations);
+        Assert.Equal(new ResourceSlots(1, 2L << 30), allocator.Available);
+    }
+
+    [Fact]
+    public void A_kata_session_also_costs_its_vm_overhead()
+    {
+        var allocator = Allocator(cpus: 8, memGiB: 2, kataOverheadMiB: 160);
+        allocator.Allocate("vm1", new ResourceSlots(1, 1L << 30), isVm: true);
+        Assert.Equal((1L << 30) + (160L << 20), allocator.Used.MemoryBytes);
+        // 1 GiB more fits for a container, not for a VM that adds 160 MiB.
+        var e = Assert.Throws<InsufficientResourcesException>(() => allocator.Allocate("vm2", new ResourceSlots(1, (1L << 30) - (100L << 20)), isVm: true));
+        Assert.Contains("VM overhead", e.Message, StringComparison.Ordinal);
+        allocator.Allocate("ctr", new ResourceSlots(1, (1L << 30) - (200L << 20)), isVm: false);
+        Assert.True(allocator.Release("vm1"));
+        Assert.False(allocator.Release("vm1"));
+    }
+
+    [Fact]
+    public void Whole_cores_are_pinned_to_the_least_loaded_ones()
+    {
+        var allocator = Allocator(cpus: Environment.ProcessorCount * 4);
+        var cores = ResourceAllocator.ParseCpuSet(File.ReadAllText("/sys/devices/system/cpu/online").Trim());
+        var first = allocator.Allocate("a", new ResourceSlots(1, 1 << 30), isVm: false);
+        var second = allocator.Allocate("b", new ResourceSlots(1, 1 << 30), isVm: false);
+        Assert.Single(ResourceAllocator.ParseCpuSet(first.CpuSet));
+        if (cores.Count > 1)
+            Assert.NotEqual(first.CpuSet, second.CpuSet);
+        var wide = allocator.Allocate("c", new ResourceSlots(cores.Count, 1 << 30), isVm: false);
+        Assert.Equal(cores, ResourceAllocator.ParseCpuSet(wide.CpuSet));
+    }
+
+    [Theory]
+    [InlineData("0-3,8,10-11", new[] { 0, 1, 2, 3, 8, 10, 11 })]
+    [InlineData("5", new[] { 5 })]
+    public void Cpusets_parse_and_format(string text, int[] cores)
+    {
+        Assert.Equal(cores, ResourceAllocator.ParseCpuSet(text));
+        Assert.Equal(text, ResourceAllocator.FormatCpuSet(cores));
+    }
+}
+
+/// <summary>Spec-level Kata checks: the VM sizing annotations (Kata cannot run here).</summary>
+public sealed class KataSessionSpecTests
+{
+    private static Spec Generate(AgentOptions options, double cpus = 2, long memory = 3L << 30)
+    {
+        var record = new SessionRecord
+        {
+            KernelId = "k1", SessionId = "s1", ContainerId = "k1", Image = "img", RuntimeClass = "kata",
+            Cpus = cpus, MemoryBytes = memory, ShmBytes = 64 << 20, NetnsPath = "/var/run/netns/ka-k1", CpuSet = "0-1",
+        };
+        var opts = SessionSpec.Options(new SessionSpecInputs(record, new SessionRequest { Image = "img" }, "/tmp/w", "/tmp/c", RuntimeClass.Kata(), options with { RunnerDir = "/opt/r" }));
+        return Specs.Generate([SpecOpts.WithProcessArgs("/bin/true"), .. opts]);
+    }
+
+    [Fact]
+    public void Sizing_annotations_follow_the_allocation_plus_headroom_when_enabled()
+    {
+        var spec = Generate(new AgentOptions { Kata = new KataOptions { SizingAnnotations = true, HeadroomCpus = 0.5, HeadroomMemoryBytes = 512L << 20 } });
+        Assert.Equal("3", spec.Annotations!["io.katacontainers.config.hypervisor.default_vcpus"]);
+        Assert.Equal("3584", spec.Annotations["io.katacontainers.config.hypervisor.default_memory"]);
+        Assert.Equal(3L << 30, spec.Linux!.Resources!.Memory!.Limit);
+        Assert.Equal("/var/run/netns/ka-k1", spec.Linux.Namespaces!.Single(n => n.Type == "network").Path);
+        Assert.DoesNotContain(spec.Linux.Namespaces!, n => n.Type == "time");
+    }
+
+    [Fact]
+    public void Stock_configs_get_no_sizing_annotations_and_only_allowed_ones_go_in()
+    {
+        var off = Generate(new AgentOptions());
+        Assert.DoesNotContain(off.Annotations ?? [], a => a.Key.StartsWith(SessionSpec.KataAnnotationPrefix, StringComparison.Ordinal));
+        var vcpusOnly = Generate(new AgentOptions { Kata = new KataOptions { SizingAnnotations = true, AllowedAnnotations = ["default_vcpus"] } });
+        Assert.Contains(SessionSpec.KataAnnotationPrefix + "default_vcpus", vcpusOnly.Annotations!.Keys);
+        Assert.DoesNotContain(SessionSpec.KataAnnotationPrefix + "default_memory", vcpusOnly.Annotations.Keys);
+    }
+
+    [Fact]
+    public void Kata_memory_never_goes_below_its_256_MiB_minimum()
+    {
+        var spec = Generate(new AgentOptions { Kata = new KataOptions { SizingAnnotations = true, HeadroomMemoryBytes = 0 } }, cpus: 0.5, memory: 64L << 20);
+        Assert.Equal("256", spec.Annotations![SessionSpec.KataAnnotationPrefix + "default_memory"]);
+        Assert.Equal("1", spec.Annotations[SessionSpec.KataAnnotationPrefix + "default_vcpus"]);
+    }
+}
