@@ -23,7 +23,8 @@ public sealed class HostStatsReader(string procRoot = "/proc")
     public HostStats Read(int sessions) =>
         Compute(File.ReadAllText(Path.Combine(procRoot, "stat")), File.ReadAllText(Path.Combine(procRoot, "meminfo")), sessions, DateTimeOffset.UtcNow);
 
-    internal HostStats Compute(string stat, string meminfo, int sessions, DateTimeOffset now)
+    /// <summary>Host totals from the texts of /proc/stat and /proc/meminfo.</summary>
+    public HostStats Compute(string stat, string meminfo, int sessions, DateTimeOffset now)
     {
         var (ticks, cpuCount) = ParseStat(stat);
         var memory = ParseMeminfo(meminfo);
