@@ -1,0 +1,170 @@
+using Google.Protobuf.WellKnownTypes;
+using KataAgent.Api.V1;
+using KataAgent.Core.Scratch;
+using KataAgent.Core.Sessions;
+using CoreImageDetails = KataAgent.Images.ImageDetails;
+using KataAgent.Runner.Protocol;
+using CoreSessionEvent = KataAgent.Core.Sessions.SessionEvent;
+using ProtoSessionEvent = KataAgent.Api.V1.SessionEvent;
+using ProtoExecutionMode = KataAgent.Api.V1.ExecutionMode;
+using CoreExecutionMode = KataAgent.Runner.Protocol.ExecutionMode;
+
+namespace KataAgent.Api.Server;
+
+/// <summary>Core types to wire types and back; the only place that knows both.</summary>
+public static class Mapping
+{
+    public static string StateName(SessionState state) => state.ToString().ToLowerInvariant();
+
+    public static SessionInfo ToProto(Session session)
+    {
+        var r = session.Record;
+        var info = new SessionInfo
+        {
+            KernelId = r.KernelId,
+            SessionId = r.SessionId,
+            Image = r.Image,
+            RuntimeClass = r.RuntimeClass,
+            State = StateName(session.State),
+            OutOfMemory = session.OutOfMemory,
+            Cpus = r.Cpus,
+            MemoryBytes = r.MemoryBytes,
+            ShmBytes = r.ShmBytes,
+            CreatedAt = Timestamp.FromDateTimeOffset(r.CreatedAt),
+            ScratchDir = r.ScratchDir,
+            ActiveRunId = session.Runner.ActiveRunId ?? "",
+        };
+        if (session.ExitCode is int code)
+            info.ExitCode = code;
+        info.Ports.AddRange(r.Ports.Select(p => new V1.PublishedPort
+        {
+            Name = p.Name,
+            Protocol = p.Protocol,
+            ContainerPort = p.ContainerPort,
+            HostIp = p.HostIp,
+            HostPort = p.HostPort,
+        }));
+        return info;
+    }
+
+    public static SessionRequest FromProto(CreateSessionRequest request)
+    {
+        if (string.IsNullOrWhiteSpace(request.Image))
+            throw new SessionRequestException("image is required");
+        return new SessionRequest
+        {
+            Image = request.Image,
+            RuntimeClass = Empty(request.RuntimeClass),
+            KernelId = Empty(request.KernelId),
+            SessionId = Empty(request.SessionId),
+            Cpus = request.HasCpus ? request.Cpus : null,
+            MemoryBytes = request.HasMemoryBytes ? request.MemoryBytes : null,
+            ShmBytes = request.HasShmBytes ? request.ShmBytes : null,
+            Environment = new Dictionary<string, string>(request.Environment, StringComparer.Ordinal),
+            Mounts = request.Mounts.Select(m => new MountRequest(m.HostPath, m.ContainerPath, m.ReadOnly)).ToList(),
+            Labels = new Dictionary<string, string>(request.Labels, StringComparer.Ordinal),
+            BootstrapScript = Empty(request.BootstrapScript),
+            ServicePorts = request.ServicePorts.Select(p => new ServicePortDefinition(p.Name, p.Protocol, p.ContainerPorts.ToList())).ToList(),
+            Uid = request.HasUid ? request.Uid : null,
+            Gid = request.HasGid ? request.Gid : null,
+        };
+    }
+
+    public static CoreExecutionMode FromProto(ProtoExecutionMode mode) => mode switch
+    {
+        ProtoExecutionMode.Query => CoreExecutionMode.Query,
+        ProtoExecutionMode.Batch => CoreExecutionMode.Batch,
+        ProtoExecutionMode.Input => CoreExecutionMode.Input,
+        ProtoExecutionMode.Continue => CoreExecutionMode.Continue,
+        _ => throw new ArgumentException("mode is required: query, batch, input or continue"),
+    };
+
+    public static ExecuteReply ToProto(ExecutionEvent e) => e switch
+    {
+        OutputEvent o => new ExecuteReply { Output = new V1.ConsoleItem { Kind = o.Item.Kind, Data = o.Item.Data } },
+        ResultEvent r => new ExecuteReply { Result = ToProto(r.Result) },
+        _ => throw new InvalidOperationException($"unknown execution event {e.GetType().Name}"),
+    };
+
+    public static V1.ExecutionResult ToProto(Runner.Protocol.ExecutionResult result)
+    {
+        var proto = new V1.ExecutionResult
+        {
+            RunId = result.RunId,
+            Status = result.Status,
+            OptionsJson = result.Options?.GetRawText() ?? "",
+            DroppedCharacters = result.DroppedCharacters,
+            RunEnded = result.RunEnded,
+        };
+        if (result.ExitCode is int code)
+            proto.ExitCode = code;
+        return proto;
+    }
+
+    public static ProtoSessionEvent ToProto(CoreSessionEvent e)
+    {
+        var proto = new ProtoSessionEvent
+        {
+            KernelId = e.KernelId,
+            Kind = e.Kind,
+            State = StateName(e.State),
+            At = Timestamp.FromDateTimeOffset(e.At),
+            Detail = e.Detail ?? "",
+        };
+        if (e.ExitCode is int code)
+            proto.ExitCode = code;
+        return proto;
+    }
+
+    public static FileEntry ToProto(ScratchEntry entry) => new()
+    {
+        Name = entry.Name,
+        Type = entry.Type switch
+        {
+            ScratchEntryType.CharDevice => "char-device",
+            ScratchEntryType.BlockDevice => "block-device",
+            var t => t.ToString().ToLowerInvariant(),
+        },
+        Size = entry.Size,
+        Mode = (uint)entry.Mode,
+        ModifiedAt = Timestamp.FromDateTimeOffset(entry.ModifiedAt),
+        LinkTarget = entry.LinkTarget ?? "",
+    };
+
+    public static ImageInfo ToProto(CoreImageDetails details, DateTimeOffset? createdAt = null)
+    {
+        var info = new ImageInfo
+        {
+            Name = details.Name,
+            Digest = details.Target.Digest,
+            MediaType = details.Target.MediaType,
+            Size = details.Size,
+            Unpacked = details.Unpacked,
+        };
+        if (createdAt is { } at)
+            info.CreatedAt = Timestamp.FromDateTimeOffset(at);
+        return info;
+    }
+
+    public static V1.ImageDetails ToProtoDetails(CoreImageDetails details)
+    {
+        var proto = new V1.ImageDetails
+        {
+            Image = ToProto(details),
+            WorkingDir = details.Config.Config?.WorkingDir ?? "",
+            User = details.Config.Config?.User ?? "",
+            ChainId = details.ChainId,
+        };
+        foreach (var (k, v) in details.Labels)
+            proto.Labels[k] = v;
+        proto.Env.AddRange(details.Config.Config?.Env ?? []);
+        proto.Cmd.AddRange(details.Config.Config?.Cmd ?? []);
+        proto.Entrypoint.AddRange(details.Config.Config?.Entrypoint ?? []);
+        proto.Layers.AddRange(details.Layers.Select(l => l.Digest));
+        if (details.UnpackedSize is long size)
+            proto.UnpackedSize = size;
+        return proto;
+    }
+
+    private static string? Empty(string value) => string.IsNullOrEmpty(value) ? null : value;
+}
