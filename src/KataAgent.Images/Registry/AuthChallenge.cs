@@ -42,7 +42,19 @@ public sealed record AuthChallenge(string Scheme, IReadOnlyDictionary<string, st
                 j++;
             }
 
-            if (j < header.Length && header[j] == '=' && scheme is not null && !(j + 1 < header.Length && header[j + 1] == '=' && IsToken68End(header, j)))
+            if (j < header.Length && header[j] == '=' && scheme is not null && IsToken68End(header, j))
+            {
+                // a token68 credential blob ("abc==") after the scheme: not a parameter, not a scheme
+                i = j;
+                while (i < header.Length && header[i] != ',')
+                {
+                    i++;
+                }
+
+                continue;
+            }
+
+            if (j < header.Length && header[j] == '=' && scheme is not null)
             {
                 // a parameter of the current challenge
                 i = j + 1;

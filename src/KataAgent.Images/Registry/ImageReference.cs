@@ -133,6 +133,11 @@ public sealed partial record ImageReference
             repository = rest;
         }
 
+        if (repository.Length == 0)
+        {
+            throw new ImageReferenceException($"image reference '{text}' has no repository name after the registry");
+        }
+
         if (registry == "index.docker.io" || registry == "registry-1.docker.io")
         {
             registry = DockerHub;

@@ -230,10 +230,10 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
         var repository = registry.Repository(ImageReference.Parse($"{_registries.Open.Host}/{Repo()}"), push: true);
         var amd64 = await UploadDockerImageAsync(repository, "amd64", seed: 20);
         var arm64 = await UploadDockerImageAsync(repository, "arm64", seed: 21);
-        var list = System.Text.Encoding.UTF8.GetBytes($$"""
-            {"schemaVersion":2,"mediaType":"{{MediaTypes.DockerManifestList}}","manifests":[
-              {"mediaType":"{{MediaTypes.DockerManifest}}","digest":"{{arm64.Manifest.Digest}}","size":{{arm64.Manifest.Size}},"platform":{"architecture":"arm64","os":"linux","variant":"v8"}},
-              {"mediaType":"{{MediaTypes.DockerManifest}}","digest":"{{amd64.Manifest.Digest}}","size":{{amd64.Manifest.Size}},"platform":{"architecture":"amd64","os":"linux"}}]}
+        var list = System.Text.Encoding.UTF8.GetBytes($$$"""
+            {"schemaVersion":2,"mediaType":"{{{MediaTypes.DockerManifestList}}}","manifests":[
+              {"mediaType":"{{{MediaTypes.DockerManifest}}}","digest":"{{{arm64.Manifest.Digest}}}","size":{{{arm64.Manifest.Size}}},"platform":{"architecture":"arm64","os":"linux","variant":"v8"}},
+              {"mediaType":"{{{MediaTypes.DockerManifest}}}","digest":"{{{amd64.Manifest.Digest}}}","size":{{{amd64.Manifest.Size}}},"platform":{"architecture":"amd64","os":"linux"}}]}
             """);
         await repository.PutManifestAsync("multi", MediaTypes.DockerManifestList, list);
 
