@@ -42,8 +42,10 @@ public sealed record CgroupCounters(
         MemoryCounters? memory = m.Memory is { } mem
             ? new MemoryCounters(mem.Usage?.Usage ?? 0, mem.Usage?.Max, Limit(mem.Usage?.Limit), mem.TotalRss, mem.TotalCache)
             : null;
+        // No per-device entry at all: the kernel accounted nothing for this cgroup (e.g. 6.x kernels account v1 blkio only for
+        // devices with a throttle rule). That is reported as unknown, not as zero.
         BlockIoStats? io = null;
-        if (m.Blkio is { } blkio)
+        if (m.Blkio is { } blkio && blkio.IoServiceBytesRecursive.Count > 0)
         {
             ulong read = 0, write = 0;
             foreach (var entry in blkio.IoServiceBytesRecursive)
@@ -66,7 +68,7 @@ public sealed record CgroupCounters(
         // containerd 1.6's v2 metrics carry no memory.peak: the peak is what the samples saw.
         MemoryCounters? memory = m.Memory is { } mem ? new MemoryCounters(mem.Usage, null, Limit(mem.UsageLimit), mem.Anon, mem.File) : null;
         BlockIoStats? io = null;
-        if (m.Io is { } stat)
+        if (m.Io is { } stat && stat.Usage.Count > 0)
         {
             ulong read = 0, write = 0;
             foreach (var entry in stat.Usage)

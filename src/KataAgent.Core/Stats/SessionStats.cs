@@ -39,7 +39,10 @@ public sealed record CpuStats(ulong UsageNanos, ulong UserNanos, ulong SystemNan
 /// <param name="CacheBytes">page cache (v1 cache, v2 file)</param>
 public sealed record MemoryStats(ulong UsageBytes, ulong PeakBytes, ulong? LimitBytes, ulong AnonymousBytes, ulong CacheBytes);
 
-/// <summary>Bytes the session's cgroup sent to or read from block devices, summed over devices.</summary>
+/// <summary>
+/// Bytes the session's cgroup read from or wrote to block devices, summed over devices. Null in a sample when the
+/// kernel accounted no device for the cgroup (cgroup v1 on recent kernels counts only devices with a throttle rule).
+/// </summary>
 public sealed record BlockIoStats(ulong ReadBytes, ulong WriteBytes);
 
 /// <param name="Limit">null when unlimited</param>
