@@ -3,23 +3,60 @@ using System.Globalization;
 using KataAgent.Bench;
 
 // Benchmarks, each measured next to its baseline in the same run. Not part of CI.
-// Usage: kata-agent-bench [echo] [--runs N]
+// Usage: kata-agent-bench [echo|sessions|soak|chaos] [--runs N] [--cycles N] [--out docs/PERFORMANCE.md]
 var runs = 10;
+var cycles = 500;
+string? outFile = null;
+var positional = new List<string>();
 for (var i = 0; i < args.Length; i++)
 {
-    if (args[i] == "--runs" && i + 1 < args.Length)
-        runs = int.Parse(args[++i], CultureInfo.InvariantCulture);
+    switch (args[i])
+    {
+        case "--runs" when i + 1 < args.Length: runs = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+        case "--cycles" when i + 1 < args.Length: cycles = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+        case "--out" when i + 1 < args.Length: outFile = args[++i]; break;
+        default: positional.Add(args[i]); break;
+    }
 }
-var scenario = args.FirstOrDefault(a => !a.StartsWith("--", StringComparison.Ordinal) && !int.TryParse(a, out _)) ?? "echo";
+var scenario = positional.FirstOrDefault() ?? "sessions";
 var stopwatch = Stopwatch.StartNew();
+var report = new System.Text.StringBuilder();
 switch (scenario)
 {
     case "echo":
         await EchoBench.RunAsync(runs);
         break;
+    case "sessions":
+        await SessionBench.RunAsync(execRuns: Math.Max(runs, 1000), deathRuns: 50, concurrent: 50, idle: TimeSpan.FromSeconds(60), report);
+        break;
+    case "soak":
+        if (!await SoakBench.RunAsync(cycles, report))
+            return 1;
+        break;
+    case "chaos":
+        if (!await ChaosBench.RunAsync(kills: Math.Max(runs, 20), report))
+            return 1;
+        break;
+    case "chaos-child":
+        await ChaosBench.ChildAsync(positional[1]);
+        return 0;
     default:
-        Console.Error.WriteLine($"unknown scenario '{scenario}' (echo)");
+        Console.Error.WriteLine($"unknown scenario '{scenario}' (echo, sessions, soak, chaos)");
         return 2;
+}
+if (report.Length > 0)
+{
+    var text = $"\n## {scenario} — {DateTimeOffset.UtcNow:yyyy-MM-dd HH:mm} UTC\n\n{MachineDescription()}\n\n{report}";
+    Console.WriteLine(text);
+    if (outFile is not null)
+        await File.AppendAllTextAsync(outFile, text);
 }
 Console.Error.WriteLine($"bench finished in {stopwatch.Elapsed.TotalSeconds:0.0} s");
 return 0;
+
+static string MachineDescription()
+{
+    var cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "?";
+    var mem = File.ReadLines("/proc/meminfo").First().Split(' ', StringSplitOptions.RemoveEmptyEntries)[1];
+    return $"Machine: {Environment.ProcessorCount} cores ({cpu}), {long.Parse(mem, CultureInfo.InvariantCulture) / 1024 / 1024} GiB, kernel {File.ReadAllText("/proc/sys/kernel/osrelease").Trim()}, .NET {Environment.Version}.";
+}

@@ -89,6 +89,7 @@ public sealed partial class Agent : IAsyncDisposable
                     IpMasq = options.IpMasquerade,
                 },
                 PluginDirectories = [options.CniPluginDir],
+                NetnsPrefix = options.NetnsPrefix,
                 StateDirectory = Path.Combine(options.StateDir, "network"),
             }, logger);
             var services = new SessionServices(options, client, new ImageInspector(client), runtimeClasses,
@@ -153,6 +154,8 @@ public sealed partial class Agent : IAsyncDisposable
             _sessions[record.KernelId] = new Session(record, NewRunnerClient(record));
             _logger.LogInformation("recovered session {KernelId}", record.KernelId);
         }
+        await ReconcileAsync(cancellationToken).ConfigureAwait(false);
+        await CleanOrphansAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private static KernelRunnerClient NewRunnerClient(SessionRecord record) => new(new KernelRunnerClientOptions

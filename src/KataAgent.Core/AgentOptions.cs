@@ -32,6 +32,8 @@ public sealed record AgentOptions
     public string BridgeName { get; init; } = "ka0";
     public string Subnet { get; init; } = "10.88.64.0/20";
     public bool IpMasquerade { get; init; } = true;
+    /// <summary>Prefix of the agent's named network namespaces; everything under it is the agent's own (several agents on one host need distinct ones).</summary>
+    public string NetnsPrefix { get; init; } = "ka-";
 
     public TimeSpan RunnerReadyTimeout { get; init; } = TimeSpan.FromSeconds(60);
     public TimeSpan StopGracePeriod { get; init; } = TimeSpan.FromSeconds(10);

@@ -42,6 +42,7 @@ public class AgentFixture : IAsyncLifetime
             BridgeName = "kat" + Index.ToString(CultureInfo.InvariantCulture),
             Subnet = $"10.201.{Index}.0/24",
             IpMasquerade = false,
+            NetnsPrefix = "kat" + Index.ToString(CultureInfo.InvariantCulture) + "-",
             RunnerReadyTimeout = TimeSpan.FromSeconds(90),
             StopGracePeriod = TimeSpan.FromSeconds(5),
             ReconcileInterval = TimeSpan.Zero, // tests drive reconciliation themselves

@@ -23,12 +23,14 @@ public sealed record PrivateContainerdOptions(string RootDir)
 /// </summary>
 public sealed class PrivateContainerd : IAsyncDisposable
 {
-    private readonly Process _process;
+    private readonly Process? _process;
+    private readonly int _adoptedPid;
     private readonly StringBuilder _log;
 
-    private PrivateContainerd(Process process, StringBuilder log, string socketPath, string rootDir, string stateDir, string configPath)
+    private PrivateContainerd(Process? process, int adoptedPid, StringBuilder log, string socketPath, string rootDir, string stateDir, string configPath)
     {
         _process = process;
+        _adoptedPid = adoptedPid;
         _log = log;
         SocketPath = socketPath;
         RootDir = rootDir;
@@ -40,8 +42,10 @@ public sealed class PrivateContainerd : IAsyncDisposable
     public string RootDir { get; }
     public string StateDir { get; }
     public string ConfigPath { get; }
-    public int Pid => _process.Id;
-    public bool HasExited => _process.HasExited;
+    public int Pid => _process?.Id ?? _adoptedPid;
+    public bool HasExited => _process?.HasExited ?? !Directory.Exists($"/proc/{_adoptedPid}");
+    /// <summary>True when an instance left running by an earlier (killed) agent was taken over.</summary>
+    public bool Adopted => _process is null;
 
     /// <summary>What containerd printed so far (for error messages).</summary>
     public string Log
@@ -61,10 +65,15 @@ public sealed class PrivateContainerd : IAsyncDisposable
         Directory.CreateDirectory(root);
         Directory.CreateDirectory(state);
         Directory.CreateDirectory(Path.GetDirectoryName(socket)!);
-        if (File.Exists(socket))
-            File.Delete(socket);
 
         var configPath = Path.Combine(root, "config.toml");
+        var pidFile = Path.Combine(root, "containerd.pid");
+        // An agent killed with -9 leaves its containerd running: take it over rather than start a
+        // second one on the same root (which would block on the metadata lock).
+        if (await TryAdoptAsync(pidFile, socket, cancellationToken).ConfigureAwait(false) is { } adoptedPid)
+            return new PrivateContainerd(null, adoptedPid, new StringBuilder(), socket, root, state, configPath);
+        if (File.Exists(socket))
+            File.Delete(socket);
         await File.WriteAllTextAsync(configPath, RenderConfig(root, state, socket) + options.ExtraConfig, cancellationToken).ConfigureAwait(false);
 
         var log = new StringBuilder();
@@ -90,8 +99,9 @@ public sealed class PrivateContainerd : IAsyncDisposable
         }
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
+        await File.WriteAllTextAsync(pidFile, process.Id.ToString(CultureInfo.InvariantCulture), cancellationToken).ConfigureAwait(false);
 
-        var instance = new PrivateContainerd(process, log, socket, root, state, configPath);
+        var instance = new PrivateContainerd(process, 0, log, socket, root, state, configPath);
         try
         {
             await instance.WaitUntilServingAsync(options.StartTimeout, cancellationToken).ConfigureAwait(false);
@@ -104,6 +114,38 @@ public sealed class PrivateContainerd : IAsyncDisposable
         }
     }
 
+    private static async Task<int?> TryAdoptAsync(string pidFile, string socket, CancellationToken cancellationToken)
+    {
+        if (!File.Exists(pidFile) || !int.TryParse(await File.ReadAllTextAsync(pidFile, cancellationToken).ConfigureAwait(false), out var pid))
+            return null;
+        string? cmdline = null;
+        try
+        {
+            cmdline = await File.ReadAllTextAsync($"/proc/{pid}/cmdline", cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException)
+        {
+        }
+        if (cmdline is null || !cmdline.Contains("containerd", StringComparison.Ordinal) || !File.Exists(socket))
+            return null;
+        using var client = ContainerdClient.Connect(socket);
+        using var attempt = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        attempt.CancelAfter(TimeSpan.FromSeconds(5));
+        try
+        {
+            await client.Version.GetAsync(attempt.Token).ConfigureAwait(false);
+            return pid;
+        }
+        catch (Exception e) when (e is ContainerdException or OperationCanceledException or HttpRequestException && !cancellationToken.IsCancellationRequested)
+        {
+            // Alive but not answering: stop it so a fresh one can start.
+            _ = Posix.Kill(pid, Posix.SIGKILL);
+            for (var i = 0; i < 100 && Directory.Exists($"/proc/{pid}"); i++)
+                await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+            return null;
+        }
+    }
+
     private async Task WaitUntilServingAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
         using var client = CreateClient();
@@ -111,7 +153,7 @@ public sealed class PrivateContainerd : IAsyncDisposable
         while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            if (_process.HasExited)
+            if (_process!.HasExited)
                 throw new InvalidOperationException($"containerd exited with code {_process.ExitCode} while starting:\n{Tail(Log)}");
             if (File.Exists(SocketPath))
             {
@@ -136,6 +178,11 @@ public sealed class PrivateContainerd : IAsyncDisposable
     /// <summary>SIGTERM, then SIGKILL after the timeout. Shims of live tasks outlive containerd by design.</summary>
     public async Task StopAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
+        if (_process is null)
+        {
+            await StopAdoptedAsync(timeout, cancellationToken).ConfigureAwait(false);
+            return;
+        }
         if (!_process.HasExited)
         {
             _ = Posix.Kill(_process.Id, Posix.SIGTERM);
@@ -153,10 +200,22 @@ public sealed class PrivateContainerd : IAsyncDisposable
         }
     }
 
+    private async Task StopAdoptedAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        if (!Directory.Exists($"/proc/{_adoptedPid}"))
+            return;
+        _ = Posix.Kill(_adoptedPid, Posix.SIGTERM);
+        var deadline = Stopwatch.StartNew();
+        while (Directory.Exists($"/proc/{_adoptedPid}") && deadline.Elapsed < timeout)
+            await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+        if (Directory.Exists($"/proc/{_adoptedPid}"))
+            _ = Posix.Kill(_adoptedPid, Posix.SIGKILL);
+    }
+
     public async ValueTask DisposeAsync()
     {
         await StopAsync(TimeSpan.FromSeconds(15)).ConfigureAwait(false);
-        _process.Dispose();
+        _process?.Dispose();
     }
 
     private static string RenderConfig(string root, string state, string socket)

@@ -311,7 +311,7 @@ public sealed class SessionCommitter(ContainerdClient client, ImageInspector ima
     /// The base config with the new layer: edited as JSON, so fields this code has no model for survive. Adds the
     /// diff_id, a history entry and the commit labels, and sets the creation time; entrypoint, env and the rest stay.
     /// </summary>
-    internal static byte[] BuildConfig(ReadOnlySpan<byte> baseConfig, string diffId, string kernelId, string baseImage, DateTimeOffset now)
+    public static byte[] BuildConfig(ReadOnlySpan<byte> baseConfig, string diffId, string kernelId, string baseImage, DateTimeOffset now)
     {
         var root = JsonNode.Parse(baseConfig) as JsonObject ?? throw new ImageCommitException("the base image config is not a JSON object");
         var created = now.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", CultureInfo.InvariantCulture);

@@ -42,8 +42,8 @@ public sealed record CgroupCounters(
         MemoryCounters? memory = m.Memory is { } mem
             ? new MemoryCounters(mem.Usage?.Usage ?? 0, mem.Usage?.Max, Limit(mem.Usage?.Limit), mem.TotalRss, mem.TotalCache)
             : null;
-        // No per-device entry at all: the kernel accounted nothing for this cgroup (e.g. 6.x kernels account v1 blkio only for
-        // devices with a throttle rule). That is reported as unknown, not as zero.
+        // No per-device entry at all: the kernel accounted nothing for this cgroup (Linux 6.x counts v1 blkio bytes only once
+        // blk-throttle is active on the disk's queue: some cgroup had a throttle rule for it since boot). That is reported as unknown, not as zero.
         BlockIoStats? io = null;
         if (m.Blkio is { } blkio && blkio.IoServiceBytesRecursive.Count > 0)
         {

@@ -41,7 +41,8 @@ public sealed record MemoryStats(ulong UsageBytes, ulong PeakBytes, ulong? Limit
 
 /// <summary>
 /// Bytes the session's cgroup read from or wrote to block devices, summed over devices. Null in a sample when the
-/// kernel accounted no device for the cgroup (cgroup v1 on recent kernels counts only devices with a throttle rule).
+/// kernel accounted no device for the cgroup: no I/O yet, or (cgroup v1, Linux 6.x) blk-throttle has never been
+/// active on the disk since boot, and then the kernel counts nothing.
 /// </summary>
 public sealed record BlockIoStats(ulong ReadBytes, ulong WriteBytes);
 

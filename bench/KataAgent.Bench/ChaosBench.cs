@@ -1,0 +1,101 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using KataAgent.Core;
+using KataAgent.Core.Diagnostics;
+using KataAgent.Core.Sessions;
+using KataAgent.Runner.Protocol;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace KataAgent.Bench;
+
+/// <summary>
+/// Kill -9 the agent at random points while it creates sessions, restart it, restart containerd
+/// mid-run; at the end the surviving sessions must still run code and, once destroyed, the census be zero.
+/// </summary>
+internal static class ChaosBench
+{
+    public static async Task<bool> RunAsync(int kills, StringBuilder report)
+    {
+        var dataDir = Path.Combine("/tmp", "kac-" + Guid.NewGuid().ToString("N")[..8]);
+        // Build and import once, so the children spend their lives creating sessions.
+        var (setup, _) = await BenchAgent.StartAsync(dataDir);
+        await setup.DisposeAsync();
+        var random = new Random(12345);
+        var containerdRestarts = 0;
+        try
+        {
+            for (var i = 0; i < kills; i++)
+            {
+                using var child = Process.Start(new ProcessStartInfo(Environment.ProcessPath!, ["chaos-child", dataDir])
+                {
+                    RedirectStandardOutput = true,
+                    RedirectStandardError = true,
+                })!;
+                _ = child.StandardOutput.ReadToEndAsync();
+                _ = child.StandardError.ReadToEndAsync();
+                await Task.Delay(TimeSpan.FromMilliseconds(random.Next(1500, 6000)));
+                child.Kill();
+                await child.WaitForExitAsync();
+                if (i % 7 == 3)
+                {
+                    // containerd dies too, now and then.
+                    var pidFile = Path.Combine(dataDir, "containerd", "containerd.pid");
+                    if (File.Exists(pidFile) && int.TryParse(await File.ReadAllTextAsync(pidFile), out var pid))
+                    {
+                        _ = Posix.Kill(pid, 9);
+                        containerdRestarts++;
+                    }
+                }
+                Console.Error.WriteLine($"chaos: kill {i + 1}/{kills}");
+            }
+
+            await using var agent = await Agent.StartAsync(BenchAgent.Options(dataDir), NullLoggerFactory.Instance);
+            var survivors = agent.Sessions.ToList();
+            var working = 0;
+            foreach (var session in survivors)
+            {
+                var output = new StringBuilder();
+                await foreach (var e in agent.ExecuteAsync(session.KernelId, "chaos-check", ExecutionMode.Query, "print(40 + 2)"))
+                {
+                    if (e is OutputEvent { Item.Kind: "stdout" } o)
+                        output.Append(o.Item.Data);
+                }
+                if (output.ToString().Trim() == "42")
+                    working++;
+            }
+            foreach (var session in survivors)
+                await agent.DestroySessionAsync(session.KernelId);
+            var census = await LeakCensus.TakeAsync(agent);
+            report.AppendLine(CultureInfo.InvariantCulture,
+                $"Chaos: agent killed -9 {kills} times mid-create, containerd killed {containerdRestarts} times; {survivors.Count} sessions recovered, {working} of them still executed code.");
+            SoakBench.AppendCensus(report, census);
+            return census.IsClean && working == survivors.Count;
+        }
+        finally
+        {
+            BenchAgent.RemoveDataDir(dataDir);
+        }
+    }
+
+    /// <summary>The victim: an agent that creates and destroys sessions until it is killed.</summary>
+    public static async Task ChildAsync(string dataDir)
+    {
+        var agent = await Agent.StartAsync(BenchAgent.Options(dataDir), NullLoggerFactory.Instance);
+        var image = "kata-agent/python:3-bookworm";
+        for (var i = 0; ; i++)
+        {
+            try
+            {
+                var session = await agent.CreateSessionAsync(new SessionRequest { Image = image, RuntimeClass = i % 2 == 0 ? "runc" : "gvisor" });
+                if (i % 3 == 0)
+                    await agent.DestroySessionAsync(session.KernelId);
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine(e.Message);
+                await Task.Delay(200);
+            }
+        }
+    }
+}

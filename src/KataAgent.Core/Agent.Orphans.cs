@@ -1,0 +1,66 @@
+using KataAgent.Core.Scratch;
+using Microsoft.Extensions.Logging;
+
+namespace KataAgent.Core;
+
+public sealed partial class Agent
+{
+    /// <summary>
+    /// At start-up nothing is being created, so whatever an earlier, killed agent left half-made —
+    /// leases, prepared snapshots, CNI attachments, scratch dirs, logs — belongs to no session and goes.
+    /// </summary>
+    private async Task CleanOrphansAsync(CancellationToken cancellationToken)
+    {
+        foreach (var lease in await Containerd.Leases.ListAsync(cancellationToken).ConfigureAwait(false))
+        {
+            _logger.LogInformation("removing lease {Lease} left by an earlier run", lease.Id);
+            await Containerd.Leases.DeleteAsync(lease.Id, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+
+        var containers = await Containerd.Containers.ListAsync(cancellationToken).ConfigureAwait(false);
+        var ownedSnapshots = containers.Select(c => c.SnapshotKey).ToHashSet(StringComparer.Ordinal);
+        foreach (var snapshot in await Containerd.Snapshots.ListAsync(cancellationToken: cancellationToken).ConfigureAwait(false))
+        {
+            if (snapshot.Kind == global::Containerd.Services.Snapshots.V1.Kind.Committed || ownedSnapshots.Contains(snapshot.Name))
+                continue;
+            _logger.LogInformation("removing snapshot {Snapshot} left by an earlier run", snapshot.Name);
+            try
+            {
+                await Containerd.Snapshots.RemoveAsync(snapshot.Name, cancellationToken: cancellationToken).ConfigureAwait(false);
+            }
+            catch (KataAgent.Containerd.ContainerdException e)
+            {
+                _logger.LogWarning("cannot remove snapshot {Snapshot}: {Message}", snapshot.Name, e.Message);
+            }
+        }
+
+        var known = _sessions.Keys.ToHashSet(StringComparer.Ordinal);
+        foreach (var attachment in await Services.Network.ListAsync(cancellationToken).ConfigureAwait(false))
+        {
+            if (known.Contains(attachment.SessionId))
+                continue;
+            _logger.LogInformation("detaching network of vanished session {KernelId}", attachment.SessionId);
+            await Services.Network.DetachAsync(attachment.SessionId, cancellationToken).ConfigureAwait(false);
+        }
+
+        if (Directory.Exists(Options.ScratchRoot))
+        {
+            foreach (var dir in Directory.GetDirectories(Options.ScratchRoot))
+            {
+                var id = Path.GetFileName(dir);
+                if (known.Contains(id) || !ScratchDirectory.IsValidSessionId(id))
+                    continue;
+                _logger.LogInformation("removing scratch dir of vanished session {KernelId}", id);
+                await ScratchDirectory.Open(Options.ScratchRoot, id).RemoveAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+            }
+        }
+        if (Directory.Exists(Options.LogDir))
+        {
+            foreach (var log in Directory.GetFiles(Options.LogDir, "*.log"))
+            {
+                if (!known.Contains(Path.GetFileNameWithoutExtension(log)))
+                    File.Delete(log);
+            }
+        }
+    }
+}
