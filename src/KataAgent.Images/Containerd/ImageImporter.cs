@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using Containerd.Services.Images.V1;
-using Containerd.Types;
 using KataAgent.Containerd;
 using KataAgent.Containerd.Services;
 using KataAgent.Oci;

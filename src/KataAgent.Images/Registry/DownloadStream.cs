@@ -12,7 +12,7 @@ namespace KataAgent.Images.Registry;
 /// </summary>
 internal sealed class DownloadStream : Stream
 {
-    private const int MinRead = 256 * 1024;
+    private const int MinRead = 1024 * 1024;
     private readonly Stream _inner;
     private readonly long _start;
     private readonly long _size;
@@ -106,7 +106,7 @@ internal sealed class DownloadStream : Stream
 
         var want = (int)Math.Min(buffer.Length, _size - _position);
         var filled = 0;
-        // gather at least MinRead bytes (or the rest of the blob) so the content service sends fewer, larger messages
+        // gather up to MinRead bytes (or the rest of the blob) so the content service sends fewer, larger messages
         while (filled < Math.Min(want, MinRead))
         {
             var read = await ReadInnerAsync(buffer[filled..want], cancellationToken).ConfigureAwait(false);

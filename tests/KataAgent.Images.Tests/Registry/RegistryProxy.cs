@@ -177,7 +177,7 @@ public sealed partial class RegistryProxy : IAsyncDisposable
 
                 if (digest is not null && digest == _corrupt)
                 {
-                    // flip one byte in the middle of the first chunk
+                    // flip a byte in the middle of every chunk
                     buffer[read / 2] ^= 0x5a;
                 }
 
