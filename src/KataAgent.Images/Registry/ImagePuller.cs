@@ -67,7 +67,7 @@ public sealed record PulledImage(
 /// <list type="number">
 /// <item>the reference is resolved on the registry (its mirrors first) to a manifest, through an index or manifest list
 ///   for the wanted platform;</item>
-/// <item>under a lease named after the manifest, the config and then the layers are downloaded (a bounded number at
+/// <item>under a fresh lease labelled with the manifest digest, the config and then the layers are downloaded (a bounded number at
 ///   once), each streamed into the content store under a stable ingest ref and checked against its digest: a blob
 ///   already in the store is not fetched, and a partial ingest left by an interrupted pull is continued with a Range
 ///   request from its offset;</item>
@@ -88,8 +88,8 @@ public sealed class ImagePuller(ContainerdClient client, RegistryClient registry
     /// <summary>The ingest ref a blob is written under: the same for every pull, so an interrupted write is resumed.</summary>
     internal static string IngestRef(string digest) => "kata-agent-pull-" + OciDigest.Hex(digest);
 
-    /// <summary>The lease a pull of a manifest works under: the same for every pull of it, so a resumed pull finds what the last one kept.</summary>
-    internal static string LeaseId(string manifestDigest) => "kata-agent-pull-" + OciDigest.Hex(manifestDigest)[..48];
+    /// <summary>Label on a pull's lease naming the manifest pulled: a later pull of it takes over what an interrupted one kept.</summary>
+    internal const string ManifestLabel = "kata-agent/pull-manifest";
 
     public Task<PulledImage> PullAsync(string reference, PullOptions? options = null, IProgress<PullProgress>? progress = null, CancellationToken cancellationToken = default)
         => PullAsync(ImageReference.Parse(reference), options, progress, cancellationToken);
@@ -123,11 +123,11 @@ public sealed class ImagePuller(ContainerdClient client, RegistryClient registry
                 true, 0, 0, 0, 0, false, stopwatch.Elapsed);
         }
 
-        var leaseId = LeaseId(resolved.ManifestDescriptor.Digest);
-        var gate = LeaseGates.GetOrAdd(client.Namespace + "/" + leaseId, _ => new SemaphoreSlim(1, 1));
+        var gate = LeaseGates.GetOrAdd(client.Namespace + "/" + resolved.ManifestDescriptor.Digest, _ => new SemaphoreSlim(1, 1));
         await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            var leaseId = await TakeLeaseAsync(resolved.ManifestDescriptor.Digest, name, options, cancellationToken).ConfigureAwait(false);
             return await PullResolvedAsync(reference, name, resolved, leaseId, options, progress, stopwatch, cancellationToken).ConfigureAwait(false);
         }
         finally
@@ -338,7 +338,6 @@ public sealed class ImagePuller(ContainerdClient client, RegistryClient registry
         var blobs = manifest.Layers.Prepend(manifest.Config).DistinctBy(b => b.Digest).ToList();
         var phase = PullPhase.Fetching;
         var book = new ProgressBook(blobs.Sum(b => b.Size), (blob, completed) => progress?.Report(new PullProgress(name, phase, blob, completed, blobs.Sum(b => b.Size))));
-        await EnsureLeaseAsync(leaseId, name, options, cancellationToken).ConfigureAwait(false);
         using var leased = client.WithLease(leaseId);
         var state = new PullState(leased, leaseId, name, resolved, options, book);
         try
@@ -404,17 +403,37 @@ public sealed class ImagePuller(ContainerdClient client, RegistryClient registry
         => (e is OperationCanceledException && cancellationToken.IsCancellationRequested) || e is RegistryUnavailableException
             || (e is AggregateException aggregate && aggregate.InnerExceptions.All(inner => IsInterruption(inner, cancellationToken)));
 
-    private async Task EnsureLeaseAsync(string leaseId, string name, PullOptions options, CancellationToken cancellationToken)
+    /// <summary>
+    /// A fresh lease for the pull. What interrupted pulls of the same manifest kept under their leases (blobs, partial
+    /// ingests) moves onto it and their leases go, so a resumed pull gets the full expiry however old its leftovers are.
+    /// </summary>
+    private async Task<string> TakeLeaseAsync(string manifestDigest, string name, PullOptions options, CancellationToken cancellationToken)
     {
+        var lease = await client.Leases.CreateAsync($"kata-agent-pull-{OciDigest.Hex(manifestDigest)[..16]}-{Guid.NewGuid():N}", options.LeaseExpiry,
+            new Dictionary<string, string> { [LeaseLabel] = name, [ManifestLabel] = manifestDigest }, cancellationToken).ConfigureAwait(false);
         try
         {
-            await client.Leases.CreateAsync(leaseId, options.LeaseExpiry, new Dictionary<string, string> { [LeaseLabel] = name }, cancellationToken).ConfigureAwait(false);
+            var earlier = (await client.Leases.ListAsync(cancellationToken).ConfigureAwait(false))
+                .Where(l => l.Id != lease.Id && l.Labels.TryGetValue(ManifestLabel, out var digest) && digest == manifestDigest).ToList();
+            foreach (var old in earlier)
+            {
+                var resources = await client.Leases.ListResourcesAsync(old.Id, cancellationToken).ConfigureAwait(false);
+                foreach (var resource in resources)
+                {
+                    await client.Leases.AddResourceAsync(lease.Id, resource.Type, resource.Id, cancellationToken).ConfigureAwait(false);
+                }
+
+                await TryAsync($"delete lease {old.Id}", () => client.Leases.DeleteAsync(old.Id, sync: false, CancellationToken.None)).ConfigureAwait(false);
+                _logger.LogInformation("pull {Image}: resuming what lease {Old} kept ({Count} resources)", name, old.Id, resources.Count);
+            }
         }
-        catch (ContainerdAlreadyExistsException)
+        catch
         {
-            // an interrupted pull of the same manifest left it: resume under it
-            _logger.LogInformation("pull {Image}: resuming under lease {Lease}", name, leaseId);
+            await TryAsync($"delete lease {lease.Id}", () => client.Leases.DeleteAsync(lease.Id, sync: false, CancellationToken.None)).ConfigureAwait(false);
+            throw;
         }
+
+        return lease.Id;
     }
 
     private async Task<ImageConfig> ReadConfigAsync(PullState state, CancellationToken cancellationToken)

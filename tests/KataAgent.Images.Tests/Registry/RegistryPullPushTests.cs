@@ -407,7 +407,9 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
         Assert.Null(await _client.Content.FindAsync(layers[2].Digest));
         var kept = await StateAsync(_client);
         Assert.Empty(kept.Images);
-        Assert.Equal([ImagePuller.LeaseId(image.Target.Digest)], kept.Leases);
+        var keptLease = Assert.Single(await _client.Leases.ListAsync());
+        Assert.Equal(image.Target.Digest, keptLease.Labels[ImagePuller.ManifestLabel]);
+        Assert.Contains(await _client.Leases.ListResourcesAsync(keptLease.Id), r => r.Type == "ingests" && r.Id == ImagePuller.IngestRef(stalled.Digest));
         _output.WriteLine($"interrupted: layer 1 ingest at {offset} of {stalled.Blob.Length} bytes");
 
         // survives a GC while interrupted (the lease holds it)
