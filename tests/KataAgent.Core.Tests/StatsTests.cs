@@ -135,10 +135,10 @@ public abstract class StatsTestsBase(FastStatsAgentFixture fixture, string runti
         "import os\nwith open('/root/io-test.bin', 'wb') as f:\n    for _ in range(32):\n        f.write(os.urandom(1 << 20))\n    f.flush()\n    os.fsync(f.fileno())";
 
     /// <summary>
-    /// runc on this host (Linux 6.x, cgroup v1 blkio, no CFQ/BFQ stats in use) accounts block I/O only for devices that
-    /// have a throttle rule in the cgroup: without one the counters are absent, and reported as null rather than as 0.
-    /// The test then sets a no-op rule (what a create-time "account block I/O" spec option would set) and expects the
-    /// bytes. gVisor's sandbox cgroup is accounted as it is.
+    /// With cgroup v1, Linux 6.x counts a cgroup's blkio bytes only once blk-throttle is active on the device's queue, i.e.
+    /// after any cgroup has had a throttle rule for that disk since boot (blk_should_throtl). Until then the counters are
+    /// absent, and the agent reports them as null rather than as 0. The test then sets a no-op rule on the session's cgroup
+    /// (which activates accounting for the disk) and expects the bytes.
     /// </summary>
     [Fact]
     public async Task Fsynced_writes_show_in_block_io()
