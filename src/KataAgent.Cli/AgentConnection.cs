@@ -1,0 +1,78 @@
+using KataAgent.Api.Client;
+using KataAgent.Api.Server;
+using KataAgent.Cli.Config;
+using Microsoft.Extensions.Logging;
+using CoreAgent = KataAgent.Core.Agent;
+
+namespace KataAgent.Cli;
+
+/// <summary>
+/// The CLI's way to an agent: a running `serve` (its unix socket, or --address over TCP), or — for `run` only —
+/// an agent started in this process and served on a private socket, so every command speaks the same API.
+/// </summary>
+internal sealed class AgentConnection : IAsyncDisposable
+{
+    private readonly CoreAgent? _agent;
+    private readonly ApiServer? _server;
+    private readonly ILoggerFactory? _loggerFactory;
+
+    private AgentConnection(ApiClient client, CoreAgent? agent = null, ApiServer? server = null, ILoggerFactory? loggerFactory = null)
+    {
+        Client = client;
+        _agent = agent;
+        _server = server;
+        _loggerFactory = loggerFactory;
+    }
+
+    public ApiClient Client { get; }
+    public bool InProcess => _agent is not null;
+
+    public static string NoServeMessage(string socket) =>
+        $"no kata-agent serve is listening on {socket}: start one with 'kata-agent serve' (as root), or pass --socket/--address of a running one";
+
+    public static async Task<AgentConnection> ConnectAsync(GlobalSettings settings, bool allowInProcess, CancellationToken cancellationToken)
+    {
+        var config = settings.LoadConfig();
+        if (settings.Address is { } address)
+        {
+            if (!Uri.TryCreate(address, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+                throw new CliException($"--address: '{address}' is not http://host:port or https://host:port", 2);
+            return new AgentConnection(ApiClient.ForTcp(uri, config.Api.Token));
+        }
+        var socket = config.Api.SocketPath;
+        if (await ApiClient.IsListeningAsync(socket, cancellationToken))
+            return new AgentConnection(ApiClient.ForUnixSocket(socket));
+        if (!allowInProcess)
+            throw new CliException(NoServeMessage(socket));
+
+        // No serve: run an agent here (it starts its own containerd unless one is configured).
+        var loggerFactory = Logging.Create(config.Logging, floor: LogLevel.Error);
+        CoreAgent? agent = null;
+        try
+        {
+            agent = await Output.WithStatusAsync("starting the agent (no kata-agent serve is running)",
+                _ => CoreAgent.StartAsync(config.Agent, loggerFactory, cancellationToken));
+            var privateSocket = Path.Combine(Path.GetTempPath(), $"kata-agent-run-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40] + ".sock");
+            var server = await ApiServer.StartAsync(agent, new ApiServerOptions { SocketPath = privateSocket, ShutdownTimeout = TimeSpan.FromSeconds(5) },
+                loggerFactory, cancellationToken);
+            return new AgentConnection(ApiClient.ForUnixSocket(privateSocket), agent, server, loggerFactory);
+        }
+        catch
+        {
+            if (agent is not null)
+                await agent.DisposeAsync();
+            loggerFactory.Dispose();
+            throw;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Client.Dispose();
+        if (_server is not null)
+            await _server.DisposeAsync();
+        if (_agent is not null)
+            await _agent.DisposeAsync();
+        _loggerFactory?.Dispose();
+    }
+}

@@ -1,0 +1,123 @@
+using System.CommandLine;
+using KataAgent.Cli.Config;
+using KataAgent.Core;
+using KataAgent.Core.Runtime;
+using Spectre.Console;
+
+namespace KataAgent.Cli.Commands;
+
+/// <summary>`kata-agent doctor`: is this host ready, per runtime class, and what to do if not.</summary>
+internal static class DoctorCommand
+{
+    private const long MinFreeBytes = 5L << 30;
+
+    internal sealed record Check(string Area, string Name, bool Ok, string Detail);
+
+    public static Command Create()
+    {
+        var command = new Command("doctor", """
+            Check this host: each runtime class (kata, gvisor, runc), containerd, CNI plugins, cgroups, iptables, the runner, free space.
+            Exit code: 0 when everything is usable; otherwise the sum of 1 (kata unusable), 2 (gvisor unusable),
+            4 (runc unusable) and 8 (something every session needs is missing).
+
+            Examples:
+              kata-agent doctor
+              kata-agent doctor --json
+            """);
+        command.Options.Add(GlobalOptions.Json);
+        command.SetAction(parse =>
+        {
+            var config = new GlobalSettings(parse).LoadConfig();
+            var checks = Run(config.Agent);
+            var exit = ExitCode(checks);
+            if (parse.GetValue(GlobalOptions.Json))
+            {
+                Output.Json(new { checks, usable = new { kata = (exit & 1) == 0, gvisor = (exit & 2) == 0, runc = (exit & 4) == 0, common = (exit & 8) == 0 } });
+                return exit;
+            }
+            var table = new Table().Border(TableBorder.Simple).AddColumn("AREA").AddColumn("CHECK").AddColumn("OK").AddColumn("DETAIL");
+            foreach (var c in checks)
+                table.AddRow(Markup.Escape(c.Area), Markup.Escape(c.Name), c.Ok ? "[green]ok[/]" : "[red]no[/]", Markup.Escape(c.Detail));
+            Output.Out.Write(table);
+            foreach (var (bit, name) in new[] { (1, "kata"), (2, "gvisor"), (4, "runc") })
+                Output.Out.MarkupLine((exit & bit) == 0 ? $"[green]{name}: usable[/]" : $"[red]{name}: not usable[/]");
+            if ((exit & 8) != 0)
+                Output.Out.MarkupLine("[red]common prerequisites are missing: no session can start until they are fixed[/]");
+            if ((exit & 4) == 0 && (exit & 3) == 3)
+                Output.Warn("only runc works here: it does not isolate untrusted code from the host kernel; use it for development only");
+            return exit;
+        });
+        return command;
+    }
+
+    internal static int ExitCode(IReadOnlyList<Check> checks)
+    {
+        var exit = 0;
+        if (checks.Any(c => c.Area == "kata" && !c.Ok)) exit |= 1;
+        if (checks.Any(c => c.Area == "gvisor" && !c.Ok)) exit |= 2;
+        if (checks.Any(c => c.Area == "runc" && !c.Ok)) exit |= 4;
+        if (checks.Any(c => c.Area == "common" && !c.Ok)) exit |= 8;
+        return exit;
+    }
+
+    internal static List<Check> Run(AgentOptions options)
+    {
+        var checks = new List<Check>();
+        void Add(string area, IEnumerable<HostCheck> hostChecks) => checks.AddRange(hostChecks.Select(h => new Check(area, h.Name, h.Ok, h.Detail)));
+        Add("kata", HostChecks.Kata());
+        Add("gvisor", HostChecks.Gvisor(options.RunscPath));
+        Add("runc", HostChecks.Runc());
+
+        checks.Add(new Check("common", "root", Environment.IsPrivilegedProcess, Environment.IsPrivilegedProcess
+            ? "running as root" : "not root: the agent drives containerd, network namespaces and iptables; run it as root"));
+        if (options.ContainerdAddress is { Length: > 0 } address)
+        {
+            checks.Add(new Check("common", "containerd", File.Exists(address), File.Exists(address) ? address : $"{address} does not exist: is containerd running?"));
+        }
+        else
+        {
+            var binary = HostChecks.Executable("containerd", "install the Debian package 'containerd'");
+            checks.Add(new Check("common", "containerd", binary.Ok, binary.Ok ? $"{binary.Detail} (the agent starts a private one)" : binary.Detail));
+        }
+        foreach (var plugin in new[] { "bridge", "host-local", "portmap", "firewall", "loopback" })
+        {
+            var path = Path.Combine(options.CniPluginDir, plugin);
+            checks.Add(new Check("common", $"cni {plugin}", File.Exists(path), File.Exists(path) ? path
+                : $"{path} missing: install the Debian package 'containernetworking-plugins' or set network.cni_plugin_dir"));
+        }
+        checks.Add(CgroupCheck());
+        var iptables = HostChecks.Executable("iptables", "install the Debian package 'iptables'");
+        checks.Add(new Check("common", "iptables", iptables.Ok, iptables.Detail));
+        var runner = Path.Combine(options.RunnerDir, "kata-runner");
+        checks.Add(new Check("common", "kernel runner", File.Exists(runner), File.Exists(runner) ? runner
+            : $"{runner} missing: run scripts/publish-runner.sh (scripts/setup.sh does) or set agent.runner_dir"));
+        checks.Add(FreeSpaceCheck(options.DataDir));
+        return checks;
+    }
+
+    private static Check CgroupCheck()
+    {
+        if (File.Exists("/sys/fs/cgroup/cgroup.controllers"))
+            return new Check("common", "cgroups", true, "v2 (unified)");
+        if (Directory.Exists("/sys/fs/cgroup/memory") || Directory.Exists("/sys/fs/cgroup/cpu,cpuacct"))
+            return new Check("common", "cgroups", true, Directory.Exists("/sys/fs/cgroup/unified") ? "v1 (hybrid, with a v2 mount at /sys/fs/cgroup/unified)" : "v1");
+        return new Check("common", "cgroups", false, "no cgroup hierarchy under /sys/fs/cgroup: mount cgroup2 (or the v1 controllers)");
+    }
+
+    private static Check FreeSpaceCheck(string dataDir)
+    {
+        var dir = dataDir;
+        while (!Directory.Exists(dir) && Path.GetDirectoryName(dir) is { } parent)
+            dir = parent;
+        try
+        {
+            var free = new DriveInfo(dir).AvailableFreeSpace;
+            return new Check("common", "free space", free >= MinFreeBytes, $"{Sizes.Format(free)} free under {dataDir}" +
+                (free >= MinFreeBytes ? "" : $": images and sessions need at least {Sizes.Format(MinFreeBytes)}"));
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException)
+        {
+            return new Check("common", "free space", false, $"cannot tell for {dataDir}: {e.Message}");
+        }
+    }
+}

@@ -1,0 +1,105 @@
+using Grpc.Core;
+using KataAgent.Api.Client;
+using KataAgent.Api.V1;
+
+namespace KataAgent.Cli.Commands;
+
+/// <summary>Drives one run to its end: streams output live, answers waiting-input from stdin, continues batch steps.</summary>
+internal static class Runs
+{
+    public const int TimeoutExitCode = 124;
+
+    public static async Task<int> RunToEndAsync(ApiClient client, ExecuteRequest start, TextReader input, CancellationToken cancellationToken)
+    {
+        var result = await StreamAsync(client.Sessions.Execute(start, cancellationToken: cancellationToken), cancellationToken);
+        while (true)
+        {
+            switch (result.Status)
+            {
+                case "finished":
+                    return result.HasExitCode ? result.ExitCode : 0;
+                case "exec-timeout":
+                    Output.Warn($"the run exceeded its time limit ({start.ExecTimeoutSeconds:0.#} s) and was stopped");
+                    return TimeoutExitCode;
+                case "waiting-input":
+                    // The code asked for input (its prompt is already on stdout): answer with one line of ours.
+                    var line = await input.ReadLineAsync(cancellationToken) ?? "";
+                    result = await StreamAsync(client.Sessions.SendInput(new SendInputRequest
+                    {
+                        KernelId = start.KernelId,
+                        RunId = start.RunId,
+                        Text = line,
+                    }, cancellationToken: cancellationToken), cancellationToken);
+                    break;
+                default:
+                    // clean-finished, build-finished (batch steps) and continued: collect the rest.
+                    result = await StreamAsync(client.Sessions.Execute(new ExecuteRequest
+                    {
+                        KernelId = start.KernelId,
+                        RunId = start.RunId,
+                        Mode = ExecutionMode.Continue,
+                    }, cancellationToken: cancellationToken), cancellationToken);
+                    break;
+            }
+        }
+    }
+
+    private static async Task<ExecutionResult> StreamAsync(AsyncServerStreamingCall<ExecuteReply> call, CancellationToken cancellationToken)
+    {
+        using (call)
+        {
+            ExecutionResult? result = null;
+            await foreach (var reply in call.ResponseStream.ReadAllAsync(cancellationToken))
+            {
+                if (reply.KindCase == ExecuteReply.KindOneofCase.Result)
+                {
+                    result = reply.Result;
+                    continue;
+                }
+                Write(reply.Output);
+            }
+            return result ?? throw new CliException("the agent ended the run without a result");
+        }
+    }
+
+    private static void Write(ConsoleItem item)
+    {
+        switch (item.Kind)
+        {
+            case "stdout":
+                Console.Out.Write(item.Data);
+                Console.Out.Flush();
+                break;
+            case "stderr":
+                Console.Error.Write(item.Data);
+                Console.Error.Flush();
+                break;
+            case "media":
+                Console.Error.WriteLine($"[media output: {Truncate(item.Data)}]");
+                break;
+            default:
+                Console.Error.WriteLine($"[{item.Kind}] {Truncate(item.Data)}");
+                break;
+        }
+    }
+
+    private static string Truncate(string s) => s.Length <= 200 ? s : s[..200] + "…";
+
+    /// <summary>The code to run: -c text, a file, or "-" for stdin.</summary>
+    public static async Task<string> ReadCodeAsync(string? code, string? file, CancellationToken cancellationToken)
+    {
+        if (code is not null && file is not null)
+            throw new CliException("give the code either with -c or as a FILE (or - for stdin), not both", 2);
+        if (code is not null)
+            return code;
+        if (file is null)
+            throw new CliException("no code to run: pass -c CODE, a FILE, or - to read stdin", 2);
+        if (file == "-")
+            return await Console.In.ReadToEndAsync(cancellationToken);
+        if (!File.Exists(file))
+            throw new CliException($"{file}: no such file", 2);
+        return await File.ReadAllTextAsync(file, cancellationToken);
+    }
+
+    public static string NewRunId() => "run-" + Guid.NewGuid().ToString("N")[..12];
+}

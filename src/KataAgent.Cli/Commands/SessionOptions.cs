@@ -1,0 +1,61 @@
+using System.CommandLine;
+using KataAgent.Api.V1;
+using KataAgent.Cli.Config;
+
+namespace KataAgent.Cli.Commands;
+
+/// <summary>The options that shape a new session (shared by `run` and `session create`).</summary>
+internal sealed class SessionOptions
+{
+    public Option<string?> Runtime { get; } = new("--runtime", "-r") { Description = "Runtime class: kata, gvisor or runc (default: runtime.default_class)" };
+    public Option<double?> Cpu { get; } = new("--cpu") { Description = "CPU cores (default: resources.default_cpus)" };
+    public Option<string?> Memory { get; } = new("--mem", "-m") { Description = "Memory, e.g. 512m, 2GiB (default: resources.default_memory)" };
+    public Option<string[]> Env { get; } = new("--env", "-e") { Description = "Environment variable K=V (repeatable; K alone takes it from here)" };
+    public Option<string[]> Volume { get; } = new("--volume", "-v") { Description = "Bind mount HOST:CONTAINER[:ro] (repeatable; HOST under agent.allowed_mount_roots)" };
+    public Option<string[]> Label { get; } = new("--label", "-l") { Description = "Label K=V on the session (repeatable)" };
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { Runtime, Cpu, Memory, Env, Volume, Label })
+            command.Options.Add(option);
+    }
+
+    public CreateSessionRequest ToRequest(ParseResult parse, string image)
+    {
+        var request = new CreateSessionRequest { Image = image, RuntimeClass = parse.GetValue(Runtime) ?? "" };
+        if (parse.GetValue(Cpu) is double cpus)
+            request.Cpus = cpus > 0 ? cpus : throw new CliException("--cpu: must be more than 0", 2);
+        if (parse.GetValue(Memory) is { } mem)
+            request.MemoryBytes = Sizes.TryParse(mem, out var bytes) && bytes > 0 ? bytes : throw new CliException($"--mem: '{mem}' is not a size like 512m or 2GiB", 2);
+        foreach (var item in parse.GetValue(Env) ?? [])
+        {
+            var eq = item.IndexOf('=', StringComparison.Ordinal);
+            if (eq == 0)
+                throw new CliException($"--env: '{item}' has no name (K=V)", 2);
+            if (eq < 0)
+                request.Environment[item] = Environment.GetEnvironmentVariable(item) ?? "";
+            else
+                request.Environment[item[..eq]] = item[(eq + 1)..];
+        }
+        foreach (var item in parse.GetValue(Volume) ?? [])
+            request.Mounts.Add(ParseVolume(item));
+        foreach (var item in parse.GetValue(Label) ?? [])
+        {
+            var eq = item.IndexOf('=', StringComparison.Ordinal);
+            if (eq <= 0)
+                throw new CliException($"--label: '{item}' is not K=V", 2);
+            request.Labels[item[..eq]] = item[(eq + 1)..];
+        }
+        return request;
+    }
+
+    public static MountSpec ParseVolume(string text)
+    {
+        var parts = text.Split(':');
+        if (parts.Length is < 2 or > 3 || parts[0].Length == 0 || parts[1].Length == 0 || (parts.Length == 3 && parts[2] is not ("ro" or "rw")))
+            throw new CliException($"--volume: '{text}' is not HOST:CONTAINER[:ro]", 2);
+        if (!parts[1].StartsWith('/'))
+            throw new CliException($"--volume: the container path '{parts[1]}' must be absolute", 2);
+        return new MountSpec { HostPath = Path.GetFullPath(parts[0]), ContainerPath = parts[1], ReadOnly = parts.Length == 3 && parts[2] == "ro" };
+    }
+}

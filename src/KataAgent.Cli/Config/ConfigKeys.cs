@@ -1,0 +1,128 @@
+using Microsoft.Extensions.Logging;
+
+namespace KataAgent.Cli.Config;
+
+/// <summary>The config under construction; keys replace parts of it.</summary>
+internal sealed class ConfigBuilder
+{
+    public Core.AgentOptions Agent { get; set; } = new KataAgentConfig().Agent;
+    public Api.Server.ApiServerOptions Api { get; set; } = new();
+    public LoggingOptions Logging { get; set; } = new();
+}
+
+/// <summary>One documented key: section.key, its environment variable, and how it lands in the options.</summary>
+internal sealed record ConfigKey(string Section, string Key, Action<ConfigBuilder, ConfigValue> Apply)
+{
+    public string Name => $"{Section}.{Key}";
+    public string EnvironmentVariable => KataAgentConfig.EnvironmentPrefix + Section.ToUpperInvariant() + "_" + Key.ToUpperInvariant();
+}
+
+/// <summary>Every key kata-agent.toml knows; kata-agent.example.toml documents each (a test keeps the two in step).</summary>
+internal static class ConfigKeys
+{
+    private static readonly Dictionary<string, string> RuntimeClasses = new(StringComparer.Ordinal)
+    {
+        ["kata"] = "kata", ["gvisor"] = "gvisor", ["runc"] = "runc",
+    };
+
+    private static readonly Dictionary<string, LogLevel> Levels = new(StringComparer.Ordinal)
+    {
+        ["trace"] = LogLevel.Trace, ["debug"] = LogLevel.Debug, ["info"] = LogLevel.Information,
+        ["warning"] = LogLevel.Warning, ["error"] = LogLevel.Error,
+    };
+
+    private static readonly Dictionary<string, LogFormat> Formats = new(StringComparer.Ordinal)
+    {
+        ["plain"] = LogFormat.Plain, ["json"] = LogFormat.Json,
+    };
+
+    public static readonly IReadOnlyList<ConfigKey> All =
+    [
+        new("agent", "id", (b, v) => b.Agent = b.Agent with { AgentId = v.NonEmptyString() }),
+        new("agent", "data_dir", (b, v) => b.Agent = b.Agent with { DataDir = v.Path() }),
+        new("agent", "runner_dir", (b, v) => b.Agent = b.Agent with { RunnerDir = v.Path(allowEmpty: true) is { Length: > 0 } p ? p : RunnerDirectory.Default() }),
+        new("agent", "allowed_mount_roots", (b, v) => b.Agent = b.Agent with { AllowedMountRoots = AbsolutePaths(v) }),
+        new("agent", "upload_max", (b, v) => b.Agent = b.Agent with { UploadMaxBytes = v.Size(min: 1) }),
+        new("agent", "session_log_max", (b, v) => b.Agent = b.Agent with { SessionLogMaxBytes = v.Size(min: 4096) }),
+
+        new("containerd", "address", (b, v) => b.Agent = b.Agent with { ContainerdAddress = v.Path(allowEmpty: true) is { Length: > 0 } p ? p : null }),
+        new("containerd", "namespace", (b, v) => b.Agent = b.Agent with { Namespace = v.NonEmptyString() }),
+
+        new("runtime", "default_class", (b, v) => b.Agent = b.Agent with { DefaultRuntimeClass = v.OneOf(RuntimeClasses) }),
+        new("runtime", "kata_config_path", (b, v) => b.Agent = b.Agent with { KataConfigPath = v.Path(allowEmpty: true) }),
+        new("runtime", "runsc_path", (b, v) => b.Agent = b.Agent with { RunscPath = v.Path() }),
+
+        new("network", "cni_plugin_dir", (b, v) => b.Agent = b.Agent with { CniPluginDir = v.Path() }),
+        new("network", "name", (b, v) => b.Agent = b.Agent with { NetworkName = v.NonEmptyString() }),
+        new("network", "bridge", (b, v) => b.Agent = b.Agent with { BridgeName = v.NonEmptyString() }),
+        new("network", "subnet", (b, v) => b.Agent = b.Agent with { Subnet = v.NonEmptyString() }),
+        new("network", "ip_masquerade", (b, v) => b.Agent = b.Agent with { IpMasquerade = v.Bool() }),
+        new("network", "port_range_start", (b, v) => b.Agent = b.Agent with { PortRangeStart = v.Int(1024, 65535) }),
+        new("network", "port_range_end", (b, v) => b.Agent = b.Agent with { PortRangeEnd = v.Int(1024, 65535) }),
+        new("network", "service_bind_host", (b, v) => b.Agent = b.Agent with { ServiceBindHost = v.NonEmptyString() }),
+
+        new("resources", "total_cpus", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { TotalCpus = v.Int(0, 4096) is var n && n > 0 ? n : null } }),
+        new("resources", "total_memory", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { TotalMemoryBytes = v.Size() is var n && n > 0 ? n : null } }),
+        new("resources", "reserved_cpus", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { ReservedCpus = v.Int(0, 4096) } }),
+        new("resources", "reserved_memory", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { ReservedMemoryBytes = v.Size() } }),
+        new("resources", "kata_vm_overhead", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { KataVmOverheadBytes = v.Size() } }),
+        new("resources", "default_cpus", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { DefaultCpus = v.Double(0.01, 4096) } }),
+        new("resources", "default_memory", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { DefaultMemoryBytes = v.Size(min: 16L << 20) } }),
+        new("resources", "default_shm", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { DefaultShmBytes = v.Size() } }),
+        new("resources", "pids_limit", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { PidsLimit = v.Long(16) } }),
+
+        new("timeouts", "runner_ready", (b, v) => b.Agent = b.Agent with { RunnerReadyTimeout = v.Duration(TimeSpan.FromSeconds(1)) }),
+        new("timeouts", "stop_grace", (b, v) => b.Agent = b.Agent with { StopGracePeriod = v.Duration() }),
+        new("timeouts", "shutdown", (b, v) => b.Api = b.Api with { ShutdownTimeout = v.Duration() }),
+
+        new("api", "socket", (b, v) => b.Api = b.Api with { SocketPath = v.Path() }),
+        new("api", "socket_group", (b, v) => b.Api = b.Api with { SocketGroup = v.String() }),
+        new("api", "tcp_listen", (b, v) => b.Api = b.Api with { TcpListen = v.String() }),
+        new("api", "token", (b, v) => b.Api = b.Api with { Token = v.String() }),
+        new("api", "token_file", (b, v) => b.Api = b.Api with { Token = ReadToken(v) }),
+        new("api", "tls_cert", (b, v) => b.Api = b.Api with { TlsCertificatePath = ExistingFile(v) }),
+        new("api", "tls_key", (b, v) => b.Api = b.Api with { TlsKeyPath = ExistingFile(v) }),
+
+        new("logging", "level", (b, v) => b.Logging = b.Logging with { Level = v.OneOf(Levels) }),
+        new("logging", "format", (b, v) => b.Logging = b.Logging with { Format = v.OneOf(Formats) }),
+
+        new("metrics", "listen", (b, v) => b.Api = b.Api with { MetricsListen = v.String() }),
+    ];
+
+    public static readonly IReadOnlyDictionary<string, IReadOnlyDictionary<string, ConfigKey>> BySection =
+        All.GroupBy(k => k.Section).ToDictionary(g => g.Key, g => (IReadOnlyDictionary<string, ConfigKey>)g.ToDictionary(k => k.Key, StringComparer.Ordinal),
+            StringComparer.Ordinal);
+
+    private static List<string> AbsolutePaths(ConfigValue v)
+    {
+        var list = v.StringList().ToList();
+        foreach (var p in list)
+        {
+            if (!Path.IsPathRooted(p))
+                throw new FormatException($"{v.Key} ({v.Source}): '{p}' is not an absolute path");
+        }
+        return list;
+    }
+
+    private static string ExistingFile(ConfigValue v)
+    {
+        var path = v.Path(allowEmpty: true);
+        return path.Length == 0 || File.Exists(path) ? path : throw new FormatException($"{v.Key} ({v.Source}): {path} does not exist");
+    }
+
+    private static string ReadToken(ConfigValue v)
+    {
+        var path = v.Path(allowEmpty: true);
+        if (path.Length == 0)
+            return "";
+        try
+        {
+            var token = File.ReadAllText(path).Trim();
+            return token.Length > 0 ? token : throw new FormatException($"{v.Key} ({v.Source}): {path} is empty");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new FormatException($"{v.Key} ({v.Source}): cannot read {path}: {e.Message}");
+        }
+    }
+}
