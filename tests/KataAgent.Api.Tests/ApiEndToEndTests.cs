@@ -1,0 +1,305 @@
+using System.Text;
+using Google.Protobuf;
+using Grpc.Core;
+using KataAgent.Api.Client;
+using KataAgent.Api.V1;
+
+namespace KataAgent.Api.Tests;
+
+/// <summary>The gRPC API end to end through the generated client, against a real serve with real runc sessions.</summary>
+public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixture>
+{
+    private static CancellationToken Timeout(int seconds = 180) => new CancellationTokenSource(TimeSpan.FromSeconds(seconds)).Token;
+
+    private async Task<SessionInfo> CreateAsync(ApiClient client, List<string>? progress = null)
+    {
+        using var call = client.Sessions.CreateSession(new CreateSessionRequest { Image = fixture.ImageName, RuntimeClass = "runc" }, cancellationToken: Timeout());
+        await foreach (var reply in call.ResponseStream.ReadAllAsync())
+        {
+            if (reply.KindCase == CreateSessionReply.KindOneofCase.Session)
+                return reply.Session;
+            progress?.Add(reply.Progress);
+        }
+        throw new InvalidOperationException("no session in the create stream");
+    }
+
+    private static async Task<(string Stdout, string Stderr, ExecutionResult Result)> ExecuteAsync(ApiClient client, ExecuteRequest request)
+    {
+        var (stdout, stderr) = (new StringBuilder(), new StringBuilder());
+        using var call = request.Mode == ExecutionMode.Input
+            ? client.Sessions.SendInput(new SendInputRequest { KernelId = request.KernelId, RunId = request.RunId, Text = request.Text }, cancellationToken: Timeout())
+            : client.Sessions.Execute(request, cancellationToken: Timeout());
+        ExecutionResult? result = null;
+        await foreach (var reply in call.ResponseStream.ReadAllAsync())
+        {
+            if (reply.KindCase == ExecuteReply.KindOneofCase.Result)
+                result = reply.Result;
+            else
+                (reply.Output.Kind == "stderr" ? stderr : stdout).Append(reply.Output.Data);
+        }
+        return (stdout.ToString(), stderr.ToString(), result ?? throw new InvalidOperationException("no result"));
+    }
+
+    private static ExecuteRequest Query(string kernelId, string code) =>
+        new() { KernelId = kernelId, RunId = "run-" + Guid.NewGuid().ToString("N")[..8], Mode = ExecutionMode.Query, Text = code };
+
+    [Fact]
+    public async Task Unix_socket_session_lifecycle_runs_code_and_moves_files()
+    {
+        using var client = fixture.UnixClient();
+        var info = await client.Agent.GetInfoAsync(new GetInfoRequest());
+        Assert.Contains(info.RuntimeClasses, c => c.Name == "runc" && c.Usable);
+        Assert.Equal("serving", (await client.Agent.HealthAsync(new HealthRequest())).Status);
+
+        var progress = new List<string>();
+        var session = await CreateAsync(client, progress);
+        try
+        {
+            Assert.Equal("running", session.State);
+            Assert.Equal("runc", session.RuntimeClass);
+            Assert.Contains((await client.Sessions.ListSessionsAsync(new ListSessionsRequest())).Sessions, s => s.KernelId == session.KernelId);
+            var used = (await client.Agent.GetInfoAsync(new GetInfoRequest())).Used;
+            Assert.True(used.Cpus > 0, "the session's cpus count as used");
+
+            var (stdout, _, result) = await ExecuteAsync(client, Query(session.KernelId, "print(6*7)"));
+            Assert.Equal("42\n", stdout);
+            Assert.Equal("finished", result.Status);
+            Assert.Equal(0, result.ExitCode);
+            Assert.True(result.RunEnded);
+
+            // State persists; an error reports on stderr with a non-zero exit code.
+            await ExecuteAsync(client, Query(session.KernelId, "x = 41"));
+            Assert.Equal("42\n", (await ExecuteAsync(client, Query(session.KernelId, "print(x + 1)"))).Stdout);
+            var error = await ExecuteAsync(client, Query(session.KernelId, "1/0"));
+            Assert.Contains("ZeroDivisionError", error.Stderr, StringComparison.Ordinal);
+            Assert.NotEqual(0, error.Result.ExitCode);
+
+            // input(): waiting-input, answered through SendInput.
+            var ask = Query(session.KernelId, "name = input('who? ')\nprint('hello', name)");
+            var asked = await ExecuteAsync(client, ask);
+            Assert.Equal("waiting-input", asked.Result.Status);
+            var answered = await ExecuteAsync(client, new ExecuteRequest { KernelId = session.KernelId, RunId = ask.RunId, Mode = ExecutionMode.Input, Text = "kata" });
+            Assert.Contains("hello kata", answered.Stdout, StringComparison.Ordinal);
+
+            // Upload (client streaming, several chunks), list, download (server streaming); a directory comes as a tar.
+            var content = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat("0123456789abcdef", 10_000)));
+            using (var upload = client.Sessions.Upload())
+            {
+                await upload.RequestStream.WriteAsync(new UploadRequest { Header = new UploadHeader { KernelId = session.KernelId, Path = "in/data.txt", CreateParents = true } });
+                for (var offset = 0; offset < content.Length; offset += 50_000)
+                    await upload.RequestStream.WriteAsync(new UploadRequest { Chunk = ByteString.CopyFrom(content, offset, Math.Min(50_000, content.Length - offset)) });
+                await upload.RequestStream.CompleteAsync();
+                Assert.Equal(content.Length, (await upload).BytesWritten);
+            }
+            Assert.Equal("160000\n", (await ExecuteAsync(client, Query(session.KernelId, "print(len(open('/home/work/in/data.txt').read()))"))).Stdout);
+            var listing = await client.Sessions.ListFilesAsync(new ListFilesRequest { KernelId = session.KernelId, Path = "in" });
+            Assert.Contains(listing.Entries, e => e.Name == "data.txt" && e.Type == "file" && e.Size == content.Length);
+            var (header, downloaded) = await DownloadAsync(client, session.KernelId, "in/data.txt");
+            Assert.False(header.IsTar);
+            Assert.Equal(content, downloaded);
+            var (dirHeader, tar) = await DownloadAsync(client, session.KernelId, "in");
+            Assert.True(dirHeader.IsTar);
+            Assert.True(tar.Length > content.Length);
+
+            var escape = await Assert.ThrowsAsync<RpcException>(() => client.Sessions.ListFilesAsync(new ListFilesRequest { KernelId = session.KernelId, Path = "../.." }).ResponseAsync);
+            Assert.Equal(StatusCode.PermissionDenied, escape.StatusCode);
+        }
+        finally
+        {
+            Assert.True((await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId })).Existed);
+        }
+        var gone = await Assert.ThrowsAsync<RpcException>(() => client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId }).ResponseAsync);
+        Assert.Equal(StatusCode.NotFound, gone.StatusCode);
+        Assert.False((await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId })).Existed);
+    }
+
+    private static async Task<(DownloadHeader Header, byte[] Data)> DownloadAsync(ApiClient client, string kernelId, string path)
+    {
+        using var call = client.Sessions.Download(new DownloadRequest { KernelId = kernelId, Path = path }, cancellationToken: Timeout());
+        DownloadHeader? header = null;
+        using var data = new MemoryStream();
+        await foreach (var reply in call.ResponseStream.ReadAllAsync())
+        {
+            if (reply.KindCase == DownloadReply.KindOneofCase.Header)
+                header = reply.Header;
+            else
+                reply.Chunk.WriteTo(data);
+        }
+        return (header ?? throw new InvalidOperationException("no header"), data.ToArray());
+    }
+
+    [Fact]
+    public async Task Tcp_refuses_missing_and_wrong_tokens_and_serves_the_right_one()
+    {
+        var sessionsBefore = fixture.Agent.Sessions.Count;
+        using (var anonymous = fixture.TcpClient(token: null))
+        {
+            var e = await Assert.ThrowsAsync<RpcException>(() => anonymous.Agent.GetInfoAsync(new GetInfoRequest()).ResponseAsync);
+            Assert.Equal(StatusCode.Unauthenticated, e.StatusCode);
+            // Refused before any work: a create with no token makes no session.
+            var create = await Assert.ThrowsAsync<RpcException>(async () =>
+            {
+                using var call = anonymous.Sessions.CreateSession(new CreateSessionRequest { Image = fixture.ImageName, RuntimeClass = "runc" });
+                await call.ResponseStream.MoveNext();
+            });
+            Assert.Equal(StatusCode.Unauthenticated, create.StatusCode);
+            Assert.Equal(sessionsBefore, fixture.Agent.Sessions.Count);
+        }
+        using (var wrong = fixture.TcpClient(token: "not-the-token"))
+        {
+            var e = await Assert.ThrowsAsync<RpcException>(() => wrong.Sessions.ListSessionsAsync(new ListSessionsRequest()).ResponseAsync);
+            Assert.Equal(StatusCode.Unauthenticated, e.StatusCode);
+            Assert.Contains("not valid", e.Status.Detail, StringComparison.Ordinal);
+        }
+        var before = fixture.Agent.Sessions.Count;
+        using var client = fixture.TcpClient(ApiFixture.Token);
+        var session = await CreateAsync(client);
+        try
+        {
+            Assert.Equal(before + 1, fixture.Agent.Sessions.Count);
+            Assert.Equal("42\n", (await ExecuteAsync(client, Query(session.KernelId, "print(6*7)"))).Stdout);
+        }
+        finally
+        {
+            await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId });
+        }
+    }
+
+    [Fact]
+    public async Task Errors_map_to_status_codes_with_actionable_messages()
+    {
+        using var client = fixture.UnixClient();
+        var notFound = await Assert.ThrowsAsync<RpcException>(() => client.Sessions.GetSessionAsync(new SessionRef { KernelId = "no-such-session" }).ResponseAsync);
+        Assert.Equal(StatusCode.NotFound, notFound.StatusCode);
+        Assert.Contains("session ls", notFound.Status.Detail, StringComparison.Ordinal);
+
+        var noImage = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            using var call = client.Sessions.CreateSession(new CreateSessionRequest { Image = "no/such:image", RuntimeClass = "runc" });
+            while (await call.ResponseStream.MoveNext())
+            {
+            }
+        });
+        Assert.Equal(StatusCode.InvalidArgument, noImage.StatusCode);
+        Assert.Contains("import", noImage.Status.Detail, StringComparison.Ordinal);
+
+        var badClass = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            using var call = client.Sessions.CreateSession(new CreateSessionRequest { Image = fixture.ImageName, RuntimeClass = "nonesuch" });
+            while (await call.ResponseStream.MoveNext())
+            {
+            }
+        });
+        Assert.Equal(StatusCode.InvalidArgument, badClass.StatusCode);
+
+        var tooBig = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            using var call = client.Sessions.CreateSession(new CreateSessionRequest { Image = fixture.ImageName, RuntimeClass = "runc", Cpus = 100_000 });
+            while (await call.ResponseStream.MoveNext())
+            {
+            }
+        });
+        Assert.True(tooBig.StatusCode is StatusCode.ResourceExhausted or StatusCode.InvalidArgument, tooBig.ToString());
+
+        var noRunId = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            using var call = client.Sessions.Execute(new ExecuteRequest { KernelId = "x", Mode = ExecutionMode.Query, Text = "1" });
+            await call.ResponseStream.MoveNext();
+        });
+        Assert.Equal(StatusCode.InvalidArgument, noRunId.StatusCode);
+
+        var missingImage = await Assert.ThrowsAsync<RpcException>(() => client.Images.InspectImageAsync(new ImageRef { Name = "no/such:image" }).ResponseAsync);
+        Assert.Equal(StatusCode.NotFound, missingImage.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_second_run_while_one_is_active_is_refused_and_the_event_feed_reports_the_lifecycle()
+    {
+        using var client = fixture.UnixClient();
+        using var watchCancel = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        using var watch = client.Agent.WatchEvents(new WatchEventsRequest(), cancellationToken: watchCancel.Token);
+        var events = new List<SessionEvent>();
+        var headersSeen = watch.ResponseHeadersAsync;
+        var session = await CreateAsync(client);
+        try
+        {
+            var sleeper = Query(session.KernelId, "import time; time.sleep(60)");
+            using var first = client.Sessions.Execute(sleeper);
+            await Task.Delay(500);
+            var second = await Assert.ThrowsAsync<RpcException>(async () =>
+            {
+                using var call = client.Sessions.Execute(Query(session.KernelId, "print(1)"));
+                await call.ResponseStream.MoveNext();
+            });
+            Assert.Equal(StatusCode.FailedPrecondition, second.StatusCode);
+            await client.Sessions.InterruptAsync(new SessionRef { KernelId = session.KernelId });
+            var stderr = new StringBuilder();
+            await foreach (var reply in first.ResponseStream.ReadAllAsync())
+            {
+                if (reply.KindCase == ExecuteReply.KindOneofCase.Output)
+                    stderr.Append(reply.Output.Data);
+            }
+            Assert.Contains("KeyboardInterrupt", stderr.ToString(), StringComparison.Ordinal);
+        }
+        finally
+        {
+            await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId });
+        }
+        while (await watch.ResponseStream.MoveNext(watchCancel.Token))
+        {
+            if (watch.ResponseStream.Current.KernelId != session.KernelId)
+                continue;
+            events.Add(watch.ResponseStream.Current);
+            if (watch.ResponseStream.Current.Kind == "destroyed")
+                break;
+        }
+        Assert.Equal(["started", "destroyed"], events.Select(e => e.Kind).Where(k => k is "started" or "destroyed"));
+    }
+
+    [Fact]
+    public async Task Graceful_shutdown_finishes_calls_in_flight_refuses_new_ones_and_leaves_sessions_running()
+    {
+        var socket = Path.Combine(fixture.DataDir, "second.sock");
+        var server = await fixture.StartServerAsync(socket, tcp: false);
+        string kernelId;
+        try
+        {
+            using var client = ApiClient.ForUnixSocket(socket);
+            var session = await CreateAsync(client);
+            kernelId = session.KernelId;
+            var run = ExecuteAsync(client, Query(kernelId, "import time; time.sleep(2); print('done')"));
+            await Task.Delay(700);
+            var stopping = server.StopAsync();
+            var (stdout, _, result) = await run;
+            await stopping;
+            Assert.Equal("done\n", stdout);
+            Assert.Equal("finished", result.Status);
+
+            var refused = await Assert.ThrowsAsync<RpcException>(() => client.Agent.HealthAsync(new HealthRequest()).ResponseAsync);
+            Assert.Equal(StatusCode.Unavailable, refused.StatusCode);
+            Assert.False(File.Exists(socket), "the socket file is removed on shutdown");
+        }
+        finally
+        {
+            await server.DisposeAsync();
+        }
+        // The session outlived the server that created it, and another server still serves it.
+        using var other = fixture.UnixClient();
+        Assert.Equal("running", (await other.Sessions.GetSessionAsync(new SessionRef { KernelId = kernelId })).State);
+        Assert.Equal("1\n", (await ExecuteAsync(other, Query(kernelId, "print(1)"))).Stdout);
+        await other.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = kernelId });
+    }
+
+    [Fact]
+    public async Task Images_list_and_inspect_show_the_base_image_with_its_labels()
+    {
+        using var client = fixture.UnixClient();
+        var list = await client.Images.ListImagesAsync(new ListImagesRequest());
+        var image = Assert.Single(list.Images, i => i.Name == fixture.ImageName);
+        Assert.StartsWith("sha256:", image.Digest, StringComparison.Ordinal);
+        Assert.True(image.Unpacked);
+        var details = await client.Images.InspectImageAsync(new ImageRef { Name = fixture.ImageName });
+        Assert.Equal("1", details.Labels["ai.backend.kernelspec"]);
+        Assert.NotEmpty(details.Layers);
+    }
+}
