@@ -62,7 +62,7 @@ internal static class ConfigKeys
         new("network", "service_bind_host", (b, v) => b.Agent = b.Agent with { ServiceBindHost = v.NonEmptyString() }),
 
         new("resources", "total_cpus", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { TotalCpus = v.Int(0, 4096) is var n && n > 0 ? n : null } }),
-        new("resources", "total_memory", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { TotalMemoryBytes = v.Size() is var n && n > 0 ? n : null } }),
+        new("resources", "total_memory", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { TotalMemoryBytes = v.IsEmpty ? null : v.Size() is var n && n > 0 ? n : null } }),
         new("resources", "reserved_cpus", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { ReservedCpus = v.Int(0, 4096) } }),
         new("resources", "reserved_memory", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { ReservedMemoryBytes = v.Size() } }),
         new("resources", "kata_vm_overhead", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { KataVmOverheadBytes = v.Size() } }),

@@ -29,6 +29,9 @@ public sealed class ConfigValue(string key, object raw, string source)
         _ => value.ToString() ?? "?",
     };
 
+    /// <summary>"" in the file or environment: "not set", for keys whose default is computed.</summary>
+    public bool IsEmpty => raw is string { Length: 0 };
+
     public string String() => raw is string s ? s : throw Bad("expected a string");
 
     public string NonEmptyString()

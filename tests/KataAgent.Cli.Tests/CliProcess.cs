@@ -1,0 +1,179 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using KataAgent.Core;
+using KataAgent.Testing;
+using Microsoft.Extensions.Logging.Abstractions;
+
+// Tests start agents with private containerds, CNI bridges and real sessions: one class at a time on a 2-core machine.
+[assembly: CollectionBehavior(DisableTestParallelization = true)]
+
+namespace KataAgent.Cli.Tests;
+
+public sealed record CliResult(int ExitCode, string Stdout, string Stderr)
+{
+    public override string ToString() => $"exit {ExitCode}\n--- stdout\n{Stdout}\n--- stderr\n{Stderr}";
+}
+
+/// <summary>Runs the kata-agent executable as a separate process.</summary>
+public static class CliProcess
+{
+    public static ProcessStartInfo StartInfo(IEnumerable<string> args)
+    {
+        var apphost = Path.Combine(AppContext.BaseDirectory, "kata-agent");
+        var psi = File.Exists(apphost) ? new ProcessStartInfo(apphost) : new ProcessStartInfo("dotnet") { ArgumentList = { Path.Combine(AppContext.BaseDirectory, "kata-agent.dll") } };
+        foreach (var a in args)
+            psi.ArgumentList.Add(a);
+        psi.RedirectStandardInput = true;
+        psi.RedirectStandardOutput = true;
+        psi.RedirectStandardError = true;
+        psi.UseShellExecute = false;
+        // Only the test's own config counts.
+        foreach (var key in psi.Environment.Keys.Where(k => k.StartsWith("KATA_AGENT_", StringComparison.Ordinal) && k != "KATA_AGENT_CACHE").ToList())
+            psi.Environment.Remove(key);
+        return psi;
+    }
+
+    public static async Task<CliResult> RunAsync(IEnumerable<string> args, string? stdin = null, int timeoutSeconds = 300)
+    {
+        using var process = Process.Start(StartInfo(args))!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (stdin is not null)
+            await process.StandardInput.WriteAsync(stdin);
+        process.StandardInput.Close();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(timeoutSeconds));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            await process.WaitForExitAsync();
+            throw new TimeoutException($"kata-agent {string.Join(' ', args)} did not finish within {timeoutSeconds} s; stderr: {await stderr}");
+        }
+        return new CliResult(process.ExitCode, await stdout, await stderr);
+    }
+}
+
+/// <summary>
+/// A config of its own for CLI runs: data dir under /tmp, CNI bridge/network/subnet 10.203.X.0/24 without
+/// masquerading, its own port range and api socket. Disposal removes whatever the runs may have left.
+/// </summary>
+public class CliEnvironment : IAsyncLifetime
+{
+    private static int _instances;
+
+    public string Dir { get; } = Path.Combine("/tmp", "kcli-" + Guid.NewGuid().ToString("N")[..8]);
+    public int Index { get; } = (Environment.ProcessId % 50) * 4 + Interlocked.Increment(ref _instances) % 4;
+    public string Name => "kcli" + Index.ToString(CultureInfo.InvariantCulture);
+    public string DataDir => Path.Combine(Dir, "data");
+    public string SocketPath => Path.Combine(Dir, "api.sock");
+    public string ConfigPath => Path.Combine(Dir, "kata-agent.toml");
+
+    public virtual async Task InitializeAsync()
+    {
+        Directory.CreateDirectory(Dir);
+        await File.WriteAllTextAsync(ConfigPath, $"""
+            [agent]
+            id = "cli-test"
+            data_dir = "{DataDir}"
+            runner_dir = "{RunnerLocation.Directory()}"
+            [containerd]
+            namespace = "kata-agent-cli-test"
+            [runtime]
+            default_class = "runc"
+            [network]
+            name = "{Name}"
+            bridge = "{Name}"
+            subnet = "10.203.{Index}.0/24"
+            ip_masquerade = false
+            port_range_start = {45000 + Index * 50}
+            port_range_end = {45000 + Index * 50 + 49}
+            [timeouts]
+            runner_ready = "90s"
+            stop_grace = "5s"
+            [api]
+            socket = "{SocketPath}"
+            [logging]
+            level = "warning"
+            """);
+    }
+
+    public Task<CliResult> RunAsync(params string[] args) => CliProcess.RunAsync(["--config", ConfigPath, .. args]);
+
+    public Task<CliResult> RunWithStdinAsync(string stdin, params string[] args) => CliProcess.RunAsync(["--config", ConfigPath, .. args], stdin);
+
+    public IReadOnlyList<(int Pid, string CommandLine)> ProcessesOfThisEnvironment() =>
+        ProcessTable.All().Where(p => p.CommandLine.Contains(Dir, StringComparison.Ordinal) && p.Pid != Environment.ProcessId).ToList();
+
+    public virtual async Task DisposeAsync()
+    {
+        // Whatever a failed test left: sessions (recovered by a fresh agent on the same data dir), containerds, the bridge.
+        if (Directory.Exists(Path.Combine(DataDir, "state")))
+        {
+            try
+            {
+                var options = new AgentOptions
+                {
+                    AgentId = "cli-test",
+                    DataDir = DataDir,
+                    Namespace = "kata-agent-cli-test",
+                    DefaultRuntimeClass = "runc",
+                    RunnerDir = RunnerLocation.Directory(),
+                    NetworkName = Name,
+                    BridgeName = Name,
+                    Subnet = $"10.203.{Index}.0/24",
+                    IpMasquerade = false,
+                    PortRangeStart = 45000 + Index * 50,
+                    PortRangeEnd = 45000 + Index * 50 + 49,
+                };
+                await using var agent = await Agent.StartAsync(options, NullLoggerFactory.Instance);
+                foreach (var session in agent.Sessions)
+                    await agent.DestroySessionAsync(session.KernelId);
+                await Reaper.ReapNamespaceAsync(agent.Containerd, CancellationToken.None);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                Console.Error.WriteLine($"cleanup of {Dir}: {e.Message}");
+            }
+        }
+        foreach (var (pid, _) in ProcessesOfThisEnvironment())
+            ProcessTable.Kill(pid, 9);
+        await HostNetwork.DeleteLinkAsync(Name);
+        Mounts.UnmountAllUnder(Dir);
+        try
+        {
+            Directory.Delete(Dir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+public static class RunnerLocation
+{
+    /// <summary>The published runner: $KATA_RUNNER_BINARY's folder, else artifacts/runner in the repository.</summary>
+    public static string Directory()
+    {
+        var binary = Environment.GetEnvironmentVariable("KATA_RUNNER_BINARY");
+        if (!string.IsNullOrEmpty(binary) && File.Exists(binary))
+            return Path.GetDirectoryName(binary)!;
+        var dir = AppContext.BaseDirectory;
+        while (dir is not null && !File.Exists(Path.Combine(dir, "KataAgent.slnx")))
+            dir = Path.GetDirectoryName(dir);
+        var candidate = dir is null ? null : Path.Combine(dir, "artifacts", "runner");
+        if (candidate is null || !File.Exists(Path.Combine(candidate, "kata-runner")))
+            throw new InvalidOperationException("the kernel runner is not published: run scripts/publish-runner.sh (or set KATA_RUNNER_BINARY)");
+        return candidate;
+    }
+}
+
+internal static class Text
+{
+    public static int LineCount(string s) => s.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length;
+
+    public static string Utf8(byte[] b) => Encoding.UTF8.GetString(b);
+}

@@ -1,0 +1,133 @@
+using System.Diagnostics;
+using System.Text.Json;
+using KataAgent.Api.Client;
+using KataAgent.Testing;
+
+namespace KataAgent.Cli.Tests;
+
+/// <summary>A `kata-agent serve` process with the CLI's session and image commands against it.</summary>
+public sealed class ServeTests(CliEnvironment env) : IClassFixture<CliEnvironment>
+{
+    private async Task<Process> StartServeAsync()
+    {
+        var serve = Process.Start(CliProcess.StartInfo(["--config", env.ConfigPath, "serve"]))!;
+        serve.StandardInput.Close();
+        var stderr = serve.StandardError.ReadToEndAsync();
+        _ = serve.StandardOutput.ReadToEndAsync();
+        var deadline = DateTime.UtcNow.AddSeconds(120);
+        while (!await ApiClient.IsListeningAsync(env.SocketPath))
+        {
+            if (serve.HasExited)
+                throw new InvalidOperationException($"serve exited with {serve.ExitCode}: {await stderr}");
+            if (DateTime.UtcNow > deadline)
+            {
+                serve.Kill(entireProcessTree: true);
+                throw new TimeoutException("serve did not open its socket within 120 s");
+            }
+            await Task.Delay(200);
+        }
+        return serve;
+    }
+
+    private static async Task<int> StopAsync(Process serve)
+    {
+        ProcessTable.Kill(serve.Id, 15); // SIGTERM: graceful
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        try
+        {
+            await serve.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            serve.Kill(entireProcessTree: true);
+            await serve.WaitForExitAsync();
+            return -1;
+        }
+        return serve.ExitCode;
+    }
+
+    [Fact]
+    public async Task Session_flow_through_serve_then_sessions_survive_a_serve_restart()
+    {
+        var serve = await StartServeAsync();
+        string survivor;
+        try
+        {
+            var created = await env.RunAsync("session", "create", "--runtime", "runc");
+            Assert.True(created.ExitCode == 0, created.ToString());
+            var id = created.Stdout.Trim();
+            Assert.Matches("^[0-9a-zA-Z-]+$", id);
+
+            Assert.Equal(0, (await env.RunAsync("session", "exec", id, "-c", "x = 41")).ExitCode);
+            var exec = await env.RunAsync("session", "exec", id, "-c", "print(x + 1)");
+            Assert.True(exec.ExitCode == 0, exec.ToString());
+            Assert.Equal("42\n", exec.Stdout);
+            Assert.Equal(3, (await env.RunAsync("session", "exec", id, "-c", "import sys; sys.exit(3)")).ExitCode);
+
+            var ls = await env.RunAsync("session", "ls", "--json");
+            using (var json = JsonDocument.Parse(ls.Stdout))
+                Assert.Contains(json.RootElement.GetProperty("sessions").EnumerateArray(), s => s.GetProperty("kernelId").GetString() == id);
+            var table = await env.RunAsync("session", "ls");
+            Assert.Contains(id, table.Stdout, StringComparison.Ordinal);
+            using (var show = JsonDocument.Parse((await env.RunAsync("session", "show", id, "--json")).Stdout))
+                Assert.Equal("running", show.RootElement.GetProperty("state").GetString());
+
+            // cp in, use it, cp out (a file, and a directory as a tree).
+            var local = Path.Combine(env.Dir, "in.txt");
+            await File.WriteAllTextAsync(local, "payload\n");
+            var up = await env.RunAsync("session", "cp", local, $"{id}:sub/in.txt");
+            Assert.True(up.ExitCode == 0, up.ToString());
+            Assert.Equal("PAYLOAD\n", (await env.RunAsync("session", "exec", id, "-c", "print(open('/home/work/sub/in.txt').read().strip().upper())")).Stdout);
+            var outFile = Path.Combine(env.Dir, "out.txt");
+            Assert.Equal(0, (await env.RunAsync("session", "cp", $"{id}:sub/in.txt", outFile)).ExitCode);
+            Assert.Equal("payload\n", await File.ReadAllTextAsync(outFile));
+            var outDir = Path.Combine(env.Dir, "outdir");
+            Assert.Equal(0, (await env.RunAsync("session", "cp", $"{id}:sub", outDir)).ExitCode);
+            Assert.Equal("payload\n", await File.ReadAllTextAsync(Path.Combine(outDir, "in.txt")));
+            using (var files = JsonDocument.Parse((await env.RunAsync("session", "files", id, "sub", "--json")).Stdout))
+                Assert.Contains(files.RootElement.GetProperty("entries").EnumerateArray(), e => e.GetProperty("name").GetString() == "in.txt");
+
+            using (var images = JsonDocument.Parse((await env.RunAsync("image", "ls", "--json")).Stdout))
+                Assert.Contains(images.RootElement.GetProperty("images").EnumerateArray(), i => i.GetProperty("name").GetString() == "kata-agent/python:3-bookworm");
+            using (var version = JsonDocument.Parse((await env.RunAsync("version", "--json")).Stdout))
+                Assert.False(string.IsNullOrEmpty(version.RootElement.GetProperty("containerd").GetString()));
+
+            // `run` uses the serve when one is there, and leaves no session behind.
+            var run = await env.RunAsync("run", "--runtime", "runc", "-c", "print('via serve')");
+            Assert.True(run.ExitCode == 0, run.ToString());
+            Assert.Equal("via serve\n", run.Stdout);
+
+            var rm = await env.RunAsync("session", "rm", id);
+            Assert.True(rm.ExitCode == 0, rm.ToString());
+            var missing = await env.RunAsync("session", "show", id);
+            Assert.Equal(1, missing.ExitCode);
+            Assert.Equal(1, Text.LineCount(missing.Stderr));
+
+            survivor = (await env.RunAsync("session", "create", "--runtime", "runc")).Stdout.Trim();
+            Assert.Equal(0, (await env.RunAsync("session", "exec", survivor, "-c", "y = 'kept'")).ExitCode);
+        }
+        finally
+        {
+            Assert.Equal(0, await StopAsync(serve));
+        }
+        Assert.False(File.Exists(env.SocketPath), "serve removes its socket");
+
+        // A new serve recovers the session left running.
+        serve = await StartServeAsync();
+        try
+        {
+            using (var ls = JsonDocument.Parse((await env.RunAsync("session", "ls", "--json")).Stdout))
+                Assert.Contains(ls.RootElement.GetProperty("sessions").EnumerateArray(), s => s.GetProperty("kernelId").GetString() == survivor);
+            var exec = await env.RunAsync("session", "exec", survivor, "-c", "print(y)");
+            Assert.True(exec.ExitCode == 0, exec.ToString());
+            Assert.Equal("kept\n", exec.Stdout);
+            Assert.Equal(0, (await env.RunAsync("session", "rm", survivor)).ExitCode);
+            using var empty = JsonDocument.Parse((await env.RunAsync("session", "ls", "--json")).Stdout);
+            Assert.Equal(0, empty.RootElement.GetProperty("sessions").GetArrayLength());
+        }
+        finally
+        {
+            Assert.Equal(0, await StopAsync(serve));
+        }
+    }
+}
