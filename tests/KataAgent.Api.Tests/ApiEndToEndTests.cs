@@ -291,6 +291,58 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
     }
 
     [Fact]
+    public async Task Stats_logs_commit_and_restart()
+    {
+        using var client = fixture.UnixClient();
+        var session = await CreateAsync(client);
+        string? second = null;
+        try
+        {
+            await ExecuteAsync(client, Query(session.KernelId, "open('/home/work/marker.txt', 'w').write('x')\nopen('/etc/committed.txt', 'w').write('from a commit')"));
+            var stats = await client.Sessions.GetStatsAsync(new SessionRef { KernelId = session.KernelId });
+            Assert.Equal(session.KernelId, stats.KernelId);
+            Assert.True(stats.MemoryUsageBytes > 0, stats.ToString());
+
+            using (var logs = client.Sessions.GetLogs(new GetLogsRequest { KernelId = session.KernelId }))
+                Assert.True(await logs.ResponseStream.MoveNext());
+
+            var committed = await client.Sessions.CommitSessionAsync(new CommitSessionRequest { KernelId = session.KernelId, ImageName = "api-test/committed:1" });
+            Assert.StartsWith("sha256:", committed.ManifestDigest, StringComparison.Ordinal);
+            var again = await Assert.ThrowsAsync<RpcException>(() => client.Sessions.CommitSessionAsync(
+                new CommitSessionRequest { KernelId = session.KernelId, ImageName = "api-test/committed:1" }).ResponseAsync);
+            Assert.Equal(StatusCode.AlreadyExists, again.StatusCode);
+
+            using (var call = client.Sessions.CreateSession(new CreateSessionRequest { Image = "api-test/committed:1", RuntimeClass = "runc" }, cancellationToken: Timeout()))
+            {
+                await foreach (var reply in call.ResponseStream.ReadAllAsync())
+                {
+                    if (reply.KindCase == CreateSessionReply.KindOneofCase.Session)
+                        second = reply.Session.KernelId;
+                }
+            }
+            Assert.NotNull(second);
+            Assert.Equal("from a commit\n", (await ExecuteAsync(client, Query(second, "print(open('/etc/committed.txt').read())"))).Stdout);
+
+            var restarted = await client.Sessions.RestartSessionAsync(new SessionRef { KernelId = session.KernelId });
+            Assert.Equal("running", restarted.State);
+            Assert.Equal("x\n", (await ExecuteAsync(client, Query(session.KernelId, "print(open('/home/work/marker.txt').read())"))).Stdout);
+        }
+        finally
+        {
+            if (second is not null)
+                await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = second });
+            await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId });
+            try
+            {
+                await client.Images.RemoveImageAsync(new ImageRef { Name = "api-test/committed:1" });
+            }
+            catch (RpcException)
+            {
+            }
+        }
+    }
+
+    [Fact]
     public async Task Images_list_and_inspect_show_the_base_image_with_its_labels()
     {
         using var client = fixture.UnixClient();

@@ -87,6 +87,10 @@ public sealed class ServeTests(CliEnvironment env) : IClassFixture<CliEnvironmen
             using (var files = JsonDocument.Parse((await env.RunAsync("session", "files", id, "sub", "--json")).Stdout))
                 Assert.Contains(files.RootElement.GetProperty("entries").EnumerateArray(), e => e.GetProperty("name").GetString() == "in.txt");
 
+            using (var stats = JsonDocument.Parse((await env.RunAsync("session", "stats", id, "--json")).Stdout))
+                Assert.Equal(id, stats.RootElement.GetProperty("kernelId").GetString());
+            Assert.Equal(0, (await env.RunAsync("session", "logs", id)).ExitCode);
+
             using (var images = JsonDocument.Parse((await env.RunAsync("image", "ls", "--json")).Stdout))
                 Assert.Contains(images.RootElement.GetProperty("images").EnumerateArray(), i => i.GetProperty("name").GetString() == "kata-agent/python:3-bookworm");
             using (var version = JsonDocument.Parse((await env.RunAsync("version", "--json")).Stdout))

@@ -3,6 +3,7 @@ using KataAgent.Api.V1;
 using KataAgent.Containerd;
 using Agent = KataAgent.Core.Agent;
 using KataAgent.Images;
+using KataAgent.Images.Registry;
 using Microsoft.Extensions.Logging;
 
 namespace KataAgent.Api.Server;
@@ -95,6 +96,39 @@ public sealed class ImagesService(Agent agent, ILogger<ImagesService> logger) : 
         var name = await BaseImages.EnsureAsync(agent, request.Kind, progress, context.CancellationToken);
         await progress.FlushAsync();
         await responseStream.WriteAsync(new BuildBaseImageReply { Image = await InfoAsync(name, context.CancellationToken) }, context.CancellationToken);
+    }
+
+    public override async Task PullImage(PullImageRequest request, IServerStreamWriter<TransferReply> responseStream, ServerCallContext context)
+    {
+        var reference = RequireName(request.Reference);
+        using var registry = new RegistryClient(new RegistryOptions(), logger);
+        var progress = new StreamProgress<TransferReply, PullProgress>(responseStream, p => new TransferReply
+        {
+            Progress = new TransferProgress { Phase = p.Phase.ToString().ToLowerInvariant(), CompletedBytes = p.CompletedBytes, TotalBytes = p.TotalBytes },
+        });
+        var pulled = await new ImagePuller(agent.Containerd, registry, logger).PullAsync(reference,
+            new PullOptions { Name = string.IsNullOrEmpty(request.Name) ? null : request.Name }, progress, context.CancellationToken);
+        await progress.FlushAsync();
+        logger.LogInformation("pulled {Reference} as {Image}", reference, pulled.Name);
+        await responseStream.WriteAsync(new TransferReply { Image = await InfoAsync(pulled.Name, context.CancellationToken) }, context.CancellationToken);
+    }
+
+    public override async Task PushImage(PushImageRequest request, IServerStreamWriter<TransferReply> responseStream, ServerCallContext context)
+    {
+        var image = RequireName(request.Image);
+        var destination = string.IsNullOrEmpty(request.Destination) ? image : request.Destination;
+        using var registry = new RegistryClient(new RegistryOptions(), logger);
+        var progress = new StreamProgress<TransferReply, PushProgress>(responseStream, p => new TransferReply
+        {
+            Progress = new TransferProgress { Phase = p.Phase.ToString().ToLowerInvariant(), CompletedBytes = p.CompletedBytes, TotalBytes = p.TotalBytes },
+        });
+        var pushed = await new ImagePusher(agent.Containerd, registry, logger).PushAsync(image, destination, null, progress, context.CancellationToken);
+        await progress.FlushAsync();
+        logger.LogInformation("pushed {Image} to {Destination}", image, destination);
+        await responseStream.WriteAsync(new TransferReply
+        {
+            Image = new ImageInfo { Name = pushed.Reference.ToString(), Digest = pushed.Target.Digest, MediaType = pushed.Target.MediaType, Size = pushed.Target.Size },
+        }, context.CancellationToken);
     }
 
     private async Task<ImageInfo> InfoAsync(string name, CancellationToken cancellationToken)

@@ -166,5 +166,29 @@ public static class Mapping
         return proto;
     }
 
+    public static V1.SessionStats ToProto(Core.Stats.SessionStats stats)
+    {
+        var proto = new V1.SessionStats
+        {
+            KernelId = stats.KernelId,
+            Timestamp = Timestamp.FromDateTimeOffset(stats.Timestamp),
+            Source = stats.Source,
+            CpuUsageNanos = stats.Cpu?.UsageNanos ?? 0,
+            MemoryUsageBytes = stats.Memory?.UsageBytes ?? 0,
+            MemoryPeakBytes = stats.Memory?.PeakBytes ?? 0,
+        };
+        if (stats.Cpu?.Percent is double percent)
+            proto.CpuPercent = percent;
+        if (stats.Memory?.LimitBytes is ulong limit)
+            proto.MemoryLimitBytes = limit;
+        if (stats.BlockIo is { } io)
+            (proto.BlockReadBytes, proto.BlockWriteBytes) = (io.ReadBytes, io.WriteBytes);
+        if (stats.Pids is { } pids)
+            proto.Pids = pids.Current;
+        if (stats.Network is { } net)
+            (proto.NetworkRxBytes, proto.NetworkTxBytes) = (net.RxBytes, net.TxBytes);
+        return proto;
+    }
+
     private static string? Empty(string value) => string.IsNullOrEmpty(value) ? null : value;
 }

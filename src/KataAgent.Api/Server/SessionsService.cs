@@ -191,6 +191,52 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
         return new GetAppsReply { Json = apps.GetRawText() };
     }
 
+    public override async Task<SessionInfo> RestartSession(SessionRef request, ServerCallContext context)
+    {
+        var session = await agent.RestartSessionAsync(RequireKernelId(request.KernelId), context.CancellationToken);
+        logger.LogInformation("session {KernelId} restarted", session.KernelId);
+        return Mapping.ToProto(session);
+    }
+
+    public override async Task GetLogs(GetLogsRequest request, IServerStreamWriter<LogChunk> responseStream, ServerCallContext context)
+    {
+        var kernelId = RequireKernelId(request.KernelId);
+        if (!request.Follow)
+        {
+            await responseStream.WriteAsync(new LogChunk { Text = await agent.ReadLogAsync(kernelId, context.CancellationToken) }, context.CancellationToken);
+            return;
+        }
+        try
+        {
+            await foreach (var text in agent.FollowLogAsync(kernelId, context.CancellationToken))
+                await responseStream.WriteAsync(new LogChunk { Text = text }, context.CancellationToken);
+        }
+        catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)
+        {
+            // The follower hung up: that is how a follow ends.
+        }
+    }
+
+    public override async Task<V1.SessionStats> GetStats(SessionRef request, ServerCallContext context) =>
+        Mapping.ToProto(await agent.GetStatsAsync(RequireKernelId(request.KernelId), context.CancellationToken));
+
+    public override async Task<CommitSessionReply> CommitSession(CommitSessionRequest request, ServerCallContext context)
+    {
+        if (string.IsNullOrWhiteSpace(request.ImageName))
+            throw new ArgumentException("image_name is required (the name of the new image)");
+        var committed = await agent.CommitAsync(RequireKernelId(request.KernelId), request.ImageName, request.Replace, context.CancellationToken);
+        logger.LogInformation("session {KernelId} committed as {Image}", request.KernelId, committed.Name);
+        return new CommitSessionReply
+        {
+            Name = committed.Name,
+            ManifestDigest = committed.ManifestDigest,
+            LayerSize = committed.LayerSize,
+            BaseImage = committed.BaseImage,
+            PausedSeconds = committed.PausedFor.TotalSeconds,
+            ElapsedSeconds = committed.Elapsed.TotalSeconds,
+        };
+    }
+
     private static string RequireKernelId(string kernelId) =>
         string.IsNullOrWhiteSpace(kernelId) ? throw new ArgumentException("kernel_id is required") : kernelId;
 }

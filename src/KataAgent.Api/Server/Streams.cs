@@ -8,12 +8,15 @@ namespace KataAgent.Api.Server;
 /// Reports progress lines on a server stream. <see cref="IProgress{T}.Report"/> is synchronous and may be called
 /// from any thread, while a gRPC stream takes one write at a time: lines go through a queue and one pump writes them.
 /// </summary>
-internal sealed class StreamProgress<T> : IProgress<string>
+internal sealed class StreamProgress<T>(IServerStreamWriter<T> stream, Func<string, T> wrap) : StreamProgress<T, string>(stream, wrap);
+
+/// <inheritdoc cref="StreamProgress{T}"/>
+internal class StreamProgress<T, TItem> : IProgress<TItem>
 {
-    private readonly Channel<string> _lines = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<TItem> _lines = Channel.CreateUnbounded<TItem>(new UnboundedChannelOptions { SingleReader = true });
     private readonly Task _pump;
 
-    public StreamProgress(IServerStreamWriter<T> stream, Func<string, T> wrap)
+    public StreamProgress(IServerStreamWriter<T> stream, Func<TItem, T> wrap)
     {
         _pump = Task.Run(async () =>
         {
@@ -31,7 +34,7 @@ internal sealed class StreamProgress<T> : IProgress<string>
         });
     }
 
-    public void Report(string value) => _lines.Writer.TryWrite(value);
+    public void Report(TItem value) => _lines.Writer.TryWrite(value);
 
     /// <summary>Waits until every reported line is written; call before writing anything else on the stream.</summary>
     public Task FlushAsync()

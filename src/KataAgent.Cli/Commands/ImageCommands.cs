@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Grpc.Core;
 using System.Globalization;
 using Google.Protobuf;
 using KataAgent.Api.V1;
@@ -17,6 +18,8 @@ internal static class ImageCommands
         command.Subcommands.Add(Import());
         command.Subcommands.Add(Remove());
         command.Subcommands.Add(BuildBase());
+        command.Subcommands.Add(Pull());
+        command.Subcommands.Add(Push());
         return command;
     }
 
@@ -118,6 +121,85 @@ internal static class ImageCommands
             return 0;
         });
         return command;
+    }
+
+    private static Command Pull()
+    {
+        var reference = new Argument<string>("REFERENCE") { Description = "Image reference, e.g. 127.0.0.1:5000/team/python:3" };
+        var name = new Option<string?>("--name") { Description = "Local name (default: the reference)" };
+        var command = new Command("pull", "Pull an image from an OCI registry (loopback registries over plain HTTP).\n\nExamples:\n  kata-agent image pull 127.0.0.1:5000/team/python:3");
+        command.Arguments.Add(reference);
+        command.Options.Add(name);
+        command.Options.Add(GlobalOptions.Json);
+        command.SetAction(async (parse, ct) =>
+        {
+            await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: false, ct);
+            var call = connection.Client.Images.PullImage(new PullImageRequest { Reference = parse.GetValue(reference)!, Name = parse.GetValue(name) ?? "" }, cancellationToken: ct);
+            var image = await TransferAsync(call, $"pulling {parse.GetValue(reference)}", ct);
+            if (parse.GetValue(GlobalOptions.Json))
+                Output.Json(image);
+            else
+                Console.WriteLine($"{image.Name} {image.Digest}");
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Push()
+    {
+        var image = new Argument<string>("IMAGE") { Description = "Local image name" };
+        var destination = new Argument<string?>("DESTINATION") { Description = "Destination reference (default: IMAGE)", Arity = ArgumentArity.ZeroOrOne };
+        var command = new Command("push", "Push an image to an OCI registry.\n\nExamples:\n  kata-agent image push my/app:1 127.0.0.1:5000/team/app:1");
+        command.Arguments.Add(image);
+        command.Arguments.Add(destination);
+        command.Options.Add(GlobalOptions.Json);
+        command.SetAction(async (parse, ct) =>
+        {
+            await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: false, ct);
+            var call = connection.Client.Images.PushImage(new PushImageRequest { Image = parse.GetValue(image)!, Destination = parse.GetValue(destination) ?? "" }, cancellationToken: ct);
+            var pushed = await TransferAsync(call, $"pushing {parse.GetValue(image)}", ct);
+            if (parse.GetValue(GlobalOptions.Json))
+                Output.Json(pushed);
+            else
+                Console.WriteLine($"{pushed.Name} {pushed.Digest}");
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Follows a pull or push: a progress bar on a terminal, nothing on a pipe; returns the final image.</summary>
+    private static async Task<ImageInfo> TransferAsync(AsyncServerStreamingCall<TransferReply> call, string description, CancellationToken ct)
+    {
+        using (call)
+        {
+            async Task<ImageInfo> Follow(Action<TransferProgress> report)
+            {
+                await foreach (var reply in call.ResponseStream.ReadAllAsync(ct))
+                {
+                    if (reply.KindCase == TransferReply.KindOneofCase.Image)
+                        return reply.Image;
+                    report(reply.Progress);
+                }
+                throw new CliException("the agent ended the transfer without a result");
+            }
+            if (Console.IsErrorRedirected)
+                return await Follow(_ => { });
+            ImageInfo? result = null;
+            await Output.Err.Progress().AutoClear(true).StartAsync(async ctx =>
+            {
+                var task = ctx.AddTask(Markup.Escape(description), maxValue: 1);
+                result = await Follow(p =>
+                {
+                    task.Description = Markup.Escape($"{description} ({p.Phase})");
+                    if (p.TotalBytes > 0)
+                    {
+                        task.MaxValue = p.TotalBytes;
+                        task.Value = p.CompletedBytes;
+                    }
+                });
+            });
+            return result!;
+        }
     }
 
     private static Command BuildBase()

@@ -36,6 +36,8 @@ internal static class SessionCommands
         command.Subcommands.Add(CopyCommand());
         command.Subcommands.Add(FilesCommand());
         command.Subcommands.Add(RemoveCommand());
+        foreach (var more in SessionMoreCommands.Create())
+            command.Subcommands.Add(more);
         return command;
     }
 
