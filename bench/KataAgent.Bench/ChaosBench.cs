@@ -50,16 +50,26 @@ internal static class ChaosBench
                 Console.Error.WriteLine($"chaos: kill {i + 1}/{kills}");
             }
 
+            Console.Error.WriteLine("chaos: starting the final agent (recovery)");
             await using var agent = await Agent.StartAsync(BenchAgent.Options(dataDir), NullLoggerFactory.Instance);
             var survivors = agent.Sessions.ToList();
+            Console.Error.WriteLine($"chaos: {survivors.Count} sessions recovered; checking each runs code");
             var working = 0;
             foreach (var session in survivors)
             {
                 var output = new StringBuilder();
-                await foreach (var e in agent.ExecuteAsync(session.KernelId, "chaos-check", ExecutionMode.Query, "print(40 + 2)"))
+                using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+                try
                 {
-                    if (e is OutputEvent { Item.Kind: "stdout" } o)
-                        output.Append(o.Item.Data);
+                    await foreach (var e in agent.ExecuteAsync(session.KernelId, "chaos-check", ExecutionMode.Query, "print(40 + 2)", cancellationToken: limit.Token))
+                    {
+                        if (e is OutputEvent { Item.Kind: "stdout" } o)
+                            output.Append(o.Item.Data);
+                    }
+                }
+                catch (Exception e) when (e is OperationCanceledException or RunnerUnavailableException)
+                {
+                    report.AppendLine(CultureInfo.InvariantCulture, $"- session {session.KernelId} ({session.Record.RuntimeClass}) did not answer: {e.Message}");
                 }
                 if (output.ToString().Trim() == "42")
                     working++;

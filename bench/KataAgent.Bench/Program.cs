@@ -4,7 +4,7 @@ using KataAgent.Bench;
 
 // Benchmarks, each measured next to its baseline in the same run. Not part of CI.
 // Usage: kata-agent-bench [echo|sessions|soak|chaos] [--runs N] [--cycles N] [--out docs/PERFORMANCE.md]
-var runs = 10;
+var runs = 20;
 var cycles = 500;
 string? outFile = null;
 var positional = new List<string>();
@@ -21,6 +21,7 @@ for (var i = 0; i < args.Length; i++)
 var scenario = positional.FirstOrDefault() ?? "sessions";
 var stopwatch = Stopwatch.StartNew();
 var report = new System.Text.StringBuilder();
+var failed = false;
 switch (scenario)
 {
     case "echo":
@@ -30,12 +31,10 @@ switch (scenario)
         await SessionBench.RunAsync(execRuns: Math.Max(runs, 1000), deathRuns: 50, concurrent: 50, idle: TimeSpan.FromSeconds(60), report);
         break;
     case "soak":
-        if (!await SoakBench.RunAsync(cycles, report))
-            return 1;
+        failed = !await SoakBench.RunAsync(cycles, report);
         break;
     case "chaos":
-        if (!await ChaosBench.RunAsync(kills: Math.Max(runs, 20), report))
-            return 1;
+        failed = !await ChaosBench.RunAsync(kills: runs, report);
         break;
     case "chaos-child":
         await ChaosBench.ChildAsync(positional[1]);
@@ -52,7 +51,7 @@ if (report.Length > 0)
         await File.AppendAllTextAsync(outFile, text);
 }
 Console.Error.WriteLine($"bench finished in {stopwatch.Elapsed.TotalSeconds:0.0} s");
-return 0;
+return failed ? 1 : 0;
 
 static string MachineDescription()
 {

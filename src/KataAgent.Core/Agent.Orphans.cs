@@ -17,6 +17,17 @@ public sealed partial class Agent
             await Containerd.Leases.DeleteAsync(lease.Id, cancellationToken: cancellationToken).ConfigureAwait(false);
         }
 
+        // A task whose containerd died while creating it can leave a shim that containerd never
+        // learned of: it answers to nobody, so it and everything under it goes.
+        var tasks = (await Containerd.Tasks.ListAsync(cancellationToken: cancellationToken).ConfigureAwait(false)).Select(t => t.ContainerId).ToHashSet(StringComparer.Ordinal);
+        foreach (var (shim, id) in Diagnostics.ProcessTree.ShimsOf(Containerd.Address, Containerd.Namespace))
+        {
+            if (tasks.Contains(id))
+                continue;
+            _logger.LogWarning("killing shim {Pid} of unknown task {Id}", shim.Pid, id);
+            Diagnostics.ProcessTree.KillTree(shim.Pid);
+        }
+
         var containers = await Containerd.Containers.ListAsync(cancellationToken).ConfigureAwait(false);
         var ownedSnapshots = containers.Select(c => c.SnapshotKey).ToHashSet(StringComparer.Ordinal);
         foreach (var snapshot in await Containerd.Snapshots.ListAsync(cancellationToken: cancellationToken).ConfigureAwait(false))

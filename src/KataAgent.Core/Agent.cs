@@ -286,6 +286,7 @@ public sealed partial class Agent : IAsyncDisposable
             await _reconcileLoop.ConfigureAwait(false);
         foreach (var session in _sessions.Values)
             await session.DisposeAsync().ConfigureAwait(false);
+        await StopStatsAsync().ConfigureAwait(false);
         Containerd.Dispose();
         if (_privateContainerd is not null)
             await _privateContainerd.DisposeAsync().ConfigureAwait(false);
