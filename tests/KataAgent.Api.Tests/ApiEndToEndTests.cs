@@ -343,6 +343,61 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
     }
 
     [Fact]
+    public async Task Tls_with_a_token_serves_a_client_that_trusts_the_certificate_and_metrics_are_scraped()
+    {
+        using var key = System.Security.Cryptography.RSA.Create(2048);
+        var request = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=127.0.0.1", key,
+            System.Security.Cryptography.HashAlgorithmName.SHA256, System.Security.Cryptography.RSASignaturePadding.Pkcs1);
+        var san = new System.Security.Cryptography.X509Certificates.SubjectAlternativeNameBuilder();
+        san.AddIpAddress(System.Net.IPAddress.Loopback);
+        request.CertificateExtensions.Add(san.Build());
+        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddHours(1));
+        var certPath = Path.Combine(fixture.DataDir, "tls.crt");
+        var keyPath = Path.Combine(fixture.DataDir, "tls.key");
+        await File.WriteAllTextAsync(certPath, certificate.ExportCertificatePem());
+        await File.WriteAllTextAsync(keyPath, key.ExportPkcs8PrivateKeyPem());
+
+        var server = await Server.ApiServer.StartAsync(fixture.Agent, new Server.ApiServerOptions
+        {
+            SocketPath = Path.Combine(fixture.DataDir, "tls.sock"),
+            TcpListen = "127.0.0.1:0",
+            Token = ApiFixture.Token,
+            TlsCertificatePath = certPath,
+            TlsKeyPath = keyPath,
+            MetricsListen = "127.0.0.1:0",
+        }, Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance);
+        try
+        {
+            var address = new Uri($"https://127.0.0.1:{server.TcpEndpoint!.Port}");
+            using (var trusting = ApiClient.ForTcp(address, ApiFixture.Token, certificate))
+                Assert.Equal("serving", (await trusting.Agent.HealthAsync(new HealthRequest())).Status);
+            using (var noToken = ApiClient.ForTcp(address, null, certificate))
+            {
+                var e = await Assert.ThrowsAsync<RpcException>(() => noToken.Agent.HealthAsync(new HealthRequest()).ResponseAsync);
+                Assert.Equal(StatusCode.Unauthenticated, e.StatusCode);
+            }
+            using (var untrusting = ApiClient.ForTcp(address, ApiFixture.Token))
+            {
+                // The TLS handshake fails on the client (an untrusted certificate): the call never reaches the agent.
+                var e = await Assert.ThrowsAsync<RpcException>(() => untrusting.Agent.HealthAsync(new HealthRequest()).ResponseAsync);
+                Assert.True(e.StatusCode is StatusCode.Unavailable or StatusCode.Internal, e.ToString());
+            }
+
+            Assert.NotEqual(server.TcpEndpoint.Port, server.MetricsEndpoint!.Port);
+            using var http = new HttpClient();
+            var metrics = await http.GetStringAsync(new Uri($"http://127.0.0.1:{server.MetricsEndpoint.Port}/metrics"));
+            Assert.Contains("kata_agent_session_create_seconds", metrics, StringComparison.Ordinal);
+            Assert.Contains("kata_agent_executions_total", metrics, StringComparison.Ordinal);
+            var other = await http.GetAsync(new Uri($"http://127.0.0.1:{server.MetricsEndpoint.Port}/kataagent.v1.Agent/Health"));
+            Assert.Equal(System.Net.HttpStatusCode.NotFound, other.StatusCode);
+        }
+        finally
+        {
+            await server.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task Images_list_and_inspect_show_the_base_image_with_its_labels()
     {
         using var client = fixture.UnixClient();

@@ -1,4 +1,6 @@
 using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using Grpc.Core;
 using Grpc.Core.Interceptors;
 using Grpc.Net.Client;
@@ -50,9 +52,16 @@ public sealed class ApiClient : IDisposable
     }
 
     /// <summary><paramref name="address"/>: http://host:port (plain HTTP/2) or https://host:port (TLS).</summary>
-    public static ApiClient ForTcp(Uri address, string? token)
+    /// <param name="pinnedCertificate">with https: trust exactly this server certificate (an agent's self-signed one) instead of the system's CAs</param>
+    public static ApiClient ForTcp(Uri address, string? token, X509Certificate2? pinnedCertificate = null)
     {
-        var channel = GrpcChannel.ForAddress(address, Options(new SocketsHttpHandler { EnableMultipleHttp2Connections = true }));
+        var handler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true };
+        if (pinnedCertificate is not null)
+        {
+            handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, _, _) =>
+                certificate is not null && certificate.GetCertHashString(HashAlgorithmName.SHA256) == pinnedCertificate.GetCertHashString(HashAlgorithmName.SHA256);
+        }
+        var channel = GrpcChannel.ForAddress(address, Options(handler));
         var invoker = channel.CreateCallInvoker();
         if (!string.IsNullOrEmpty(token))
             invoker = invoker.Intercept(metadata =>

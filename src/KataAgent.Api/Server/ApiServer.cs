@@ -6,8 +6,6 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
@@ -69,6 +67,8 @@ public sealed partial class ApiServer : IAsyncDisposable
         });
         IPEndPoint? tcp = string.IsNullOrEmpty(options.TcpListen) ? null : ParseEndpoint(options.TcpListen, "api.tcp_listen");
         IPEndPoint? metrics = string.IsNullOrEmpty(options.MetricsListen) ? null : ParseEndpoint(options.MetricsListen, "metrics.listen");
+        // Kestrel writes the bound endpoint (the real port for port 0) back into these.
+        ListenOptions? tcpListen = null, metricsListen = null;
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.ListenUnixSocket(options.SocketPath, l => l.Protocols = HttpProtocols.Http2);
@@ -76,6 +76,7 @@ public sealed partial class ApiServer : IAsyncDisposable
             {
                 k.Listen(tcp, l =>
                 {
+                    tcpListen = l;
                     if (!string.IsNullOrEmpty(options.TlsCertificatePath))
                     {
                         l.Protocols = HttpProtocols.Http1AndHttp2;
@@ -89,7 +90,11 @@ public sealed partial class ApiServer : IAsyncDisposable
                 });
             }
             if (metrics is not null)
-                k.Listen(metrics, l => l.Protocols = HttpProtocols.Http1);
+                k.Listen(metrics, l =>
+                {
+                    metricsListen = l;
+                    l.Protocols = HttpProtocols.Http1;
+                });
         });
 
         var app = builder.Build();
@@ -108,9 +113,8 @@ public sealed partial class ApiServer : IAsyncDisposable
         try
         {
             SecureSocket(options);
-            var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
-            server.TcpEndpoint = tcp is null ? null : BoundEndpoint(addresses, tcp, excludePort: metrics?.Port);
-            server.MetricsEndpoint = metrics is null ? null : BoundEndpoint(addresses, metrics, excludePort: server.TcpEndpoint?.Port);
+            server.TcpEndpoint = tcpListen?.IPEndPoint;
+            server.MetricsEndpoint = metricsListen?.IPEndPoint;
         }
         catch
         {
@@ -206,20 +210,6 @@ public sealed partial class ApiServer : IAsyncDisposable
         if (colon > 0 && text[..colon] == "localhost" && int.TryParse(text[(colon + 1)..], out var port) && port is >= 0 and <= 65535)
             return new IPEndPoint(IPAddress.Loopback, port);
         throw new ArgumentException($"{key}: '{text}' is not host:port (for example 127.0.0.1:7443 or [::1]:7443)");
-    }
-
-    private static IPEndPoint BoundEndpoint(ICollection<string> addresses, IPEndPoint requested, int? excludePort)
-    {
-        if (requested.Port != 0)
-            return requested;
-        foreach (var address in addresses)
-        {
-            if (address.StartsWith("unix:", StringComparison.Ordinal) || address.Contains("unix:", StringComparison.Ordinal))
-                continue;
-            if (Uri.TryCreate(address, UriKind.Absolute, out var uri) && uri.Port != excludePort && IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) && ip.Equals(requested.Address))
-                return new IPEndPoint(ip, uri.Port);
-        }
-        throw new InvalidOperationException($"cannot tell which port Kestrel bound for {requested}");
     }
 
     /// <summary>A stale socket file (a crashed serve) is removed; a live one means another serve is running.</summary>
