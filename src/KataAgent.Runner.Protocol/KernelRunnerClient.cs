@@ -472,7 +472,8 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         cancellationToken.ThrowIfCancellationRequested();
         var message = new OutgoingMessage(type, payload);
         _outgoing.Enqueue(message);
-        return message.Sent.Task;
+        // The poller thread completes it; a caller that gives up must not wait on it regardless.
+        return message.Sent.Task.WaitAsync(cancellationToken);
     }
 
     // ---- poller thread ----
