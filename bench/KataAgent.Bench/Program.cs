@@ -3,7 +3,7 @@ using System.Globalization;
 using KataAgent.Bench;
 
 // Benchmarks, each measured next to its baseline in the same run. Not part of CI.
-// Usage: kata-agent-bench [echo|sessions|soak|chaos] [--runs N] [--cycles N] [--out docs/PERFORMANCE.md]
+// Usage: kata-agent-bench [echo|exec|sessions|soak|chaos] [--runs N] [--cycles N] [--out docs/PERFORMANCE.md]
 var runs = 20;
 var cycles = 500;
 string? outFile = null;
@@ -26,6 +26,9 @@ switch (scenario)
 {
     case "echo":
         await EchoBench.RunAsync(runs);
+        break;
+    case "exec":
+        await ExecBench.RunAsync(Math.Max(runs, 1000), report);
         break;
     case "sessions":
         await SessionBench.RunAsync(execRuns: Math.Max(runs, 1000), deathRuns: 50, concurrent: 50, idle: TimeSpan.FromSeconds(60), report);
