@@ -10,7 +10,10 @@ internal static class Logging
     public static ILoggerFactory Create(LoggingOptions options, LogLevel? floor = null) =>
         LoggerFactory.Create(builder =>
         {
-            builder.SetMinimumLevel(floor is { } f && f > options.Level ? f : options.Level);
+            var level = floor is { } f && f > options.Level ? f : options.Level;
+            builder.SetMinimumLevel(level);
+            // ASP.NET Core's per-request lines are noise at info; the services log what matters.
+            builder.AddFilter("Microsoft", level > LogLevel.Warning ? level : LogLevel.Warning);
             builder.AddConsole(c => c.LogToStandardErrorThreshold = LogLevel.Trace);
             if (options.Format == LogFormat.Json)
             {

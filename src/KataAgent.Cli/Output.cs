@@ -1,4 +1,6 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
+using Google.Protobuf.Reflection;
 using Google.Protobuf;
 using Spectre.Console;
 
@@ -29,7 +31,7 @@ internal static class Output
         return console;
     }
 
-    private static readonly JsonFormatter ProtoJson = new(JsonFormatter.Settings.Default.WithFormatDefaultValues(true));
+    private static readonly JsonFormatter ProtoJson = new(JsonFormatter.Settings.Default);
 
     public static void Warn(string message)
     {
@@ -42,7 +44,41 @@ internal static class Output
     public static void Info(string message) => Console.Error.WriteLine(message);
 
     /// <summary>A protobuf message as JSON (camelCase field names, defaults included) on stdout.</summary>
-    public static void Json(IMessage message) => Console.Out.WriteLine(ProtoJson.Format(message));
+    public static void Json(IMessage message)
+    {
+        // proto3 JSON leaves out empty lists: put them back so that `.sessions[]` works on an empty listing.
+        // Unset optional fields (exitCode of a running session) stay out, as they should.
+        var node = JsonNode.Parse(ProtoJson.Format(message))!.AsObject();
+        AddEmptyCollections(node, message.Descriptor);
+        Console.Out.WriteLine(node.ToJsonString());
+    }
+
+    private static void AddEmptyCollections(JsonObject node, MessageDescriptor descriptor)
+    {
+        foreach (var field in descriptor.Fields.InDeclarationOrder())
+        {
+            var value = node[field.JsonName];
+            if (value is null)
+            {
+                if (field.IsMap)
+                    node[field.JsonName] = new JsonObject();
+                else if (field.IsRepeated)
+                    node[field.JsonName] = new JsonArray();
+                continue;
+            }
+            if (field.FieldType != FieldType.Message || field.IsMap || field.MessageType.File.Package == "google.protobuf")
+                continue;
+            if (value is JsonArray items)
+            {
+                foreach (var item in items.OfType<JsonObject>())
+                    AddEmptyCollections(item, field.MessageType);
+            }
+            else if (value is JsonObject child)
+            {
+                AddEmptyCollections(child, field.MessageType);
+            }
+        }
+    }
 
     public static void Json<T>(T value) => Console.Out.WriteLine(JsonSerializer.Serialize(value, JsonOptions));
 
