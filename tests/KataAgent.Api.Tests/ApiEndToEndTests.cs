@@ -397,6 +397,53 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
         }
     }
 
+    [SkippableFact]
+    public async Task Push_to_a_local_registry_and_pull_back_with_progress()
+    {
+        await using var registry = await LocalRegistry.StartAsync();
+        using var client = fixture.UnixClient();
+        var reference = $"{registry.Host}/api-test/python:1";
+        try
+        {
+            var pushed = await TransferAsync(client.Images.PushImage(new PushImageRequest { Image = fixture.ImageName, Destination = reference }, cancellationToken: Timeout()));
+            Assert.StartsWith("sha256:", pushed.Image.Digest, StringComparison.Ordinal);
+            Assert.NotEmpty(pushed.Progress);
+
+            var pulled = await TransferAsync(client.Images.PullImage(new PullImageRequest { Reference = reference, Name = "api-test/pulled:1" }, cancellationToken: Timeout()));
+            Assert.Equal("api-test/pulled:1", pulled.Image.Name);
+            Assert.True(pulled.Image.Unpacked);
+            Assert.Equal("1", (await client.Images.InspectImageAsync(new ImageRef { Name = "api-test/pulled:1" })).Labels["ai.backend.kernelspec"]);
+
+            var missing = await Assert.ThrowsAsync<RpcException>(() => TransferAsync(client.Images.PullImage(new PullImageRequest { Reference = $"{registry.Host}/api-test/none:1" })));
+            Assert.Equal(StatusCode.NotFound, missing.StatusCode);
+        }
+        finally
+        {
+            try
+            {
+                await client.Images.RemoveImageAsync(new ImageRef { Name = "api-test/pulled:1" });
+            }
+            catch (RpcException)
+            {
+            }
+        }
+    }
+
+    private static async Task<(ImageInfo Image, List<TransferProgress> Progress)> TransferAsync(AsyncServerStreamingCall<TransferReply> call)
+    {
+        using (call)
+        {
+            var progress = new List<TransferProgress>();
+            await foreach (var reply in call.ResponseStream.ReadAllAsync())
+            {
+                if (reply.KindCase == TransferReply.KindOneofCase.Image)
+                    return (reply.Image, progress);
+                progress.Add(reply.Progress);
+            }
+            throw new InvalidOperationException("no image at the end of the transfer");
+        }
+    }
+
     [Fact]
     public async Task Images_list_and_inspect_show_the_base_image_with_its_labels()
     {
