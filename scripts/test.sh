@@ -33,19 +33,19 @@ for project in "${projects[@]}"; do
   log="$logs/$name.log"
   dotnet test "$project" --no-build -nologo --logger "console;verbosity=normal" >"$log" 2>&1
   rc=$?
-  # VSTest's summary: "Passed!  - Failed:     0, Passed:    10, Skipped:     0, Total:    10, ..."
-  summary="$(grep -E '^(Passed|Failed)!  - Failed:' "$log" | tail -n1)"
-  if [ -z "$summary" ]; then
+  # VSTest's closing block at normal verbosity: "Total tests: N" then "Passed: N", "Failed: N", "Skipped: N".
+  if ! grep -qE '^Total tests: [0-9]+' "$log"; then
     echo "   no test summary (exit $rc); last lines:"; tail -n 30 "$log" | sed 's/^/   /'
     failed=$((failed + 1)); status=1
     continue
   fi
-  f=$(sed -E 's/.*Failed: *([0-9]+).*/\1/' <<<"$summary")
-  p=$(sed -E 's/.*Passed: *([0-9]+).*/\1/' <<<"$summary")
-  s=$(sed -E 's/.*Skipped: *([0-9]+).*/\1/' <<<"$summary")
+  count() { sed -n '/^Total tests:/,$p' "$log" | grep -E "^\s+$1: [0-9]+" | tail -n1 | grep -oE '[0-9]+' || echo 0; }
+  p=$(count Passed); f=$(count Failed); s=$(count Skipped)
+  summary="passed $p, failed $f, skipped $s"
   passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
   echo "   $summary"
-  grep -E '^\s+(Failed|Skipped) ' "$log" | sed 's/^/   /' | head -n 50
+  # Name every failed and skipped test (a skip says what the host lacks).
+  grep -E '^\s+(Failed|Skipped) [A-Za-z]' "$log" | sed 's/^/   /' | head -n 50
   if [ "$f" -gt 0 ] || [ "$rc" -ne 0 ]; then
     status=1
     grep -A 12 'Error Message:' "$log" | head -n 80 | sed 's/^/   /'
