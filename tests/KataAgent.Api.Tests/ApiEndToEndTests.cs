@@ -445,6 +445,27 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
     }
 
     [Fact]
+    public async Task Executing_in_an_exited_session_fails_at_once_saying_what_to_do()
+    {
+        using var client = fixture.UnixClient();
+        var session = await CreateAsync(client);
+        try
+        {
+            var record = fixture.Agent.GetSession(session.KernelId).Record;
+            await fixture.Agent.Containerd.Tasks.KillAsync(record.ContainerId, 9, all: true);
+            for (var i = 0; i < 100 && (await client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId })).State != "exited"; i++)
+                await Task.Delay(100);
+            var e = await Assert.ThrowsAsync<RpcException>(() => ExecuteAsync(client, Query(session.KernelId, "print(1)")));
+            Assert.Equal(StatusCode.FailedPrecondition, e.StatusCode);
+            Assert.Contains("session restart", e.Status.Detail, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId });
+        }
+    }
+
+    [Fact]
     public async Task Images_list_and_inspect_show_the_base_image_with_its_labels()
     {
         using var client = fixture.UnixClient();

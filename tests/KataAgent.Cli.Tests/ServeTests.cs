@@ -47,10 +47,9 @@ public sealed class ServeTests(CliEnvironment env) : IClassFixture<CliEnvironmen
     }
 
     [Fact]
-    public async Task Session_flow_through_serve_then_sessions_survive_a_serve_restart()
+    public async Task Session_flow_through_serve()
     {
         var serve = await StartServeAsync();
-        string survivor;
         try
         {
             var created = await env.RunAsync("session", "create", "--runtime", "runc");
@@ -107,6 +106,21 @@ public sealed class ServeTests(CliEnvironment env) : IClassFixture<CliEnvironmen
             Assert.Equal(1, missing.ExitCode);
             Assert.Equal(1, Text.LineCount(missing.Stderr));
 
+        }
+        finally
+        {
+            Assert.Equal(0, await StopAsync(serve));
+        }
+        Assert.False(File.Exists(env.SocketPath), "serve removes its socket");
+    }
+
+    [Fact]
+    public async Task Sessions_survive_a_serve_restart()
+    {
+        var serve = await StartServeAsync();
+        string survivor;
+        try
+        {
             survivor = (await env.RunAsync("session", "create", "--runtime", "runc")).Stdout.Trim();
             Assert.Equal(0, (await env.RunAsync("session", "exec", survivor, "-c", "y = 'kept'")).ExitCode);
         }
@@ -114,14 +128,16 @@ public sealed class ServeTests(CliEnvironment env) : IClassFixture<CliEnvironmen
         {
             Assert.Equal(0, await StopAsync(serve));
         }
-        Assert.False(File.Exists(env.SocketPath), "serve removes its socket");
 
-        // A new serve recovers the session left running.
+        // A new serve recovers the session left running, interpreter state and all.
         serve = await StartServeAsync();
         try
         {
             using (var ls = JsonDocument.Parse((await env.RunAsync("session", "ls", "--json")).Stdout))
-                Assert.Contains(ls.RootElement.GetProperty("sessions").EnumerateArray(), s => s.GetProperty("kernelId").GetString() == survivor);
+            {
+                var session = Assert.Single(ls.RootElement.GetProperty("sessions").EnumerateArray(), s => s.GetProperty("kernelId").GetString() == survivor);
+                Assert.Equal("running", session.GetProperty("state").GetString());
+            }
             var exec = await env.RunAsync("session", "exec", survivor, "-c", "print(y)");
             Assert.True(exec.ExitCode == 0, exec.ToString());
             Assert.Equal("kept\n", exec.Stdout);

@@ -4,6 +4,7 @@ using Grpc.Core;
 using KataAgent.Api.V1;
 using Agent = KataAgent.Core.Agent;
 using KataAgent.Core.Scratch;
+using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
 using Microsoft.Extensions.Logging;
 
@@ -81,6 +82,13 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
         RequireKernelId(kernelId);
         if (string.IsNullOrEmpty(runId))
             throw new ArgumentException("run_id is required (any string naming this run; reuse it for input and continue)");
+        var session = agent.GetSession(kernelId);
+        // Nothing answers in a session whose process is gone: say so instead of waiting for output forever.
+        if (session.State is not SessionState.Running)
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, session.State == SessionState.Exited
+                ? $"session {kernelId} has exited{(session.ExitCode is int code ? $" (exit code {code})" : "")}{(session.OutOfMemory ? ", out of memory" : "")}: " +
+                  $"restart it (kata-agent session restart {kernelId}) or remove it (kata-agent session rm {kernelId})"
+                : $"session {kernelId} is {Mapping.StateName(session.State)}"));
         ApiMetrics.Executions.WithLabels(mode.ToString().ToLowerInvariant()).Inc();
         // A caller that goes away only stops collecting: the run goes on and keeps its output for a continue.
         await foreach (var e in agent.ExecuteAsync(kernelId, runId, mode, text, options, context.CancellationToken))
