@@ -18,12 +18,24 @@ public sealed partial class Agent
         }
 
         // A task whose containerd died while creating it can leave a shim that containerd never
-        // learned of: it answers to nobody, so it and everything under it goes.
-        var tasks = (await Containerd.Tasks.ListAsync(cancellationToken: cancellationToken).ConfigureAwait(false)).Select(t => t.ContainerId).ToHashSet(StringComparer.Ordinal);
+        // learned of: it answers to nobody, so it and everything under it goes. Tasks.List is no
+        // guide (containerd skips tasks whose shim is slow to answer), so each shim is asked about.
         foreach (var (shim, id) in Diagnostics.ProcessTree.ShimsOf(Containerd.Address, Containerd.Namespace))
         {
-            if (tasks.Contains(id))
+            if (await Containerd.Containers.FindAsync(id, cancellationToken).ConfigureAwait(false) is not null)
                 continue;
+            try
+            {
+                await Containerd.Tasks.GetAsync(id, cancellationToken: cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+            catch (KataAgent.Containerd.ContainerdNotFoundException)
+            {
+            }
+            catch (KataAgent.Containerd.ContainerdException)
+            {
+                continue; // unsure: leave it
+            }
             _logger.LogWarning("killing shim {Pid} of unknown task {Id}", shim.Pid, id);
             Diagnostics.ProcessTree.KillTree(shim.Pid);
         }

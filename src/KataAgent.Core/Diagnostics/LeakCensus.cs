@@ -63,7 +63,7 @@ public sealed record LeakCensus(
         var unreferenced = await UnreferencedContentAsync(client, cancellationToken).ConfigureAwait(false);
         var prefix = agent.Services.Network.Options.NetnsPrefix;
         var netns = agent.Services.Network.Namespaces.List().Where(n => n.StartsWith(prefix, StringComparison.Ordinal)).ToList();
-        var chains = await CniChainsAsync(cancellationToken).ConfigureAwait(false);
+        var chains = await CniChainsAsync(agent.Options.NetworkName, cancellationToken).ConfigureAwait(false);
         var shims = ShimsOf(client.Address);
         var scratch = Directory.Exists(agent.Options.ScratchRoot) ? Directory.GetDirectories(agent.Options.ScratchRoot).Select(Path.GetFileName).OfType<string>().ToList() : [];
         var records = (await agent.Services.Store.LoadAllAsync(cancellationToken).ConfigureAwait(false)).Select(r => r.KernelId).ToList();
@@ -90,7 +90,8 @@ public sealed record LeakCensus(
         return all.Keys.Where(d => !reached.Contains(d)).ToList();
     }
 
-    private static async Task<IReadOnlyList<string>> CniChainsAsync(CancellationToken cancellationToken)
+    /// <summary>Per-container CNI chains of this agent's network (CNI tags their rules with the network name).</summary>
+    private static async Task<IReadOnlyList<string>> CniChainsAsync(string network, CancellationToken cancellationToken)
     {
         var result = new List<string>();
         foreach (var table in new[] { "nat", "filter" })
@@ -99,7 +100,19 @@ public sealed record LeakCensus(
             using var process = Process.Start(psi)!;
             var output = await process.StandardOutput.ReadToEndAsync(cancellationToken).ConfigureAwait(false);
             await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
-            result.AddRange(output.Split('\n').Where(l => PerContainerChain.IsMatch(l)).Select(l => $"{table}:{l[3..]}"));
+            var lines = output.Split('\n');
+            // portmap tags the jump into each CNI-DN-<hash> chain with "dnat name: \"<network>\" id: ...";
+            // bridge tags its CNI-<hash> masquerade rules the same way.
+            var ours = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var line in lines.Where(l => l.Contains($"name: \\\"{network}\\\"", StringComparison.Ordinal)))
+            {
+                var parts = line.Split(' ');
+                ours.Add(parts[1]);
+                var jump = Array.IndexOf(parts, "-j");
+                if (jump >= 0 && jump + 1 < parts.Length)
+                    ours.Add(parts[jump + 1]);
+            }
+            result.AddRange(lines.Where(l => PerContainerChain.IsMatch(l) && ours.Contains(l[3..].Trim())).Select(l => $"{table}:{l[3..]}"));
         }
         return result;
     }
