@@ -7,28 +7,29 @@ namespace KataAgent.Bench;
 /// <summary>An agent for benchmarks: own data dir, private containerd, own CNI bridge/subnet (no masquerading), base image imported.</summary>
 internal static class BenchAgent
 {
-    public static AgentOptions Options(string dataDir) => new()
+    /// <summary>Each scenario has its own slot (bridge, subnet, ports, netns prefix) so scenarios can run side by side.</summary>
+    public static AgentOptions Options(string dataDir, int slot = 0) => new()
     {
         AgentId = "bench",
         DataDir = dataDir,
         Namespace = "kata-agent-bench",
         DefaultRuntimeClass = "runc",
         RunnerDir = RunnerDir(),
-        PortRangeStart = 34000,
-        PortRangeEnd = 34999,
-        NetworkName = "kabench",
-        BridgeName = "kabench0",
-        Subnet = "10.203.0.0/22",
+        PortRangeStart = 34000 + slot * 1000,
+        PortRangeEnd = 34999 + slot * 1000,
+        NetworkName = $"kabench{slot}",
+        BridgeName = $"kabench{slot}",
+        Subnet = $"10.203.{slot * 4}.0/22",
         IpMasquerade = false,
-        NetnsPrefix = "kab-",
+        NetnsPrefix = $"kab{slot}-",
         ReconcileInterval = TimeSpan.Zero,
         StopGracePeriod = TimeSpan.FromSeconds(2),
         Resources = new ResourceOptions { TotalCpus = 256, DefaultCpus = 0.25, DefaultMemoryBytes = 256L << 20, ReservedMemoryBytes = 0 },
     };
 
-    public static async Task<(Agent Agent, string Image)> StartAsync(string dataDir)
+    public static async Task<(Agent Agent, string Image)> StartAsync(string dataDir, int slot = 0)
     {
-        var agent = await Agent.StartAsync(Options(dataDir), NullLoggerFactory.Instance);
+        var agent = await Agent.StartAsync(Options(dataDir, slot), NullLoggerFactory.Instance);
         var built = await new BaseImageBuilder().BuildPythonAsync();
         var image = (await new ImageImporter(agent.Containerd).ImportAsync(built.ArchivePath)).Single();
         return (agent, image.Name);

@@ -19,7 +19,7 @@ internal static class ChaosBench
     {
         var dataDir = Path.Combine("/tmp", "kac-" + Guid.NewGuid().ToString("N")[..8]);
         // Build and import once, so the children spend their lives creating sessions.
-        var (setup, _) = await BenchAgent.StartAsync(dataDir);
+        var (setup, _) = await BenchAgent.StartAsync(dataDir, slot: 2);
         await setup.DisposeAsync();
         var random = new Random(12345);
         var containerdRestarts = 0;
@@ -51,7 +51,7 @@ internal static class ChaosBench
             }
 
             Console.Error.WriteLine("chaos: starting the final agent (recovery)");
-            await using var agent = await Agent.StartAsync(BenchAgent.Options(dataDir), NullLoggerFactory.Instance);
+            await using var agent = await Agent.StartAsync(BenchAgent.Options(dataDir, slot: 2), NullLoggerFactory.Instance);
             var survivors = agent.Sessions.ToList();
             Console.Error.WriteLine($"chaos: {survivors.Count} sessions recovered; checking each runs code");
             var working = 0;
@@ -91,7 +91,7 @@ internal static class ChaosBench
     /// <summary>The victim: an agent that creates and destroys sessions until it is killed.</summary>
     public static async Task ChildAsync(string dataDir)
     {
-        var agent = await Agent.StartAsync(BenchAgent.Options(dataDir), NullLoggerFactory.Instance);
+        var agent = await Agent.StartAsync(BenchAgent.Options(dataDir, slot: 2), NullLoggerFactory.Instance);
         var image = "kata-agent/python:3-bookworm";
         for (var i = 0; ; i++)
         {

@@ -10,7 +10,7 @@ internal static class SoakBench
     public static async Task<bool> RunAsync(int cycles, StringBuilder report)
     {
         var dataDir = Path.Combine("/tmp", "kas-" + Guid.NewGuid().ToString("N")[..8]);
-        var (agent, image) = await BenchAgent.StartAsync(dataDir);
+        var (agent, image) = await BenchAgent.StartAsync(dataDir, slot: 1);
         try
         {
             var progress = new Progress<int>(n =>
