@@ -19,7 +19,7 @@ public sealed class ApiFixture : IAsyncLifetime
     private static int _instances;
 
     public string DataDir { get; } = Path.Combine("/tmp", "kapi-" + Guid.NewGuid().ToString("N")[..8]);
-    public int Index { get; } = (Environment.ProcessId % 50) * 4 + Interlocked.Increment(ref _instances) % 4;
+    public int Index { get; } = FreeIndex((Environment.ProcessId % 50) * 4 + Interlocked.Increment(ref _instances) % 4);
     public string BridgeName => "kapi" + Index.ToString(CultureInfo.InvariantCulture);
     public Agent Agent { get; private set; } = null!;
     public ApiServer Server { get; private set; } = null!;
@@ -35,12 +35,15 @@ public sealed class ApiFixture : IAsyncLifetime
             Namespace = "kata-agent-api-test",
             DefaultRuntimeClass = "runc",
             RunnerDir = RunnerLocation.Directory(),
-            PortRangeStart = 35000 + Index * 50,
-            PortRangeEnd = 35000 + Index * 50 + 49,
+            // Below the kernel's ephemeral range (32768+): a published port there can capture (DNAT) some other
+            // loopback connection that happened to get the same ephemeral port, e.g. NetMQ's internal signaler pair.
+            PortRangeStart = 20000 + Index * 25,
+            PortRangeEnd = 20000 + Index * 25 + 24,
             NetworkName = BridgeName,
             BridgeName = BridgeName,
             Subnet = $"10.202.{Index}.0/24",
             IpMasquerade = false,
+            NetnsPrefix = BridgeName + "-",
             RunnerReadyTimeout = TimeSpan.FromSeconds(90),
             StopGracePeriod = TimeSpan.FromSeconds(5),
         };
@@ -58,6 +61,18 @@ public sealed class ApiFixture : IAsyncLifetime
             Token = tcp ? Token : "",
             ShutdownTimeout = TimeSpan.FromSeconds(30),
         }, NullLoggerFactory.Instance);
+
+    // Skips indexes whose bridge exists: another copy of these tests (a CI run beside a developer's) may hold it.
+    private static int FreeIndex(int start)
+    {
+        for (var i = 0; i < 200; i++)
+        {
+            var candidate = (start + i * 7) % 200;
+            if (!Directory.Exists($"/sys/class/net/kapi{candidate}"))
+                return candidate;
+        }
+        return start % 200;
+    }
 
     public ApiClient UnixClient() => ApiClient.ForUnixSocket(SocketPath);
 

@@ -66,9 +66,13 @@ public class CliEnvironment : IAsyncLifetime
     private static int _instances;
 
     public string Dir { get; } = Path.Combine("/tmp", "kcli-" + Guid.NewGuid().ToString("N")[..8]);
-    public int Index { get; } = (Environment.ProcessId % 50) * 4 + Interlocked.Increment(ref _instances) % 4;
+    // Skips indexes whose bridge exists: another copy of these tests (a CI run beside a developer's) may hold it.
+    public int Index { get; } = FreeIndex("kcli", (Environment.ProcessId % 50) * 4 + Interlocked.Increment(ref _instances) % 4);
     public string Name => "kcli" + Index.ToString(CultureInfo.InvariantCulture);
     public string DataDir => Path.Combine(Dir, "data");
+    // Below the kernel's ephemeral range (32768+): a published port there can capture (DNAT) an unrelated loopback
+    // connection that got the same ephemeral port, e.g. NetMQ's internal signaler pair, which then hangs.
+    public int PortRangeStart => 25000 + Index * 25;
     public string SocketPath => Path.Combine(Dir, "api.sock");
     public string ConfigPath => Path.Combine(Dir, "kata-agent.toml");
 
@@ -89,8 +93,9 @@ public class CliEnvironment : IAsyncLifetime
             bridge = "{Name}"
             subnet = "10.203.{Index}.0/24"
             ip_masquerade = false
-            port_range_start = {45000 + Index * 50}
-            port_range_end = {45000 + Index * 50 + 49}
+            netns_prefix = "{Name}-"
+            port_range_start = {PortRangeStart}
+            port_range_end = {PortRangeStart + 24}
             [timeouts]
             runner_ready = "90s"
             stop_grace = "5s"
@@ -104,6 +109,20 @@ public class CliEnvironment : IAsyncLifetime
     public Task<CliResult> RunAsync(params string[] args) => CliProcess.RunAsync(["--config", ConfigPath, .. args]);
 
     public Task<CliResult> RunWithStdinAsync(string stdin, params string[] args) => CliProcess.RunAsync(["--config", ConfigPath, .. args], stdin);
+
+    internal static int FreeIndex(string prefix, int start)
+    {
+        for (var i = 0; i < 200; i++)
+        {
+            var candidate = (start + i * 7) % 200;
+            if (!Directory.Exists($"/sys/class/net/{prefix}{candidate}"))
+                return candidate;
+        }
+        return start % 200;
+    }
+
+    /// <summary>Network namespaces of this environment's agent (named with its own prefix).</summary>
+    public IReadOnlyList<string> Netns() => HostNetwork.NetnsNames().Where(n => n.StartsWith(Name + "-", StringComparison.Ordinal)).ToList();
 
     public IReadOnlyList<(int Pid, string CommandLine)> ProcessesOfThisEnvironment() =>
         ProcessTable.All().Where(p => p.CommandLine.Contains(Dir, StringComparison.Ordinal) && p.Pid != Environment.ProcessId).ToList();
@@ -126,8 +145,9 @@ public class CliEnvironment : IAsyncLifetime
                     BridgeName = Name,
                     Subnet = $"10.203.{Index}.0/24",
                     IpMasquerade = false,
-                    PortRangeStart = 45000 + Index * 50,
-                    PortRangeEnd = 45000 + Index * 50 + 49,
+                    NetnsPrefix = Name + "-",
+                    PortRangeStart = PortRangeStart,
+                    PortRangeEnd = PortRangeStart + 24,
                 };
                 await using var agent = await Agent.StartAsync(options, NullLoggerFactory.Instance);
                 foreach (var session in agent.Sessions)

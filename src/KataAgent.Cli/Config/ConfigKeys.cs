@@ -59,6 +59,7 @@ internal static class ConfigKeys
         new("network", "ip_masquerade", (b, v) => b.Agent = b.Agent with { IpMasquerade = v.Bool() }),
         new("network", "port_range_start", (b, v) => b.Agent = b.Agent with { PortRangeStart = v.Int(1024, 65535) }),
         new("network", "port_range_end", (b, v) => b.Agent = b.Agent with { PortRangeEnd = v.Int(1024, 65535) }),
+        new("network", "netns_prefix", (b, v) => b.Agent = b.Agent with { NetnsPrefix = v.NonEmptyString() }),
         new("network", "service_bind_host", (b, v) => b.Agent = b.Agent with { ServiceBindHost = v.NonEmptyString() }),
 
         new("resources", "total_cpus", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { TotalCpus = v.Int(0, 4096) is var n && n > 0 ? n : null } }),
@@ -73,7 +74,13 @@ internal static class ConfigKeys
 
         new("timeouts", "runner_ready", (b, v) => b.Agent = b.Agent with { RunnerReadyTimeout = v.Duration(TimeSpan.FromSeconds(1)) }),
         new("timeouts", "stop_grace", (b, v) => b.Agent = b.Agent with { StopGracePeriod = v.Duration() }),
+        new("timeouts", "reconcile_interval", (b, v) => b.Agent = b.Agent with { ReconcileInterval = v.Duration() }),
         new("timeouts", "shutdown", (b, v) => b.Api = b.Api with { ShutdownTimeout = v.Duration() }),
+
+        new("kata", "sizing_annotations", (b, v) => b.Agent = b.Agent with { Kata = b.Agent.Kata with { SizingAnnotations = v.Bool() } }),
+        new("kata", "allowed_annotations", (b, v) => b.Agent = b.Agent with { Kata = b.Agent.Kata with { AllowedAnnotations = v.StringList() } }),
+        new("kata", "headroom_cpus", (b, v) => b.Agent = b.Agent with { Kata = b.Agent.Kata with { HeadroomCpus = v.Double(0, 64) } }),
+        new("kata", "headroom_memory", (b, v) => b.Agent = b.Agent with { Kata = b.Agent.Kata with { HeadroomMemoryBytes = v.Size() } }),
 
         new("api", "socket", (b, v) => b.Api = b.Api with { SocketPath = v.Path() }),
         new("api", "socket_group", (b, v) => b.Api = b.Api with { SocketGroup = v.String() }),
