@@ -25,7 +25,9 @@ public class AgentFixture : IAsyncLifetime
         await Agent.DisposeAsync();
         Agent = await Agent.StartAsync(Options, NullLoggerFactory.Instance);
     }
-    public int Index { get; } = (Environment.ProcessId % 50) * 4 + Interlocked.Increment(ref _instances) % 4;
+    // Distinct per fixture within a test run (bridge, subnet, ports, netns prefix): fixtures of one
+    // process must never share a network, or one agent's start-up cleanup would take another's sessions.
+    public int Index { get; } = (Environment.ProcessId % 8) * 24 + Interlocked.Increment(ref _instances) % 24;
 
     public async Task InitializeAsync()
     {
@@ -36,8 +38,10 @@ public class AgentFixture : IAsyncLifetime
             Namespace = "kata-agent-test",
             DefaultRuntimeClass = "runc",
             RunnerDir = RunnerLocation.Directory(),
-            PortRangeStart = 32000 + Index * 100,
-            PortRangeEnd = 32000 + Index * 100 + 99,
+            // Below the kernel's ephemeral range (32768+): a published port there could capture a local
+            // connection (NetMQ connects to itself on a random 127.0.0.1 port) into the container.
+            PortRangeStart = 20000 + Index * 40,
+            PortRangeEnd = 20000 + Index * 40 + 39,
             NetworkName = "kat" + Index.ToString(CultureInfo.InvariantCulture),
             BridgeName = "kat" + Index.ToString(CultureInfo.InvariantCulture),
             Subnet = $"10.201.{Index}.0/24",
