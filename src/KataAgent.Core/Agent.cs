@@ -56,6 +56,7 @@ public sealed partial class Agent : IAsyncDisposable
         var logger = loggerFactory.CreateLogger("kata-agent");
         if (string.IsNullOrEmpty(options.RunnerDir) || !File.Exists(Path.Combine(options.RunnerDir, "kata-runner")))
             throw new InvalidOperationException($"the kernel runner is not published in '{options.RunnerDir}': run scripts/publish-runner.sh (scripts/setup.sh does)");
+        CheckPortRange(options);
         foreach (var dir in new[] { options.DataDir, options.ScratchRoot, options.StateDir, options.LogDir })
             Directory.CreateDirectory(dir);
 
@@ -104,6 +105,23 @@ public sealed partial class Agent : IAsyncDisposable
             if (privateContainerd is not null)
                 await privateContainerd.DisposeAsync().ConfigureAwait(false);
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Published ports must stay out of the kernel's ephemeral range: a local client that happens to
+    /// get such a port as its own (NetMQ connects to itself that way) would be DNAT'ed into a session.
+    /// </summary>
+    private static void CheckPortRange(AgentOptions options)
+    {
+        const string path = "/proc/sys/net/ipv4/ip_local_port_range";
+        if (!File.Exists(path))
+            return;
+        var bounds = File.ReadAllText(path).Split((char[])['\t', ' ', '\n'], StringSplitOptions.RemoveEmptyEntries);
+        if (bounds.Length == 2 && int.TryParse(bounds[0], out var low) && int.TryParse(bounds[1], out var high) &&
+            options.PortRangeStart <= high && options.PortRangeEnd >= low)
+        {
+            throw new ArgumentException($"the session port range {options.PortRangeStart}-{options.PortRangeEnd} overlaps the kernel's ephemeral port range {low}-{high} ({path}); choose ports outside it (default 30000-31000)", nameof(options));
         }
     }
 
