@@ -1,7 +1,9 @@
 using KataAgent.Api.Client;
 using KataAgent.Api.Server;
 using KataAgent.Cli.Config;
+using KataAgent.Core.Locking;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using CoreAgent = KataAgent.Core.Agent;
 
 namespace KataAgent.Cli;
@@ -45,24 +47,45 @@ internal sealed class AgentConnection : IAsyncDisposable
         if (!allowInProcess)
             throw new CliException(NoServeMessage(socket));
 
-        // No serve: run an agent here (it starts its own containerd unless one is configured).
-        var loggerFactory = Logging.Create(config.Logging, floor: LogLevel.Error);
-        CoreAgent? agent = null;
-        try
+        // No serve: run an agent here (it starts its own containerd unless one is configured). One agent per data dir:
+        // while another `run` holds it, wait for it to finish; a serve found through the lock file is used instead.
+        var loggerFactory = settings.Verbose ? Logging.Create(config.Logging) : NullLoggerFactory.Instance;
+        var options = config.Agent with { LockHolder = new DataDirLockHolder("run", Environment.ProcessId, null) };
+        var waiting = false;
+        while (true)
         {
-            agent = await Output.WithStatusAsync("starting the agent (no kata-agent serve is running)",
-                _ => CoreAgent.StartAsync(config.Agent, loggerFactory, cancellationToken));
-            var privateSocket = Path.Combine(Path.GetTempPath(), $"kata-agent-run-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40] + ".sock");
-            var server = await ApiServer.StartAsync(agent, new ApiServerOptions { SocketPath = privateSocket, ShutdownTimeout = TimeSpan.FromSeconds(5) },
-                loggerFactory, cancellationToken);
-            return new AgentConnection(ApiClient.ForUnixSocket(privateSocket), agent, server, loggerFactory);
-        }
-        catch
-        {
-            if (agent is not null)
-                await agent.DisposeAsync();
-            loggerFactory.Dispose();
-            throw;
+            CoreAgent? agent = null;
+            try
+            {
+                agent = await Output.WithStatusAsync(waiting ? "starting the agent" : "starting the agent (no kata-agent serve is running)",
+                    _ => CoreAgent.StartAsync(options, loggerFactory, cancellationToken));
+                var privateSocket = Path.Combine(Path.GetTempPath(), $"kata-agent-run-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40] + ".sock");
+                var server = await ApiServer.StartAsync(agent, new ApiServerOptions { SocketPath = privateSocket, ShutdownTimeout = TimeSpan.FromSeconds(5) },
+                    loggerFactory, cancellationToken);
+                return new AgentConnection(ApiClient.ForUnixSocket(privateSocket), agent, server, loggerFactory);
+            }
+            catch (DataDirLockedException locked)
+            {
+                if (locked.Holder?.Socket is { Length: > 0 } holderSocket && await ApiClient.IsListeningAsync(holderSocket, cancellationToken))
+                    return new AgentConnection(ApiClient.ForUnixSocket(holderSocket));
+                if (!waiting)
+                {
+                    Output.Info($"waiting for {locked.Holder?.ToString() ?? "another kata-agent"} to finish with {config.Agent.DataDir} " +
+                        "(runs without a serve take turns; 'kata-agent serve' runs them side by side)");
+                    waiting = true;
+                }
+                await Task.Delay(TimeSpan.FromMilliseconds(200), cancellationToken);
+                // A serve may have started meanwhile.
+                if (await ApiClient.IsListeningAsync(socket, cancellationToken))
+                    return new AgentConnection(ApiClient.ForUnixSocket(socket));
+            }
+            catch
+            {
+                if (agent is not null)
+                    await agent.DisposeAsync();
+                loggerFactory.Dispose();
+                throw;
+            }
         }
     }
 

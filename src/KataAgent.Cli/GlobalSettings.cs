@@ -24,6 +24,12 @@ internal static class GlobalOptions
         Recursive = true,
     };
 
+    public static readonly Option<bool> Verbose = new("--verbose")
+    {
+        Description = "Log what the agent does (for `run`: the in-process agent's log on stderr) and show stack traces of failures",
+        Recursive = true,
+    };
+
     public static readonly Option<bool> Json = new("--json") { Description = "Print machine-readable JSON instead of a table" };
 }
 
@@ -35,6 +41,7 @@ internal sealed class GlobalSettings(ParseResult parse)
     public string? ConfigPath => parse.GetValue(GlobalOptions.Config);
     public string? Socket => parse.GetValue(GlobalOptions.Socket);
     public string? Address => parse.GetValue(GlobalOptions.Address);
+    public bool Verbose => parse.GetValue(GlobalOptions.Verbose);
 
     public KataAgentConfig LoadConfig()
     {

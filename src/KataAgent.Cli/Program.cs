@@ -17,6 +17,7 @@ var root = new RootCommand("""
 root.Options.Add(GlobalOptions.Config);
 root.Options.Add(GlobalOptions.Socket);
 root.Options.Add(GlobalOptions.Address);
+root.Options.Add(GlobalOptions.Verbose);
 root.Subcommands.Add(RunCommand.Create());
 root.Subcommands.Add(ServeCommand.Create());
 root.Subcommands.Add(SessionCommands.Create());
@@ -31,6 +32,7 @@ if (parse.Errors.Count > 0)
     Console.Error.WriteLine($"error: {parse.Errors[0].Message} (see: kata-agent {string.Join(' ', CommandPath(parse.CommandResult.Command))} --help)".Replace("  ", " ", StringComparison.Ordinal));
     return 2;
 }
+var verbose = parse.GetValue(GlobalOptions.Verbose);
 try
 {
     return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
@@ -57,6 +59,11 @@ catch (Exception e) when (e is InvalidOperationException or ArgumentException or
     or KataAgent.Containerd.ContainerdException or TimeoutException or KataAgent.Images.ImageBuildException)
 {
     return Fail(e.Message, 1);
+}
+catch (Exception e) when (e is not OutOfMemoryException)
+{
+    // Anything else is a defect of ours: still one line, the trace only when asked for.
+    return Fail(verbose ? e.ToString() : $"{e.Message} ({e.GetType().Name}; --verbose shows the stack trace)", 1);
 }
 
 static int Fail(string message, int exitCode)

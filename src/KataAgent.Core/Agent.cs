@@ -2,7 +2,9 @@ using System.Collections.Concurrent;
 using System.Threading.Channels;
 using KataAgent.Containerd;
 using KataAgent.Containerd.Private;
+using KataAgent.Core.Cgroups;
 using KataAgent.Core.Events;
+using KataAgent.Core.Locking;
 using KataAgent.Core.Resources;
 using KataAgent.Core.Runtime;
 using KataAgent.Core.Scratch;
@@ -26,14 +28,16 @@ public sealed partial class Agent : IAsyncDisposable
     private readonly List<Channel<SessionEvent>> _subscribers = [];
     private readonly CancellationTokenSource _stop = new();
     private PrivateContainerd? _privateContainerd;
+    private readonly DataDirLock _dataDirLock;
     private readonly TaskEventMonitor _monitor;
     private readonly ILogger _logger;
     private Task? _eventPump;
     private Task? _reconcileLoop;
     private int _disposed;
 
-    private Agent(AgentOptions options, SessionServices services, PrivateContainerd? privateContainerd, ILogger logger)
+    private Agent(AgentOptions options, SessionServices services, PrivateContainerd? privateContainerd, DataDirLock dataDirLock, ILogger logger)
     {
+        _dataDirLock = dataDirLock;
         Options = options;
         Services = services;
         _privateContainerd = privateContainerd;
@@ -57,24 +61,26 @@ public sealed partial class Agent : IAsyncDisposable
         if (string.IsNullOrEmpty(options.RunnerDir) || !File.Exists(Path.Combine(options.RunnerDir, "kata-runner")))
             throw new InvalidOperationException($"the kernel runner is not published in '{options.RunnerDir}': run scripts/publish-runner.sh (scripts/setup.sh does)");
         CheckPortRange(options);
-        foreach (var dir in new[] { options.DataDir, options.ScratchRoot, options.StateDir, options.LogDir })
-            Directory.CreateDirectory(dir);
-
+        Directory.CreateDirectory(options.DataDir);
+        // Before containerd, records, CNI or scratch are touched: two agents on one data dir undo each other's work.
+        var dataDirLock = DataDirLock.Acquire(options.DataDir, options.LockHolder);
         PrivateContainerd? privateContainerd = null;
-        string socket;
-        if (options.ContainerdAddress is { Length: > 0 } address)
-        {
-            socket = address;
-        }
-        else
-        {
-            privateContainerd = await PrivateContainerd.StartAsync(new PrivateContainerdOptions(Path.Combine(options.DataDir, "containerd")), cancellationToken)
-                .ConfigureAwait(false);
-            socket = privateContainerd.SocketPath;
-        }
-
         try
         {
+            foreach (var dir in new[] { options.ScratchRoot, options.StateDir, options.LogDir })
+                Directory.CreateDirectory(dir);
+            string socket;
+            if (options.ContainerdAddress is { Length: > 0 } address)
+            {
+                socket = address;
+            }
+            else
+            {
+                privateContainerd = await PrivateContainerd.StartAsync(new PrivateContainerdOptions(Path.Combine(options.DataDir, "containerd")), cancellationToken)
+                    .ConfigureAwait(false);
+                socket = privateContainerd.SocketPath;
+            }
+
             var client = ContainerdClient.Connect(socket, options.Namespace);
             await client.Namespaces.EnsureAsync(options.Namespace, cancellationToken).ConfigureAwait(false);
             var runtimeClasses = await RuntimeClassRegistry.CreateAsync(options, cancellationToken).ConfigureAwait(false);
@@ -93,10 +99,12 @@ public sealed partial class Agent : IAsyncDisposable
                 NetnsPrefix = options.NetnsPrefix,
                 StateDirectory = Path.Combine(options.StateDir, "network"),
             }, logger);
+            var cgroups = SessionCgroupParent.ForHost(options.CgroupParent, logger);
+            await cgroups.EnsureAsync(cancellationToken).ConfigureAwait(false);
             var services = new SessionServices(options, client, new ImageInspector(client), runtimeClasses,
                 new ResourceAllocator(options.Resources), new HostPortPool(options.PortRangeStart, options.PortRangeEnd),
-                network, new SessionStore(Path.Combine(options.StateDir, "sessions")), logger);
-            var agent = new Agent(options, services, privateContainerd, logger);
+                network, new SessionStore(Path.Combine(options.StateDir, "sessions")), cgroups, logger);
+            var agent = new Agent(options, services, privateContainerd, dataDirLock, logger);
             await agent.StartBackgroundAsync(cancellationToken).ConfigureAwait(false);
             return agent;
         }
@@ -104,6 +112,7 @@ public sealed partial class Agent : IAsyncDisposable
         {
             if (privateContainerd is not null)
                 await privateContainerd.DisposeAsync().ConfigureAwait(false);
+            dataDirLock.Dispose();
             throw;
         }
     }
@@ -309,5 +318,6 @@ public sealed partial class Agent : IAsyncDisposable
         if (_privateContainerd is not null)
             await _privateContainerd.DisposeAsync().ConfigureAwait(false);
         _stop.Dispose();
+        _dataDirLock.Dispose();
     }
 }

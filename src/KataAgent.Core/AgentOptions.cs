@@ -10,9 +10,14 @@ public sealed record AgentOptions
     public string StateDir => Path.Combine(DataDir, "state");
     public string LogDir => Path.Combine(DataDir, "logs");
 
+    /// <summary>How this agent names itself in the data dir's lock file (kind, pid, API socket), for whoever finds it taken.</summary>
+    public Locking.DataDirLockHolder LockHolder { get; init; } = new("agent", Environment.ProcessId, null);
+
     /// <summary>Null: start a private containerd under the data dir (the embedded default).</summary>
     public string? ContainerdAddress { get; init; }
     public string Namespace { get; init; } = "kata-agent";
+    /// <summary>The cgroup the agent creates its sessions' cgroups under, in every hierarchy (it owns it).</summary>
+    public string CgroupParent { get; init; } = "/kata-agent";
 
     public string DefaultRuntimeClass { get; init; } = "kata";
     /// <summary>Kata config file passed as runtime options; empty: the host's default config.</summary>

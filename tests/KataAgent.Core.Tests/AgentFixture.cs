@@ -37,6 +37,8 @@ public class AgentFixture : IAsyncLifetime
             DataDir = DataDir,
             Namespace = "kata-agent-test",
             DefaultRuntimeClass = "runc",
+            // A cgroup parent of its own that no earlier run made: every fixture starts from a fresh host's state.
+            CgroupParent = "/" + Path.GetFileName(DataDir),
             RunnerDir = RunnerLocation.Directory(),
             // Below the kernel's ephemeral range (32768+): a published port there could capture a local
             // connection (NetMQ connects to itself on a random 127.0.0.1 port) into the container.
@@ -73,7 +75,9 @@ public class AgentFixture : IAsyncLifetime
             }
         }
         await Reaper.ReapNamespaceAsync(Agent.Containerd, CancellationToken.None);
+        var cgroups = Agent.Services.Cgroups;
         await Agent.DisposeAsync();
+        cgroups.RemoveIfEmpty();
         await HostNetwork.DeleteLinkAsync("kat" + Index.ToString(CultureInfo.InvariantCulture));
         Mounts.UnmountAllUnder(DataDir);
         try

@@ -31,7 +31,9 @@ internal static class ServeCommand
             using var stop = new CancellationTokenSource();
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
             using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
-            await using var agent = await CoreAgent.StartAsync(config.Agent, loggerFactory, ct);
+            // The lock file names this serve's socket: a `run` that finds the data dir taken talks to it there.
+            var options = config.Agent with { LockHolder = new("serve", Environment.ProcessId, config.Api.SocketPath) };
+            await using var agent = await CoreAgent.StartAsync(options, loggerFactory, ct);
             if (agent.RuntimeClasses.FallbackWarning is { } warning)
                 Output.Warn(warning);
             await using var server = await ApiServer.StartAsync(agent, config.Api, loggerFactory, ct);

@@ -51,6 +51,7 @@ internal static class ConfigKeys
         new("runtime", "default_class", (b, v) => b.Agent = b.Agent with { DefaultRuntimeClass = v.OneOf(RuntimeClasses) }),
         new("runtime", "kata_config_path", (b, v) => b.Agent = b.Agent with { KataConfigPath = v.Path(allowEmpty: true) }),
         new("runtime", "runsc_path", (b, v) => b.Agent = b.Agent with { RunscPath = v.Path() }),
+        new("runtime", "cgroup_parent", (b, v) => b.Agent = b.Agent with { CgroupParent = CgroupParent(v) }),
 
         new("network", "cni_plugin_dir", (b, v) => b.Agent = b.Agent with { CniPluginDir = v.Path() }),
         new("network", "name", (b, v) => b.Agent = b.Agent with { NetworkName = v.NonEmptyString() }),
@@ -109,6 +110,19 @@ internal static class ConfigKeys
                 throw new FormatException($"{v.Key} ({v.Source}): '{p}' is not an absolute path");
         }
         return list;
+    }
+
+    private static string CgroupParent(ConfigValue v)
+    {
+        var path = v.NonEmptyString();
+        try
+        {
+            return "/" + string.Join('/', Core.Cgroups.SessionCgroupParent.ParsePath(path));
+        }
+        catch (ArgumentException e)
+        {
+            throw new FormatException($"{v.Key} ({v.Source}): {e.Message.Split(" (Parameter", 2)[0]}");
+        }
     }
 
     private static string ExistingFile(ConfigValue v)

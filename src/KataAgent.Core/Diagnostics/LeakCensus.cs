@@ -21,7 +21,8 @@ public sealed record LeakCensus(
     IReadOnlyList<string> ScratchDirs,
     IReadOnlyList<int> AllocatedPorts,
     IReadOnlyList<string> ResourceAllocations,
-    IReadOnlyList<string> SessionRecords)
+    IReadOnlyList<string> SessionRecords,
+    IReadOnlyList<string> SessionCgroups)
 {
     public bool IsClean => Counts.Values.All(c => c == 0);
 
@@ -39,6 +40,7 @@ public sealed record LeakCensus(
         ["allocated ports"] = AllocatedPorts.Count,
         ["resource allocations"] = ResourceAllocations.Count,
         ["session records"] = SessionRecords.Count,
+        ["session cgroups"] = SessionCgroups.Count,
     };
 
     public override string ToString() => string.Join(", ", Counts.Select(kv => $"{kv.Key}={kv.Value}")) +
@@ -47,7 +49,7 @@ public sealed record LeakCensus(
             Describe("containers", Containers), Describe("tasks", Tasks), Describe("snapshots", ActiveSnapshots), Describe("leases", Leases),
             Describe("content", UnreferencedContent), Describe("netns", NetworkNamespaces), Describe("chains", CniChains),
             Describe("shims", ShimProcesses), Describe("scratch", ScratchDirs), Describe("ports", AllocatedPorts.Select(p => p.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToList()),
-            Describe("allocations", ResourceAllocations), Describe("records", SessionRecords),
+            Describe("allocations", ResourceAllocations), Describe("records", SessionRecords), Describe("cgroups", SessionCgroups),
         }.Where(s => s.Length > 0)));
 
     private static string Describe(string name, IReadOnlyList<string> items) => items.Count == 0 ? "" : $"{name}: {string.Join(", ", items.Take(5))}";
@@ -68,7 +70,7 @@ public sealed record LeakCensus(
         var scratch = Directory.Exists(agent.Options.ScratchRoot) ? Directory.GetDirectories(agent.Options.ScratchRoot).Select(Path.GetFileName).OfType<string>().ToList() : [];
         var records = (await agent.Services.Store.LoadAllAsync(cancellationToken).ConfigureAwait(false)).Select(r => r.KernelId).ToList();
         return new LeakCensus(containers, tasks, snapshots, leases, unreferenced, netns, chains, shims, scratch,
-            agent.Services.Ports.InUse, agent.Resources.Allocations.Select(a => a.KernelId).ToList(), records);
+            agent.Services.Ports.InUse, agent.Resources.Allocations.Select(a => a.KernelId).ToList(), records, agent.Services.Cgroups.Children());
     }
 
     /// <summary>Content that no image reaches through containerd's own GC reference labels.</summary>

@@ -383,6 +383,8 @@ public sealed partial class SessionCreator(SessionServices services)
         var specOpts = SessionSpec.Options(new SessionSpecInputs(record, request, state.Scratch.WorkPath, state.Scratch.ConfigPath,
             state.Runtime.Class, options));
 
+        // The parent may have been removed since start (an operator's clean-up): runtimes would make a broken one.
+        await services.Cgroups.EnsureAsync(ct).ConfigureAwait(false);
         var launch = new ContainerLaunch(kernelId, new ResolvedImage(state.Image.Name, state.Image.Config, state.Image.ChainId), state.Runtime.Class)
         {
             // The runner replaces the image's command and entrypoint (WithProcessArgs below).

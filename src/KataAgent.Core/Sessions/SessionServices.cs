@@ -1,4 +1,5 @@
 using KataAgent.Containerd;
+using KataAgent.Core.Cgroups;
 using KataAgent.Core.Resources;
 using KataAgent.Core.Runtime;
 using KataAgent.Images;
@@ -17,4 +18,5 @@ public sealed record SessionServices(
     HostPortPool Ports,
     SessionNetwork Network,
     SessionStore Store,
+    SessionCgroupParent Cgroups,
     ILogger Logger);

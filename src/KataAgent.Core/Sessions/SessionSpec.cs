@@ -6,7 +6,10 @@ using KataAgent.Oci;
 namespace KataAgent.Core.Sessions;
 
 public sealed record SessionSpecInputs(SessionRecord Record, SessionRequest Request, string WorkPath, string ConfigPath,
-    RuntimeClass Runtime, AgentOptions Options);
+    RuntimeClass Runtime, AgentOptions Options)
+{
+    public string CgroupsPath => $"/{string.Join('/', Cgroups.SessionCgroupParent.ParsePath(Options.CgroupParent))}/{Record.KernelId}";
+}
 
 /// <summary>The spec options that make a container a session: runner, scratch, network, limits, and for Kata the VM size.</summary>
 public static class SessionSpec
@@ -31,7 +34,7 @@ public static class SessionSpec
             SpecOpts.WithMemoryLimit(record.MemoryBytes),
             SpecOpts.WithDevShmSize(record.ShmBytes),
             SpecOpts.WithPidsLimit(options.Resources.PidsLimit),
-            SpecOpts.WithCgroupsPath($"/kata-agent/{kernelId}"),
+            SpecOpts.WithCgroupsPath(inputs.CgroupsPath),
         };
         if (!string.IsNullOrEmpty(record.CpuSet))
             opts.Add(SpecOpts.WithCpuset(record.CpuSet));
