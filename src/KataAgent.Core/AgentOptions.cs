@@ -73,6 +73,8 @@ public sealed record ResourceOptions
     public int? TotalCpus { get; init; }
     public long? TotalMemoryBytes { get; init; }
     public int ReservedCpus { get; init; }
+    /// <summary>How many times the host's (unreserved) cores sessions may ask for in total; 1 = no overcommit.</summary>
+    public double CpuOvercommit { get; init; } = 1;
     public long ReservedMemoryBytes { get; init; } = 512L << 20;
     /// <summary>Host memory each Kata VM costs beyond what its guest gets (kata-notes §3: 120–160 MiB).</summary>
     public long KataVmOverheadBytes { get; init; } = 160L << 20;

@@ -75,6 +75,9 @@ public class CliEnvironment : IAsyncLifetime
     public int PortRangeStart => 25000 + Index * 25;
     public string SocketPath => Path.Combine(Dir, "api.sock");
     public string ConfigPath => Path.Combine(Dir, "kata-agent.toml");
+    // A cgroup parent no earlier run made: each environment starts from a fresh host's cgroup state.
+    public string CgroupParent => "/" + Path.GetFileName(Dir);
+    protected virtual string DefaultClass => "runc";
 
     public virtual async Task InitializeAsync()
     {
@@ -87,7 +90,8 @@ public class CliEnvironment : IAsyncLifetime
             [containerd]
             namespace = "kata-agent-cli-test"
             [runtime]
-            default_class = "runc"
+            default_class = "{DefaultClass}"
+            cgroup_parent = "{CgroupParent}"
             [network]
             name = "{Name}"
             bridge = "{Name}"
@@ -127,29 +131,42 @@ public class CliEnvironment : IAsyncLifetime
     public IReadOnlyList<(int Pid, string CommandLine)> ProcessesOfThisEnvironment() =>
         ProcessTable.All().Where(p => p.CommandLine.Contains(Dir, StringComparison.Ordinal) && p.Pid != Environment.ProcessId).ToList();
 
+    private AgentOptions CleanupAgentOptions() => new()
+    {
+        AgentId = "cli-test",
+        DataDir = DataDir,
+        Namespace = "kata-agent-cli-test",
+        DefaultRuntimeClass = "runc",
+        CgroupParent = CgroupParent,
+        RunnerDir = RunnerLocation.Directory(),
+        NetworkName = Name,
+        BridgeName = Name,
+        Subnet = $"10.203.{Index}.0/24",
+        IpMasquerade = false,
+        NetnsPrefix = Name + "-",
+        PortRangeStart = PortRangeStart,
+        PortRangeEnd = PortRangeStart + 24,
+    };
+
+    /// <summary>What this environment's runs left behind, counted by a fresh agent on its data dir (no agent may hold it).</summary>
+    public async Task<Core.Diagnostics.LeakCensus> CensusAsync()
+    {
+        await using var agent = await Agent.StartAsync(CleanupAgentOptions(), NullLoggerFactory.Instance);
+        return await Core.Diagnostics.LeakCensus.TakeAsync(agent);
+    }
+
     public virtual async Task DisposeAsync()
     {
+        // kata-agent processes first (their containerds and shims stay for the clean-up agent to adopt): a serve or run
+        // still holding the data dir would keep the clean-up agent out.
+        foreach (var (pid, _) in ProcessesOfThisEnvironment().Where(p => p.CommandLine.Contains(ConfigPath, StringComparison.Ordinal)))
+            ProcessTable.Kill(pid, 9);
         // Whatever a failed test left: sessions (recovered by a fresh agent on the same data dir), containerds, the bridge.
         if (Directory.Exists(Path.Combine(DataDir, "state")))
         {
             try
             {
-                var options = new AgentOptions
-                {
-                    AgentId = "cli-test",
-                    DataDir = DataDir,
-                    Namespace = "kata-agent-cli-test",
-                    DefaultRuntimeClass = "runc",
-                    RunnerDir = RunnerLocation.Directory(),
-                    NetworkName = Name,
-                    BridgeName = Name,
-                    Subnet = $"10.203.{Index}.0/24",
-                    IpMasquerade = false,
-                    NetnsPrefix = Name + "-",
-                    PortRangeStart = PortRangeStart,
-                    PortRangeEnd = PortRangeStart + 24,
-                };
-                await using var agent = await Agent.StartAsync(options, NullLoggerFactory.Instance);
+                await using var agent = await Agent.StartAsync(CleanupAgentOptions(), NullLoggerFactory.Instance);
                 foreach (var session in agent.Sessions)
                     await agent.DestroySessionAsync(session.KernelId);
                 await Reaper.ReapNamespaceAsync(agent.Containerd, CancellationToken.None);
@@ -161,6 +178,7 @@ public class CliEnvironment : IAsyncLifetime
         }
         foreach (var (pid, _) in ProcessesOfThisEnvironment())
             ProcessTable.Kill(pid, 9);
+        Core.Cgroups.SessionCgroupParent.ForHost(CgroupParent).RemoveIfEmpty();
         await HostNetwork.DeleteLinkAsync(Name);
         Mounts.UnmountAllUnder(Dir);
         try

@@ -8,43 +8,9 @@ namespace KataAgent.Cli.Tests;
 /// <summary>A `kata-agent serve` process with the CLI's session and image commands against it.</summary>
 public sealed class ServeTests(CliEnvironment env) : IClassFixture<CliEnvironment>
 {
-    private async Task<Process> StartServeAsync()
-    {
-        var serve = Process.Start(CliProcess.StartInfo(["--config", env.ConfigPath, "serve"]))!;
-        serve.StandardInput.Close();
-        var stderr = serve.StandardError.ReadToEndAsync();
-        _ = serve.StandardOutput.ReadToEndAsync();
-        var deadline = DateTime.UtcNow.AddSeconds(120);
-        while (!await ApiClient.IsListeningAsync(env.SocketPath))
-        {
-            if (serve.HasExited)
-                throw new InvalidOperationException($"serve exited with {serve.ExitCode}: {await stderr}");
-            if (DateTime.UtcNow > deadline)
-            {
-                serve.Kill(entireProcessTree: true);
-                throw new TimeoutException("serve did not open its socket within 120 s");
-            }
-            await Task.Delay(200);
-        }
-        return serve;
-    }
+    private Task<Process> StartServeAsync() => ServeProcess.StartAsync(env);
 
-    private static async Task<int> StopAsync(Process serve)
-    {
-        ProcessTable.Kill(serve.Id, 15); // SIGTERM: graceful
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(90));
-        try
-        {
-            await serve.WaitForExitAsync(timeout.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            serve.Kill(entireProcessTree: true);
-            await serve.WaitForExitAsync();
-            return -1;
-        }
-        return serve.ExitCode;
-    }
+    private static Task<int> StopAsync(Process serve) => ServeProcess.StopAsync(serve);
 
     [Fact]
     public async Task Session_flow_through_serve()

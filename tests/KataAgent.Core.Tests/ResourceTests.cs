@@ -109,3 +109,47 @@ public sealed class KataSessionSpecTests
         Assert.Equal("1", spec.Annotations[SessionSpec.KataAnnotationPrefix + "default_vcpus"]);
     }
 }
+
+public sealed class DataDirLockUnitTests
+{
+    [Fact]
+    public void A_taken_data_dir_names_its_holder_and_is_free_once_released()
+    {
+        var dir = Directory.CreateTempSubdirectory("kat-lock-").FullName;
+        try
+        {
+            var holder = new Locking.DataDirLockHolder("serve", Environment.ProcessId, "/run/x.sock");
+            using (var first = Locking.DataDirLock.Acquire(dir, holder))
+            {
+                // flock is per open file: a second open in the same process is refused like another process would be.
+                var e = Assert.Throws<Locking.DataDirLockedException>(() => Locking.DataDirLock.Acquire(dir, holder with { Kind = "run" }));
+                Assert.Equal(holder, e.Holder);
+                Assert.Contains($"kata-agent serve (pid {Environment.ProcessId}, socket /run/x.sock)", e.Message, StringComparison.Ordinal);
+                Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(first.Path));
+            }
+            using var again = Locking.DataDirLock.Acquire(dir, holder with { Kind = "run", Socket = null });
+            Assert.Equal(new Locking.DataDirLockHolder("run", Environment.ProcessId, null), Locking.DataDirLock.ReadHolder(dir));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void Capacity_refusals_name_the_sessions_holding_the_room_and_overcommit_multiplies_cpus()
+    {
+        var allocator = new ResourceAllocator(new ResourceOptions { TotalCpus = 2, TotalMemoryBytes = 8L << 30, ReservedMemoryBytes = 0 });
+        allocator.Allocate("holder-a", new ResourceSlots(2, 1L << 30), isVm: false);
+        var e = Assert.Throws<InsufficientResourcesException>(() => allocator.Allocate("b", new ResourceSlots(1, 1L << 30), isVm: false));
+        Assert.Contains("held by 1 session(s): holder-a (cpu 2, 1024 MiB)", e.Message, StringComparison.Ordinal);
+        Assert.Contains("kata-agent session ls", e.Message, StringComparison.Ordinal);
+
+        var overcommitted = new ResourceAllocator(new ResourceOptions { TotalCpus = 2, TotalMemoryBytes = 8L << 30, ReservedMemoryBytes = 0, CpuOvercommit = 2 });
+        Assert.Equal(4, overcommitted.Capacity.Cpus);
+        for (var i = 0; i < 4; i++)
+            overcommitted.Allocate($"s{i}", new ResourceSlots(1, 1L << 30), isVm: false);
+        Assert.Throws<InsufficientResourcesException>(() => overcommitted.Allocate("s4", new ResourceSlots(1, 1L << 30), isVm: false));
+        Assert.All(overcommitted.Allocations, a => Assert.Single(ResourceAllocator.ParseCpuSet(a.CpuSet)));
+    }
+}

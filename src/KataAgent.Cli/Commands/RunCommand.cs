@@ -42,10 +42,11 @@ internal static class RunCommand
             await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: true, ct);
             var client = connection.Client;
             var info = await client.Agent.GetInfoAsync(new GetInfoRequest(), cancellationToken: ct);
-            if (string.IsNullOrEmpty(request.RuntimeClass) && info.FallbackWarning.Length > 0)
-                Output.Warn(info.FallbackWarning);
             await SessionSteps.EnsureImageAsync(client, image, ct);
             var created = await SessionSteps.CreateAsync(client, request, ct);
+            // Once the session exists: a failed run says one thing, its error.
+            if (string.IsNullOrEmpty(request.RuntimeClass) && info.FallbackWarning.Length > 0)
+                Output.Warn(info.FallbackWarning);
             try
             {
                 var start = new ExecuteRequest

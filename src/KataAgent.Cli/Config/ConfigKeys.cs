@@ -66,6 +66,7 @@ internal static class ConfigKeys
         new("resources", "total_cpus", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { TotalCpus = v.Int(0, 4096) is var n && n > 0 ? n : null } }),
         new("resources", "total_memory", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { TotalMemoryBytes = v.IsEmpty ? null : v.Size() is var n && n > 0 ? n : null } }),
         new("resources", "reserved_cpus", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { ReservedCpus = v.Int(0, 4096) } }),
+        new("resources", "cpu_overcommit", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { CpuOvercommit = v.Double(1, 64) } }),
         new("resources", "reserved_memory", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { ReservedMemoryBytes = v.Size() } }),
         new("resources", "kata_vm_overhead", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { KataVmOverheadBytes = v.Size() } }),
         new("resources", "default_cpus", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { DefaultCpus = v.Double(0.01, 4096) } }),

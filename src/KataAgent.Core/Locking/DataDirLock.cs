@@ -33,9 +33,14 @@ public sealed partial class DataDirLock : IDisposable
     private const int LOCK_NB = 4;
     private const int EWOULDBLOCK = 11;
 
-    private readonly FileStream _file;
+    private const int O_RDONLY = 0;
+    private const int O_RDWR = 2;
+    private const int O_CREAT = 0x40;
+    private const int O_CLOEXEC = 0x80000;
 
-    private DataDirLock(FileStream file, string path)
+    private readonly SafeFileHandle _file;
+
+    private DataDirLock(SafeFileHandle file, string path)
     {
         _file = file;
         Path = path;
@@ -47,17 +52,11 @@ public sealed partial class DataDirLock : IDisposable
     public static DataDirLock Acquire(string dataDir, DataDirLockHolder self)
     {
         var path = System.IO.Path.Combine(dataDir, FileName);
-        // FileShare.ReadWrite: .NET takes no lock of its own, so the flock below is the only one.
-        var file = new FileStream(path, new FileStreamOptions
-        {
-            Mode = FileMode.OpenOrCreate,
-            Access = FileAccess.ReadWrite,
-            Share = FileShare.ReadWrite,
-            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-        });
+        // open(2) itself: .NET's FileStream takes a shared flock of its own on every open, which would collide with ours.
+        var file = Open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0x180 /* 0600 */);
         try
         {
-            if (Flock(file.SafeFileHandle, LOCK_EX | LOCK_NB) != 0)
+            if (Flock(file, LOCK_EX | LOCK_NB) != 0)
             {
                 var errno = Marshal.GetLastPInvokeError();
                 if (errno == EWOULDBLOCK)
@@ -66,9 +65,8 @@ public sealed partial class DataDirLock : IDisposable
             }
             var text = Encoding.UTF8.GetBytes(string.Create(CultureInfo.InvariantCulture,
                 $"pid={self.Pid}\nkind={self.Kind}\nsocket={self.Socket}\nsince={DateTimeOffset.UtcNow:O}\n"));
-            file.SetLength(0);
-            file.Write(text);
-            file.Flush(flushToDisk: false);
+            RandomAccess.SetLength(file, 0);
+            RandomAccess.Write(file, text, 0);
             return new DataDirLock(file, path);
         }
         catch
@@ -84,9 +82,9 @@ public sealed partial class DataDirLock : IDisposable
         string text;
         try
         {
-            using var file = new FileStream(System.IO.Path.Combine(dataDir, FileName), FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            using var reader = new StreamReader(file);
-            text = reader.ReadToEnd();
+            using var file = Open(System.IO.Path.Combine(dataDir, FileName), O_RDONLY | O_CLOEXEC, 0);
+            var buffer = new byte[4096];
+            text = Encoding.UTF8.GetString(buffer, 0, RandomAccess.Read(file, buffer, 0));
         }
         catch (IOException)
         {
@@ -99,7 +97,21 @@ public sealed partial class DataDirLock : IDisposable
         return new DataDirLockHolder(fields.GetValueOrDefault("kind", "agent"), pid, fields.GetValueOrDefault("socket") is { Length: > 0 } s ? s : null);
     }
 
+    private static SafeFileHandle Open(string path, int flags, int mode)
+    {
+        var fd = OpenFile(path, flags, mode);
+        if (fd < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            throw new IOException($"cannot open {path}: {Marshal.GetPInvokeErrorMessage(errno)}");
+        }
+        return new SafeFileHandle(fd, ownsHandle: true);
+    }
+
     public void Dispose() => _file.Dispose();
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int OpenFile(string path, int flags, int mode);
 
     [LibraryImport("libc", EntryPoint = "flock", SetLastError = true)]
     private static partial int Flock(SafeFileHandle fd, int operation);

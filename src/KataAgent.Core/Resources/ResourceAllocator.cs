@@ -31,7 +31,8 @@ public sealed class ResourceAllocator
     {
         var hostCpus = options.TotalCpus ?? Environment.ProcessorCount;
         var hostMemory = options.TotalMemoryBytes ?? HostMemoryBytes();
-        Capacity = new ResourceSlots(Math.Max(0, hostCpus - options.ReservedCpus), Math.Max(0, hostMemory - options.ReservedMemoryBytes));
+        // Overcommit multiplies what sessions may ask for in total, not the cores they can be pinned to.
+        Capacity = new ResourceSlots(Math.Max(0, hostCpus - options.ReservedCpus) * options.CpuOvercommit, Math.Max(0, hostMemory - options.ReservedMemoryBytes));
         KataVmOverheadBytes = options.KataVmOverheadBytes;
         // Reserved cores are the lowest-numbered ones (where the host's own daemons usually sit).
         _cores = HostCores().Skip(options.ReservedCpus).ToArray();
@@ -82,11 +83,22 @@ public sealed class ResourceAllocator
                 shortages.Add(string.Create(CultureInfo.InvariantCulture,
                     $"memory short by {Mib(memShort)} MiB (asked {Mib(slots.MemoryBytes)} MiB{(overhead > 0 ? $" + {Mib(overhead)} MiB VM overhead" : "")}, free {Mib(Capacity.MemoryBytes - used.MemoryBytes)} MiB)"));
             if (shortages.Count > 0)
-                throw new InsufficientResourcesException("the session does not fit: " + string.Join("; ", shortages));
+                throw new InsufficientResourcesException("the session does not fit: " + string.Join("; ", shortages) + Holders());
             var allocation = new ResourceAllocation(kernelId, slots, overhead) { CpuSet = PickCores(slots.Cpus) };
             _allocations[kernelId] = allocation;
             return allocation;
         }
+    }
+
+    // Who holds the room, largest first, so the refusal says which sessions to look at.
+    private string Holders()
+    {
+        if (_allocations.Count == 0)
+            return "";
+        var top = _allocations.Values.OrderByDescending(a => a.Slots.Cpus).ThenByDescending(a => a.Slots.MemoryBytes).ToList();
+        var listed = string.Join(", ", top.Take(5).Select(a => string.Create(CultureInfo.InvariantCulture,
+            $"{a.KernelId} (cpu {a.Slots.Cpus:0.##}, {Mib(a.Slots.MemoryBytes + a.OverheadBytes)} MiB)")));
+        return $"; held by {top.Count} session(s): {listed}{(top.Count > 5 ? ", ..." : "")} (see: kata-agent session ls)";
     }
 
     /// <summary>Re-registers an allocation found after a restart (no capacity check: it already runs).</summary>
