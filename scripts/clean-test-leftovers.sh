@@ -23,6 +23,11 @@ for table in nat filter; do
     iptables -w -t "$table" -F "$chain" 2>/dev/null; iptables -w -t "$table" -X "$chain" 2>/dev/null
   done
 done
+for family in inet bridge; do
+  for table in $(nft list tables "$family" 2>/dev/null | awk '{print $3}' | grep -E '^kata_agent_(kat[0-9]+|kapi[0-9]+|kcli[0-9]+|kabench[0-9]*)$'); do
+    nft delete table "$family" "$table"
+  done
+done
 for link in $(ip -o link show type bridge 2>/dev/null | awk -F': ' '{print $2}' | grep -E '^(kat[0-9]+|kapi[0-9]+|kcli[0-9]+|kabench[0-9]*)$'); do
   ip link del "$link"
 done

@@ -15,7 +15,7 @@ fi
 # Build: containerd's API protos (compiled at build time), the OCI runtime-spec schema (tests),
 # debootstrap + clang for the base image and the runner's glibc-2.31 sysroot.
 packages=(
-  containerd runc runsc containernetworking-plugins iptables iproute2 docker-registry busybox-static
+  containerd runc runsc containernetworking-plugins iptables nftables iproute2 docker-registry busybox-static
   golang-github-containerd-containerd-dev golang-github-containerd-cgroups-dev
   golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev golang-github-opencontainers-specs-dev
   debootstrap clang-14 binutils zstd python3 gcc make ca-certificates

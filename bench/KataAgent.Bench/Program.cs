@@ -3,7 +3,7 @@ using System.Globalization;
 using KataAgent.Bench;
 
 // Benchmarks, each measured next to its baseline in the same run. Not part of CI.
-// Usage: kata-agent-bench [echo|exec|sessions|soak|chaos] [--runs N] [--cycles N] [--out docs/PERFORMANCE.md]
+// Usage: kata-agent-bench [echo|exec|create|sessions|soak|chaos] [--runs N] [--cycles N] [--out docs/PERFORMANCE.md]
 var runs = 20;
 var cycles = 500;
 string? outFile = null;
@@ -30,6 +30,9 @@ switch (scenario)
     case "exec":
         await ExecBench.RunAsync(Math.Max(runs, 1000), report);
         break;
+    case "create":
+        await SessionBench.RunCreateOnlyAsync(Math.Max(runs, 10), report);
+        break;
     case "sessions":
         await SessionBench.RunAsync(execRuns: Math.Max(runs, 1000), deathRuns: 50, concurrent: 50, idle: TimeSpan.FromSeconds(60), report);
         break;
@@ -43,7 +46,7 @@ switch (scenario)
         await ChaosBench.ChildAsync(positional[1]);
         return 0;
     default:
-        Console.Error.WriteLine($"unknown scenario '{scenario}' (echo, sessions, soak, chaos)");
+        Console.Error.WriteLine($"unknown scenario '{scenario}' (echo, exec, create, sessions, soak, chaos)");
         return 2;
 }
 if (report.Length > 0)

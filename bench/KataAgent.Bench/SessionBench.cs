@@ -14,6 +14,56 @@ namespace KataAgent.Bench;
 /// <summary>Issue 8's figures, each next to its baseline, on runc and gVisor, in one run.</summary>
 internal static class SessionBench
 {
+    /// <summary>Only create → runner answers and destroy, next to a bare container, on runc and gVisor.</summary>
+    public static async Task RunCreateOnlyAsync(int runs, StringBuilder report)
+    {
+        var dataDir = Path.Combine("/tmp", "kab-" + Guid.NewGuid().ToString("N")[..8]);
+        var (agent, image) = await BenchAgent.StartAsync(dataDir);
+        try
+        {
+            report.AppendLine("| figure | runtime | n | p50 ms | p99 ms | baseline p50 ms | ratio |");
+            report.AppendLine("|---|---|---|---|---|---|---|");
+            foreach (var runtime in new[] { "runc", "gvisor" })
+                await CreateAndDestroyAsync(agent, image, dataDir, runtime, runs, report);
+        }
+        finally
+        {
+            await agent.DisposeAsync();
+            BenchAgent.RemoveDataDir(dataDir);
+        }
+    }
+
+    private static async Task CreateAndDestroyAsync(Agent agent, string image, string dataDir, string runtime, int runs, StringBuilder report)
+    {
+        var imageDetails = (await agent.Services.Images.FindAsync(image))!;
+        var resolved = new ResolvedImage(image, imageDetails.Config, imageDetails.ChainId);
+        var runtimeClass = agent.RuntimeClasses.Resolve(runtime).Class;
+        var create = new List<double>();
+        var destroy = new List<double>();
+        var bare = new List<double>();
+        for (var i = 0; i < runs + 1; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            var session = await agent.CreateSessionAsync(new SessionRequest { Image = image, RuntimeClass = runtime });
+            var createMs = sw.Elapsed.TotalMilliseconds;
+            sw.Restart();
+            await agent.DestroySessionAsync(session.KernelId);
+            var destroyMs = sw.Elapsed.TotalMilliseconds;
+            sw.Restart();
+            await new OneShotRunner(agent.Containerd, dataDir, NullLogger.Instance).RunAsync(
+                new ContainerLaunch("bare-" + Guid.NewGuid().ToString("N")[..10], resolved, runtimeClass) { Args = ["/bin/sh", "-c", "echo ready"] },
+                TimeSpan.FromMinutes(2));
+            var bareMs = sw.Elapsed.TotalMilliseconds;
+            if (i == 0)
+                continue; // warm-up
+            create.Add(createMs);
+            destroy.Add(destroyMs);
+            bare.Add(bareMs);
+        }
+        report.AppendLine(Row("create → runner answers", runtime, create, bare));
+        report.AppendLine(Row("destroy → all reaped", runtime, destroy, null));
+    }
+
     public static async Task RunAsync(int execRuns, int deathRuns, int concurrent, TimeSpan idle, StringBuilder report)
     {
         var dataDir = Path.Combine("/tmp", "kab-" + Guid.NewGuid().ToString("N")[..8]);

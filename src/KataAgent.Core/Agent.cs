@@ -11,6 +11,7 @@ using KataAgent.Core.Scratch;
 using KataAgent.Core.Sessions;
 using KataAgent.Images;
 using KataAgent.Network;
+using KataAgent.Network.Isolation;
 using KataAgent.Runner.Protocol;
 using Microsoft.Extensions.Logging;
 
@@ -86,6 +87,9 @@ public sealed partial class Agent : IAsyncDisposable
             var runtimeClasses = await RuntimeClassRegistry.CreateAsync(options, cancellationToken).ConfigureAwait(false);
             if (runtimeClasses.FallbackWarning is { } warning)
                 logger.LogWarning("{Warning}", warning);
+            var resolvers = options.Dns.Count > 0
+                ? options.Dns.Select(System.Net.IPAddress.Parse).ToList()
+                : NetworkGuard.NameserversOf("/etc/resolv.conf");
             var network = new SessionNetwork(new SessionNetworkOptions
             {
                 Network = new CniNetworkSettings
@@ -96,6 +100,13 @@ public sealed partial class Agent : IAsyncDisposable
                     IpMasq = options.IpMasquerade,
                 },
                 PluginDirectories = [options.CniPluginDir],
+                Guard = new NetworkGuardOptions
+                {
+                    BridgeName = options.BridgeName,
+                    Subnet = options.Subnet,
+                    Resolvers = resolvers,
+                    DenyCidrs = options.DenyCidrs,
+                },
                 NetnsPrefix = options.NetnsPrefix,
                 StateDirectory = Path.Combine(options.StateDir, "network"),
             }, logger);
@@ -103,7 +114,9 @@ public sealed partial class Agent : IAsyncDisposable
             await cgroups.EnsureAsync(cancellationToken).ConfigureAwait(false);
             var services = new SessionServices(options, client, new ImageInspector(client), runtimeClasses,
                 new ResourceAllocator(options.Resources), new HostPortPool(options.PortRangeStart, options.PortRangeEnd),
-                network, new SessionStore(Path.Combine(options.StateDir, "sessions")), cgroups, logger);
+                network, new SessionStore(Path.Combine(options.StateDir, "sessions")), cgroups, logger) { Resolvers = resolvers };
+            // Walls up before any session is recovered or created; recovered sessions are walled in again.
+            await network.SyncGuardAsync(cancellationToken).ConfigureAwait(false);
             var agent = new Agent(options, services, privateContainerd, dataDirLock, logger);
             await agent.StartBackgroundAsync(cancellationToken).ConfigureAwait(false);
             return agent;

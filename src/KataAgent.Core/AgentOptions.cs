@@ -39,6 +39,14 @@ public sealed record AgentOptions
     public bool IpMasquerade { get; init; } = true;
     /// <summary>Prefix of the agent's named network namespaces; everything under it is the agent's own (several agents on one host need distinct ones).</summary>
     public string NetnsPrefix { get; init; } = "ka-";
+    /// <summary>What sessions may reach when their request does not say (public internet only, or nothing).</summary>
+    public Network.Isolation.EgressPolicy DefaultEgress { get; init; } = Network.Isolation.EgressPolicy.Public;
+    /// <summary>Destinations refused to sessions besides the built-in non-public ranges (IPv4 CIDRs).</summary>
+    public IReadOnlyList<string> DenyCidrs { get; init; } = [];
+    /// <summary>Resolvers sessions are given (their /etc/resolv.conf); empty: the host's non-loopback nameservers.</summary>
+    public IReadOnlyList<string> Dns { get; init; } = [];
+    /// <summary>Capabilities beyond the default set that a request may ask for (CAP_NET_RAW is not in the default set).</summary>
+    public IReadOnlyList<string> AllowedCapabilities { get; init; } = ["CAP_NET_RAW"];
 
     public TimeSpan RunnerReadyTimeout { get; init; } = TimeSpan.FromSeconds(60);
     public TimeSpan StopGracePeriod { get; init; } = TimeSpan.FromSeconds(10);

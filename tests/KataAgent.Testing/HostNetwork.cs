@@ -35,10 +35,31 @@ public static partial class HostNetwork
         return result;
     }
 
+    /// <summary>Removes a test network's bridge and the agent's nftables guard tables for it (kata_agent_BRIDGE).</summary>
     public static async Task DeleteLinkAsync(string name)
     {
         if (Directory.Exists($"/sys/class/net/{name}"))
             await RunAsync("ip", "link", "del", name);
+        var table = "kata_agent_" + name.Replace('-', '_').Replace('.', '_');
+        foreach (var family in new[] { "inet", "bridge" })
+        {
+            if ((await RunAsync("nft", "list", "tables", family)).Contains($"table {family} {table}\n", StringComparison.Ordinal))
+                await RunAsync("nft", "delete", "table", family, table);
+        }
+    }
+
+    /// <summary>Runs a command and fails with its output when it exits non-zero.</summary>
+    public static async Task RunCheckedAsync(string file, params string[] args)
+    {
+        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args)
+            psi.ArgumentList.Add(a);
+        using var process = Process.Start(psi)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        if (process.ExitCode != 0)
+            throw new InvalidOperationException($"{file} {string.Join(' ', args)} failed (exit {process.ExitCode}): {await stdout}{await stderr}");
     }
 
     public static async Task<string> RunAsync(string file, params string[] args)

@@ -67,6 +67,14 @@ public static class Mapping
             ServicePorts = request.ServicePorts.Select(p => new ServicePortDefinition(p.Name, p.Protocol, p.ContainerPorts.ToList())).ToList(),
             Uid = request.HasUid ? request.Uid : null,
             Gid = request.HasGid ? request.Gid : null,
+            Egress = request.Egress switch
+            {
+                "" => null,
+                "public" => KataAgent.Network.Isolation.EgressPolicy.Public,
+                "none" => KataAgent.Network.Isolation.EgressPolicy.None,
+                var other => throw new SessionRequestException($"egress '{other}' is not one of: public, none"),
+            },
+            AddCapabilities = request.AddCapabilities.ToList(),
         };
     }
 

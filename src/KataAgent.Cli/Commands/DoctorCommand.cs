@@ -25,10 +25,11 @@ internal static class DoctorCommand
               kata-agent doctor --json
             """);
         command.Options.Add(GlobalOptions.Json);
-        command.SetAction(parse =>
+        command.SetAction(async (parse, ct) =>
         {
             var config = new GlobalSettings(parse).LoadConfig();
             var checks = Run(config.Agent);
+            checks.Add(await GuardCheckAsync(config.Agent, ct));
             var exit = ExitCode(checks);
             if (parse.GetValue(GlobalOptions.Json))
             {
@@ -93,6 +94,21 @@ internal static class DoctorCommand
             : $"{runner} missing: run scripts/publish-runner.sh (scripts/setup.sh does) or set agent.runner_dir"));
         checks.Add(FreeSpaceCheck(options.DataDir));
         return checks;
+    }
+
+    /// <summary>The kernel takes the guard's tables (checked with `nft -c`, which changes nothing), and whether they are up.</summary>
+    private static async Task<Check> GuardCheckAsync(Core.AgentOptions options, CancellationToken cancellationToken)
+    {
+        const string name = "network guard (nftables)";
+        var nft = HostChecks.Executable("nft", "install the Debian package 'nftables'");
+        if (!nft.Ok)
+            return new Check("common", name, false, nft.Detail + ": sessions would not be isolated from each other and the host");
+        var guard = new Network.Isolation.NetworkGuard(new Network.Isolation.NetworkGuardOptions { BridgeName = options.BridgeName, Subnet = options.Subnet, DenyCidrs = options.DenyCidrs });
+        if (await guard.ValidateAsync(cancellationToken) is { } problem)
+            return new Check("common", name, false, $"the kernel refuses the guard's tables: {problem}");
+        return new Check("common", name, true, await guard.ExistsAsync(cancellationToken)
+            ? $"tables {guard.TableName} (inet, bridge) in place"
+            : $"tables {guard.TableName} accepted by the kernel; an agent creates them at start");
     }
 
     private static Check CgroupCheck()

@@ -13,10 +13,12 @@ internal sealed class SessionOptions
     public Option<string[]> Env { get; } = new("--env", "-e") { Description = "Environment variable K=V (repeatable; K alone takes it from here)" };
     public Option<string[]> Volume { get; } = new("--volume", "-v") { Description = "Bind mount HOST:CONTAINER[:ro] (repeatable; HOST under agent.allowed_mount_roots)" };
     public Option<string[]> Label { get; } = new("--label", "-l") { Description = "Label K=V on the session (repeatable)" };
+    public Option<string?> Egress { get; } = new("--egress") { Description = "What the session may reach: public (the public internet only) or none (default: network.egress)" };
+    public Option<string[]> CapAdd { get; } = new("--cap-add") { Description = "Add a capability beyond the default set, e.g. CAP_NET_RAW (repeatable; must be in agent.allowed_capabilities)" };
 
     public void AddTo(Command command)
     {
-        foreach (var option in new Option[] { Runtime, Cpu, Memory, Env, Volume, Label })
+        foreach (var option in new Option[] { Runtime, Cpu, Memory, Env, Volume, Label, Egress, CapAdd })
             command.Options.Add(option);
     }
 
@@ -37,6 +39,10 @@ internal sealed class SessionOptions
             else
                 request.Environment[item[..eq]] = item[(eq + 1)..];
         }
+        if (parse.GetValue(Egress) is { } egress)
+            request.Egress = egress is "public" or "none" ? egress : throw new CliException($"--egress: '{egress}' is not public or none", 2);
+        foreach (var item in parse.GetValue(CapAdd) ?? [])
+            request.AddCapabilities.Add(item.StartsWith("CAP_", StringComparison.Ordinal) ? item : "CAP_" + item.ToUpperInvariant());
         foreach (var item in parse.GetValue(Volume) ?? [])
             request.Mounts.Add(ParseVolume(item));
         foreach (var item in parse.GetValue(Label) ?? [])

@@ -31,6 +31,11 @@ internal static class ConfigKeys
         ["warning"] = LogLevel.Warning, ["error"] = LogLevel.Error,
     };
 
+    private static readonly Dictionary<string, Network.Isolation.EgressPolicy> Egress = new(StringComparer.Ordinal)
+    {
+        ["public"] = Network.Isolation.EgressPolicy.Public, ["none"] = Network.Isolation.EgressPolicy.None,
+    };
+
     private static readonly Dictionary<string, LogFormat> Formats = new(StringComparer.Ordinal)
     {
         ["plain"] = LogFormat.Plain, ["json"] = LogFormat.Json,
@@ -41,6 +46,7 @@ internal static class ConfigKeys
         new("agent", "id", (b, v) => b.Agent = b.Agent with { AgentId = v.NonEmptyString() }),
         new("agent", "data_dir", (b, v) => b.Agent = b.Agent with { DataDir = v.Path() }),
         new("agent", "runner_dir", (b, v) => b.Agent = b.Agent with { RunnerDir = v.Path(allowEmpty: true) is { Length: > 0 } p ? p : RunnerDirectory.Default() }),
+        new("agent", "allowed_capabilities", (b, v) => b.Agent = b.Agent with { AllowedCapabilities = Capabilities(v) }),
         new("agent", "allowed_mount_roots", (b, v) => b.Agent = b.Agent with { AllowedMountRoots = AbsolutePaths(v) }),
         new("agent", "upload_max", (b, v) => b.Agent = b.Agent with { UploadMaxBytes = v.Size(min: 1) }),
         new("agent", "session_log_max", (b, v) => b.Agent = b.Agent with { SessionLogMaxBytes = v.Size(min: 4096) }),
@@ -61,6 +67,9 @@ internal static class ConfigKeys
         new("network", "port_range_start", (b, v) => b.Agent = b.Agent with { PortRangeStart = v.Int(1024, 65535) }),
         new("network", "port_range_end", (b, v) => b.Agent = b.Agent with { PortRangeEnd = v.Int(1024, 65535) }),
         new("network", "netns_prefix", (b, v) => b.Agent = b.Agent with { NetnsPrefix = v.NonEmptyString() }),
+        new("network", "egress", (b, v) => b.Agent = b.Agent with { DefaultEgress = v.OneOf(Egress) }),
+        new("network", "deny_cidrs", (b, v) => b.Agent = b.Agent with { DenyCidrs = Cidrs(v) }),
+        new("network", "dns", (b, v) => b.Agent = b.Agent with { Dns = Ipv4Addresses(v) }),
         new("network", "service_bind_host", (b, v) => b.Agent = b.Agent with { ServiceBindHost = v.NonEmptyString() }),
 
         new("resources", "total_cpus", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { TotalCpus = v.Int(0, 4096) is var n && n > 0 ? n : null } }),
@@ -109,6 +118,45 @@ internal static class ConfigKeys
         {
             if (!Path.IsPathRooted(p))
                 throw new FormatException($"{v.Key} ({v.Source}): '{p}' is not an absolute path");
+        }
+        return list;
+    }
+
+    private static List<string> Cidrs(ConfigValue v)
+    {
+        var list = v.StringList().ToList();
+        foreach (var cidr in list)
+        {
+            try
+            {
+                Network.Isolation.NetworkGuard.ParseCidr(cidr);
+            }
+            catch (ArgumentException e)
+            {
+                throw new FormatException($"{v.Key} ({v.Source}): {e.Message}");
+            }
+        }
+        return list;
+    }
+
+    private static List<string> Ipv4Addresses(ConfigValue v)
+    {
+        var list = v.StringList().ToList();
+        foreach (var address in list)
+        {
+            if (!System.Net.IPAddress.TryParse(address, out var ip) || ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
+                throw new FormatException($"{v.Key} ({v.Source}): '{address}' is not an IPv4 address");
+        }
+        return list;
+    }
+
+    private static List<string> Capabilities(ConfigValue v)
+    {
+        var list = v.StringList().ToList();
+        foreach (var cap in list)
+        {
+            if (!cap.StartsWith("CAP_", StringComparison.Ordinal) || cap.Length < 5 || !cap[4..].All(c => c is (>= 'A' and <= 'Z') or '_'))
+                throw new FormatException($"{v.Key} ({v.Source}): '{cap}' is not a capability name such as CAP_NET_RAW");
         }
         return list;
     }

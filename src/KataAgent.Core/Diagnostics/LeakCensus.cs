@@ -22,7 +22,8 @@ public sealed record LeakCensus(
     IReadOnlyList<int> AllocatedPorts,
     IReadOnlyList<string> ResourceAllocations,
     IReadOnlyList<string> SessionRecords,
-    IReadOnlyList<string> SessionCgroups)
+    IReadOnlyList<string> SessionCgroups,
+    IReadOnlyList<string> GuardEntries)
 {
     public bool IsClean => Counts.Values.All(c => c == 0);
 
@@ -41,6 +42,7 @@ public sealed record LeakCensus(
         ["resource allocations"] = ResourceAllocations.Count,
         ["session records"] = SessionRecords.Count,
         ["session cgroups"] = SessionCgroups.Count,
+        ["guard entries"] = GuardEntries.Count,
     };
 
     public override string ToString() => string.Join(", ", Counts.Select(kv => $"{kv.Key}={kv.Value}")) +
@@ -49,7 +51,7 @@ public sealed record LeakCensus(
             Describe("containers", Containers), Describe("tasks", Tasks), Describe("snapshots", ActiveSnapshots), Describe("leases", Leases),
             Describe("content", UnreferencedContent), Describe("netns", NetworkNamespaces), Describe("chains", CniChains),
             Describe("shims", ShimProcesses), Describe("scratch", ScratchDirs), Describe("ports", AllocatedPorts.Select(p => p.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToList()),
-            Describe("allocations", ResourceAllocations), Describe("records", SessionRecords), Describe("cgroups", SessionCgroups),
+            Describe("allocations", ResourceAllocations), Describe("records", SessionRecords), Describe("cgroups", SessionCgroups), Describe("guard", GuardEntries),
         }.Where(s => s.Length > 0)));
 
     private static string Describe(string name, IReadOnlyList<string> items) => items.Count == 0 ? "" : $"{name}: {string.Join(", ", items.Take(5))}";
@@ -70,7 +72,8 @@ public sealed record LeakCensus(
         var scratch = Directory.Exists(agent.Options.ScratchRoot) ? Directory.GetDirectories(agent.Options.ScratchRoot).Select(Path.GetFileName).OfType<string>().ToList() : [];
         var records = (await agent.Services.Store.LoadAllAsync(cancellationToken).ConfigureAwait(false)).Select(r => r.KernelId).ToList();
         return new LeakCensus(containers, tasks, snapshots, leases, unreferenced, netns, chains, shims, scratch,
-            agent.Services.Ports.InUse, agent.Resources.Allocations.Select(a => a.KernelId).ToList(), records, agent.Services.Cgroups.Children());
+            agent.Services.Ports.InUse, agent.Resources.Allocations.Select(a => a.KernelId).ToList(), records, agent.Services.Cgroups.Children(),
+            agent.Services.Network.Guard is { } guard ? await guard.ListEntriesAsync(cancellationToken).ConfigureAwait(false) : []);
     }
 
     /// <summary>Content that no image reaches through containerd's own GC reference labels.</summary>

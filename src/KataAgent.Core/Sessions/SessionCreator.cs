@@ -166,6 +166,9 @@ public sealed partial class SessionCreator(SessionServices services)
             problems.Add($"environment variable '{key}' contains a newline or NUL");
         if (request.Uid is < 0 || request.Gid is < 0)
             problems.Add("uid/gid must be >= 0");
+        var allowedCaps = services.Options.AllowedCapabilities;
+        foreach (var cap in request.AddCapabilities.Where(c => !allowedCaps.Contains(c, StringComparer.Ordinal)))
+            problems.Add($"capability '{cap}' is not allowed (this agent allows: {(allowedCaps.Count == 0 ? "none" : string.Join(", ", allowedCaps))})");
         foreach (var mount in request.Mounts)
             problems.AddRange(CheckMount(mount));
         var destinations = request.Mounts.GroupBy(m => m.ContainerPath.TrimEnd('/'), StringComparer.Ordinal).Where(g => g.Count() > 1);
@@ -315,7 +318,11 @@ public sealed partial class SessionCreator(SessionServices services)
         var mappings = state.Ports.Select(p => new PortMapping(p.HostIp, p.HostPort, p.ContainerPort, "tcp")).ToList();
         // Registered first: a half-done ADD is undone by DEL just the same.
         undo.Push("network", undoCt => services.Network.DetachAsync(state.KernelId, undoCt));
-        state.Network = await services.Network.AttachAsync(state.KernelId, mappings, ct).ConfigureAwait(false);
+        state.Network = await services.Network.AttachAsync(state.KernelId, mappings, state.Request.Egress ?? services.Options.DefaultEgress, ct)
+            .ConfigureAwait(false);
+        // The resolvers the guard lets through on port 53 are the ones the session is told about.
+        await File.WriteAllTextAsync(Path.Combine(state.Scratch!.ConfigPath, SessionSpec.ResolvConfName),
+            string.Concat(services.Resolvers.Select(r => $"nameserver {r}\n")), ct).ConfigureAwait(false);
     }
 
     private Task CheckMountsAsync(CreateState state)

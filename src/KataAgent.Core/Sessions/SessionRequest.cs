@@ -22,4 +22,8 @@ public sealed record SessionRequest
     /// <summary>Run the runner (and so the user's code) as this uid/gid instead of root.</summary>
     public int? Uid { get; init; }
     public int? Gid { get; init; }
+    /// <summary>What the session may reach; null: the agent's default.</summary>
+    public Network.Isolation.EgressPolicy? Egress { get; init; }
+    /// <summary>Capabilities beyond the default set (each must be in the agent's allowed_capabilities).</summary>
+    public IReadOnlyList<string> AddCapabilities { get; init; } = [];
 }

@@ -19,4 +19,8 @@ public sealed record SessionServices(
     SessionNetwork Network,
     SessionStore Store,
     SessionCgroupParent Cgroups,
-    ILogger Logger);
+    ILogger Logger)
+{
+    /// <summary>The resolvers sessions are given (and the guard lets through on port 53).</summary>
+    public IReadOnlyList<System.Net.IPAddress> Resolvers { get; init; } = [];
+}

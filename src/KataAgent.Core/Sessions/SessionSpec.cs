@@ -14,6 +14,9 @@ public sealed record SessionSpecInputs(SessionRecord Record, SessionRequest Requ
 /// <summary>The spec options that make a container a session: runner, scratch, network, limits, and for Kata the VM size.</summary>
 public static class SessionSpec
 {
+    /// <summary>The session's resolv.conf in its config dir, bind-mounted read-only over /etc/resolv.conf.</summary>
+    public const string ResolvConfName = "resolv.conf";
+
     public const string KataAnnotationPrefix = "io.katacontainers.config.hypervisor.";
 
     public static IReadOnlyList<SpecOpt> Options(SessionSpecInputs inputs)
@@ -35,7 +38,12 @@ public static class SessionSpec
             SpecOpts.WithDevShmSize(record.ShmBytes),
             SpecOpts.WithPidsLimit(options.Resources.PidsLimit),
             SpecOpts.WithCgroupsPath(inputs.CgroupsPath),
+            SpecOpts.WithBindMount(Path.Combine(inputs.ConfigPath, ResolvConfName), "/etc/resolv.conf", readOnly: true),
+            // Raw sockets forge frames and reach past L3 filters: only for requests that ask and are allowed to.
+            SpecOpts.WithDroppedCapabilities("CAP_NET_RAW"),
         };
+        if (request.AddCapabilities.Count > 0)
+            opts.Add(SpecOpts.WithAddedCapabilities([.. request.AddCapabilities]));
         if (!string.IsNullOrEmpty(record.CpuSet))
             opts.Add(SpecOpts.WithCpuset(record.CpuSet));
         opts.AddRange(request.Mounts.Select(m => SpecOpts.WithBindMount(m.HostPath, m.ContainerPath, m.ReadOnly)));

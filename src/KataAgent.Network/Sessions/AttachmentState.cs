@@ -21,6 +21,8 @@ internal sealed class AttachmentState
     /// <summary>Latest result: a plugin's partial result during ADD, the final one after.</summary>
     public JsonObject? Result { get; set; }
     public bool Complete { get; set; }
+    /// <summary>What the session may reach (kept so that a restart re-admits it with the same policy).</summary>
+    public Isolation.EgressPolicy Egress { get; init; } = Isolation.EgressPolicy.Public;
 
     public CniRuntimeConfig RuntimeConfig => new(SessionId, NetnsPath, InterfaceName)
     {
@@ -38,6 +40,7 @@ internal sealed class AttachmentState
         ["netnsPath"] = NetnsPath,
         ["interfaceName"] = InterfaceName,
         ["complete"] = Complete,
+        ["egress"] = Egress.ToString().ToLowerInvariant(),
         ["configList"] = ConfigList.DeepClone(),
         ["portMappings"] = new JsonArray(PortMappings.Select(p => (JsonNode)p.ToCniJson()).ToArray()),
         ["result"] = Result?.DeepClone(),
@@ -61,6 +64,7 @@ internal sealed class AttachmentState
                 ConfigList = json["configList"] as JsonObject ?? throw new FormatException("no configList"),
                 PortMappings = (json["portMappings"] as JsonArray ?? []).OfType<JsonObject>().Select(PortMapping.FromCniJson).ToList(),
                 Result = json["result"] as JsonObject,
+                Egress = (string?)json["egress"] == "none" ? Isolation.EgressPolicy.None : Isolation.EgressPolicy.Public,
             };
         }
         catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException or CniException)

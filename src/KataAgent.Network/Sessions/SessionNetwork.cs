@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using KataAgent.Network.Isolation;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -26,7 +27,11 @@ public sealed partial class SessionNetwork
         _logger = logger ?? NullLogger.Instance;
         Namespaces = new NetworkNamespaces(options.NetnsDirectory);
         Cni = new CniClient(new CniPluginInvoker(options.PluginDirectories, options.PluginTimeout, _logger));
+        Guard = options.Guard is { } guard ? new NetworkGuard(guard) : null;
     }
+
+    /// <summary>The host-side isolation of this network's sessions; null when not configured (CNI-only tests).</summary>
+    public NetworkGuard? Guard { get; }
 
     public NetworkNamespaces Namespaces { get; }
     public CniClient Cni { get; }
@@ -42,7 +47,12 @@ public sealed partial class SessionNetwork
     /// Creates the session's namespace and runs CNI ADD with the given published ports. On any failure
     /// (including cancellation) everything done so far is undone before the exception propagates.
     /// </summary>
-    public async Task<NetworkAttachment> AttachAsync(string sessionId, IReadOnlyList<PortMapping> portMappings, CancellationToken cancellationToken = default)
+    public async Task<NetworkAttachment> AttachAsync(string sessionId, IReadOnlyList<PortMapping> portMappings, CancellationToken cancellationToken = default) =>
+        await AttachAsync(sessionId, portMappings, EgressPolicy.Public, cancellationToken);
+
+    /// <summary>As above, with the session's egress policy (enforced by the guard, when there is one).</summary>
+    public async Task<NetworkAttachment> AttachAsync(string sessionId, IReadOnlyList<PortMapping> portMappings, EgressPolicy egress,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(portMappings);
         string netnsName = NetnsNameOf(sessionId);
@@ -70,6 +80,7 @@ public sealed partial class SessionNetwork
                 InterfaceName = _options.InterfaceName,
                 ConfigList = configList,
                 PortMappings = portMappings.ToList(),
+                Egress = egress,
             };
             // Intent first: if the agent dies from here on, a later detach finds the state and undoes the rest.
             Directory.CreateDirectory(_options.StateDirectory);
@@ -89,8 +100,11 @@ public sealed partial class SessionNetwork
                 }, cancellationToken);
                 state.Complete = true;
                 await WriteStateAsync(state, CancellationToken.None);
+                var attachment = ToAttachment(state, result);
+                if (Guard is not null)
+                    await WallInAsync(state, attachment, cancellationToken);
                 _logger.LogInformation("session {Session}: network attached in {Netns}, {Ips}", sessionId, netnsName, string.Join(",", result.Ips.Select(i => i.Address)));
-                return ToAttachment(state, result);
+                return attachment;
             }
             catch (Exception addFailure)
             {
@@ -196,8 +210,80 @@ public sealed partial class SessionNetwork
         return records.Values.OrderBy(r => r.SessionId, StringComparer.Ordinal).ToList();
     }
 
+    /// <summary>
+    /// Puts the session behind the guard: its port, identity and policy into the guard's sets, and IPv6 off inside
+    /// its namespace (the guard enforces IPv4 rules only, so IPv6 must not exist there).
+    /// </summary>
+    private async Task WallInAsync(AttachmentState state, NetworkAttachment attachment, CancellationToken cancellationToken)
+    {
+        await Guard!.AdmitAsync(GuardEntryOf(state, attachment), cancellationToken);
+        await Namespaces.RunInsideAsync(state.NetnsName, () =>
+        {
+            foreach (var scope in new[] { "all", "default", state.InterfaceName })
+                WriteSysctl($"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "1");
+            return 0;
+        }, cancellationToken);
+        // Nor does the host speak IPv6 to sessions: not on the bridge, not on the session's port.
+        string bridge = (string?)state.ConfigList["plugins"]?[0]?["bridge"] ?? "";
+        foreach (var hostSide in new[] { bridge, attachment.HostInterface ?? "" }.Where(n => n.Length > 0))
+            WriteSysctl($"/proc/sys/net/ipv6/conf/{hostSide}/disable_ipv6", "1");
+    }
+
+    // A host without IPv6 has no such files: nothing to turn off.
+    private static void WriteSysctl(string path, string value)
+    {
+        if (File.Exists(path))
+            File.WriteAllText(path, value);
+    }
+
+    private static GuardEntry GuardEntryOf(AttachmentState state, NetworkAttachment attachment)
+    {
+        var host = attachment.HostInterface ?? throw new SessionNetworkException(state.SessionId, $"CNI result of session '{state.SessionId}' names no host interface");
+        var mac = attachment.Result.Interfaces.FirstOrDefault(i => i.Name == state.InterfaceName && !string.IsNullOrEmpty(i.Sandbox))?.Mac
+            ?? throw new SessionNetworkException(state.SessionId, $"CNI result of session '{state.SessionId}' has no MAC for {state.InterfaceName}");
+        var ip = attachment.Ip ?? throw new SessionNetworkException(state.SessionId, $"CNI result of session '{state.SessionId}' has no address");
+        return new GuardEntry(host, mac, ip, state.Egress);
+    }
+
+    // A partial result (ADD died midway) may not identify the port yet: then nothing of it was admitted.
+    private GuardEntry? TryGuardEntryOf(AttachmentState state)
+    {
+        if (state.Result is null)
+            return null;
+        try
+        {
+            return GuardEntryOf(state, ToAttachment(state, CniResult.Parse(state.Result)));
+        }
+        catch (Exception e) when (e is SessionNetworkException or CniException or FormatException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Creates or refreshes the guard's tables and makes its session sets exactly the completed attachments on disk
+    /// (one atomic step): after an agent restart, or when the tables were lost, every live session is walled in again
+    /// and nothing of a gone session stays admitted.
+    /// </summary>
+    public async Task SyncGuardAsync(CancellationToken cancellationToken = default)
+    {
+        if (Guard is null)
+            return;
+        await Guard.EnsureAsync(cancellationToken);
+        var entries = new List<GuardEntry>();
+        foreach (var record in await ListAsync(cancellationToken))
+        {
+            var state = await ReadStateAsync(record.SessionId, cancellationToken);
+            if (state is not null && record.Attachment is { } attachment)
+                entries.Add(GuardEntryOf(state, attachment));
+        }
+        await Guard.ReplaceEntriesAsync(entries, cancellationToken);
+    }
+
     private async Task TeardownAsync(AttachmentState state, bool removeNetns, CancellationToken cancellationToken)
     {
+        if (Guard is not null && TryGuardEntryOf(state) is { } entry)
+            await Guard.RemoveAsync(entry, cancellationToken);
         // DEL is safe even if ADD never ran: plugins treat missing resources as success (host-local releases
         // by container id, bridge ignores a missing netns, portmap deletes chains by name).
         await Cni.DeleteAsync(state.ConfigList, state.RuntimeConfig, state.Result, cancellationToken);

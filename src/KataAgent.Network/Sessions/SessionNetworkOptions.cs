@@ -22,4 +22,6 @@ public sealed record SessionNetworkOptions
     /// bridge 1.1.x leaves when the session's interface vanished before DEL).
     /// </summary>
     public bool RemoveMasqueradeLeftovers { get; init; } = true;
+    /// <summary>The walls around sessions (nftables); null only for tests of CNI itself.</summary>
+    public Isolation.NetworkGuardOptions? Guard { get; init; }
 }
