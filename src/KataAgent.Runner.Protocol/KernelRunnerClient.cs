@@ -651,7 +651,8 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
                 run.Buffer.AppendOutput(RunnerMessageTypes.Stderr, "\n[kata-agent: lost the connection to the kernel runner; the run was aborted]\n");
                 run.Buffer.AppendBoundary(new RunBoundary(ExecutionStatus.Finished, null, null));
             }
-            FailPendingReplies(new RunnerUnavailableException("lost the connection to the kernel runner"));
+            FailPendingReplies(new RunnerUnavailableException("lost the connection to the kernel runner" + (_options.Curve is null ? ""
+                : " (with CURVE, also when the runner does not hold this session's key: it drops the connection at the handshake)")));
         }
         run?.Signal.Set();
     }
