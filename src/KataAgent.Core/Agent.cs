@@ -167,7 +167,7 @@ public sealed partial class Agent : IAsyncDisposable
             {
                 try
                 {
-                    records[container.Id] = SessionRecord.FromJson(json);
+                    records[container.Id] = WithRunnerKeysFromScratch(SessionRecord.FromJson(json));
                 }
                 catch (System.Text.Json.JsonException e)
                 {
@@ -202,7 +202,20 @@ public sealed partial class Agent : IAsyncDisposable
     {
         InputPort = record.ReplInPort,
         OutputPort = record.ReplOutPort,
+        Curve = record.RunnerCurve,
     });
+
+    /// <summary>
+    /// A record taken from a container label carries no keys (the agent stopped before it stored the
+    /// record file): read the runner's key back from the session's config dir.
+    /// </summary>
+    private SessionRecord WithRunnerKeysFromScratch(SessionRecord record)
+    {
+        var keyFile = Path.Combine(ScratchDirectory.Open(Options.ScratchRoot, record.KernelId).ConfigPath, ScratchDirectory.RunnerCurveKeyFile);
+        if (record.RunnerCurve is not null || !File.Exists(keyFile))
+            return record;
+        return record with { RunnerCurve = RunnerCurveKeys.FromRunnerFile(File.ReadAllText(keyFile)) };
+    }
 
     private async Task PumpEventsAsync(CancellationToken cancellationToken)
     {

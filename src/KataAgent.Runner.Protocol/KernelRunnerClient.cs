@@ -44,11 +44,19 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
     public KernelRunnerClient(KernelRunnerClientOptions options)
     {
         _options = options;
+        NetMQCertificate? certificate = options.Curve?.AgentCertificate();
         foreach (NetMQSocket socket in new NetMQSocket[] { _push, _pull })
         {
             socket.Options.Linger = TimeSpan.Zero;
             socket.Options.ReconnectInterval = options.ReconnectInterval;
             socket.Options.ReconnectIntervalMax = options.ReconnectIntervalMax;
+            if (options.Curve is { } curve)
+            {
+                // A runner without the matching secret key cannot finish the handshake: nothing is
+                // sent to or taken from it, and requests time out (see RequestAsync).
+                socket.Options.CurveServerCertificate = NetMQCertificate.FromPublicKey(curve.RunnerPublicKey);
+                socket.Options.CurveCertificate = certificate!;
+            }
         }
         _monitor = new NetMQMonitor(_pull, $"inproc://kernel-runner-monitor-{Guid.NewGuid():N}",
             SocketEvents.Connected | SocketEvents.Disconnected);
@@ -450,7 +458,8 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         }
         catch (TimeoutException)
         {
-            throw new TimeoutException($"the kernel runner did not answer '{type}' within {timeout.TotalSeconds:0.#} s");
+            throw new TimeoutException($"the kernel runner did not answer '{type}' within {timeout.TotalSeconds:0.#} s" + (_options.Curve is null ? ""
+                : " (with CURVE, also when the runner does not hold this session's key: the handshake then never completes)"));
         }
         finally
         {
@@ -642,7 +651,8 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
                 run.Buffer.AppendOutput(RunnerMessageTypes.Stderr, "\n[kata-agent: lost the connection to the kernel runner; the run was aborted]\n");
                 run.Buffer.AppendBoundary(new RunBoundary(ExecutionStatus.Finished, null, null));
             }
-            FailPendingReplies(new RunnerUnavailableException("lost the connection to the kernel runner"));
+            FailPendingReplies(new RunnerUnavailableException("lost the connection to the kernel runner" + (_options.Curve is null ? ""
+                : " (with CURVE, also when the runner does not hold this session's key: it drops the connection at the handshake)")));
         }
         run?.Signal.Set();
     }

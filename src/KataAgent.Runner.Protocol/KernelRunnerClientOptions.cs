@@ -11,6 +11,12 @@ public sealed record KernelRunnerClientOptions
     /// <summary>Host port published for the runner's PUSH port (2001 in the guest).</summary>
     public required int OutputPort { get; init; }
 
+    /// <summary>
+    /// The session's CURVE keys: both sockets become CURVE clients of the runner. Null: the NULL
+    /// mechanism, for runners started without a key file (Backend.AI's own, tests).
+    /// </summary>
+    public RunnerCurveKeys? Curve { get; init; }
+
     /// <summary>How long status, completion, service and apps requests wait for their answer.</summary>
     public TimeSpan ReplyTimeout { get; init; } = TimeSpan.FromSeconds(10);
 

@@ -58,7 +58,7 @@ using PosixSignalRegistration onInt = PosixSignalRegistration.Create(PosixSignal
 AgentLink link;
 try
 {
-    link = new AgentLink(config.BindHost, config.InboundPort, config.OutboundPort, stopping.Token);
+    link = new AgentLink(config.BindHost, config.InboundPort, config.OutboundPort, config.CurveSecretKey, stopping.Token);
 }
 catch (Exception exception) when (exception is NetMQ.NetMQException or System.Net.Sockets.SocketException)
 {
@@ -68,7 +68,8 @@ catch (Exception exception) when (exception is NetMQ.NetMQException or System.Ne
 
 using var session = new RunnerSession(config, link, stopping.Token);
 link.Start(session.Handle);
-Log.Info($"serving: PULL tcp://{config.BindHost}:{config.InboundPort}, PUSH tcp://{config.BindHost}:{config.OutboundPort}, runtime {config.RuntimeType} ({config.RuntimePath})");
+Log.Info($"serving: PULL tcp://{config.BindHost}:{config.InboundPort}, PUSH tcp://{config.BindHost}:{config.OutboundPort}, "
+    + $"{(config.CurveSecretKey is null ? "no authentication (NULL mechanism: no " + RunnerConfig.CurveKeyFile + ")" : "CURVE")}, runtime {config.RuntimeType} ({config.RuntimePath})");
 Task running = session.RunAsync();
 
 try

@@ -10,6 +10,7 @@ internal sealed class RunnerConfig
 {
     public const string DefaultConfigDir = "/home/config";
     public const string ConfigDirEnvironmentVariable = "KATA_RUNNER_CONFIG_DIR";
+    public const string CurveKeyFile = "runner-curve.json";
 
     public required string ConfigDir { get; init; }
     public string RuntimeType { get; init; } = "python";
@@ -22,6 +23,9 @@ internal sealed class RunnerConfig
     public int? Gid { get; init; }
     public string? BootstrapScript { get; init; }
     public TimeSpan BootstrapTimeout { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>From runner-curve.json: the runner's CURVE secret key (Z85); null means the NULL mechanism.</summary>
+    public string? CurveSecretKey { get; init; }
 
     /// <summary>Environment for every process the runner starts: its own, overridden by environ.txt.</summary>
     public required IReadOnlyDictionary<string, string> ChildEnvironment { get; init; }
@@ -54,11 +58,14 @@ internal sealed class RunnerConfig
 
         string settingsPath = Path.Combine(configDir, "runner.json");
         string defaultBootstrap = Path.Combine(configDir, "bootstrap.sh");
+        // Read here, before the uid switch: the file is root's alone (0600).
+        string? curveSecretKey = LoadCurveSecretKey(Path.Combine(configDir, CurveKeyFile));
         var config = new RunnerConfig
         {
             ConfigDir = configDir,
             ChildEnvironment = environment,
             BootstrapScript = File.Exists(defaultBootstrap) ? defaultBootstrap : null,
+            CurveSecretKey = curveSecretKey,
         };
         if (!File.Exists(settingsPath))
         {
@@ -88,11 +95,54 @@ internal sealed class RunnerConfig
                 BootstrapScript = bootstrap is null ? config.BootstrapScript
                     : Path.IsPathRooted(bootstrap) ? bootstrap : Path.Combine(configDir, bootstrap),
                 BootstrapTimeout = TimeSpan.FromSeconds(OptionalInt(root, "bootstrapTimeoutSeconds") ?? 600),
+                CurveSecretKey = curveSecretKey,
             };
         }
         catch (Exception exception) when (exception is JsonException or InvalidOperationException or FormatException)
         {
             throw new InvalidDataException($"{settingsPath} is not valid: {exception.Message}", exception);
+        }
+    }
+
+    /// <summary>
+    /// runner-curve.json: <c>{"runnerSecretKey": Z85, "runnerPublicKey"?: Z85, "agentPublicKey"?: Z85}</c>.
+    /// Absent: null. A file that is there but unusable is an error: silently falling back to the
+    /// NULL mechanism would open the session to anyone who reaches its ports.
+    /// </summary>
+    private static string? LoadCurveSecretKey(string path)
+    {
+        if (!File.Exists(path))
+        {
+            return null;
+        }
+        try
+        {
+            using JsonDocument document = JsonDocument.Parse(File.ReadAllText(path));
+            JsonElement root = document.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+            {
+                throw new InvalidDataException($"{path}: the top level must be a JSON object");
+            }
+            string secret = OptionalString(root, "runnerSecretKey")
+                ?? throw new InvalidDataException($"{path}: runnerSecretKey is missing");
+            NetMQ.NetMQCertificate certificate;
+            try
+            {
+                certificate = NetMQ.NetMQCertificate.CreateFromSecretKey(secret);
+            }
+            catch (ArgumentException exception)
+            {
+                throw new InvalidDataException($"{path}: runnerSecretKey is not a Z85 CURVE key: {exception.Message}", exception);
+            }
+            if (OptionalString(root, "runnerPublicKey") is string expected && expected != certificate.PublicKeyZ85)
+            {
+                throw new InvalidDataException($"{path}: runnerPublicKey does not belong to runnerSecretKey");
+            }
+            return secret;
+        }
+        catch (Exception exception) when (exception is JsonException or InvalidOperationException)
+        {
+            throw new InvalidDataException($"{path} is not valid: {exception.Message}", exception);
         }
     }
 

@@ -58,6 +58,30 @@ public sealed class RecoveryTests(RecoveryAgentFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task A_session_known_only_from_its_label_gets_its_runner_key_back_from_the_config_dir()
+    {
+        var session = await fixture.Agent.CreateSessionAsync(new SessionRequest { Image = fixture.ImageName, RuntimeClass = "runc" });
+        try
+        {
+            Assert.Equal("", await RunAsync(fixture.Agent, session.KernelId, "state = 'from the label'"));
+            // As if the agent had stopped between starting the container and storing the record.
+            await fixture.Agent.DisposeAsync();
+            var recordFile = Path.Combine(fixture.Options.StateDir, "sessions", session.KernelId + ".json");
+            File.Delete(recordFile);
+
+            await fixture.RestartAgentAsync();
+            var recovered = fixture.Agent.GetSession(session.KernelId);
+            Assert.Equal(session.Record.RunnerCurve!.RunnerPublicKey, recovered.Record.RunnerCurve!.RunnerPublicKey);
+            Assert.Equal("from the label\n", await RunAsync(fixture.Agent, session.KernelId, "print(state)"));
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(recordFile));
+        }
+        finally
+        {
+            await fixture.Agent.DestroySessionAsync(session.KernelId);
+        }
+    }
+
+    [Fact]
     public async Task Exit_events_keep_coming_after_containerd_restarts()
     {
         var session = await fixture.Agent.CreateSessionAsync(new SessionRequest { Image = fixture.ImageName, RuntimeClass = "runc" });

@@ -1,8 +1,11 @@
 using System.Net.Sockets;
 using System.Text;
+using KataAgent.Core.Scratch;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
 using KataAgent.Testing;
+using NetMQ;
+using NetMQ.Sockets;
 
 namespace KataAgent.Core.Tests;
 
@@ -145,6 +148,59 @@ public abstract class SessionTestsBase(AgentFixture fixture, string runtime)
             using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
             var body = await http.GetStringAsync(new Uri($"http://127.0.0.1:{port.HostPort}/hello.txt"));
             Assert.Equal("served from the session\n", body);
+        }
+        finally
+        {
+            await Agent.DestroySessionAsync(session.KernelId);
+        }
+    }
+
+    [Fact]
+    public async Task A_host_client_without_the_session_key_can_neither_run_code_nor_read_output()
+    {
+        var session = await CreateAsync();
+        try
+        {
+            var record = session.Record;
+            const UnixFileMode rootOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            Assert.NotNull(record.RunnerCurve);
+            var keyFile = Path.Combine(record.ScratchDir, "config", ScratchDirectory.RunnerCurveKeyFile);
+            Assert.Equal(rootOnly, File.GetUnixFileMode(keyFile));
+            Assert.Equal(rootOnly, File.GetUnixFileMode(Path.Combine(Fixture.Options.StateDir, "sessions", record.KernelId + ".json")));
+            var label = (await Agent.Containerd.Containers.GetAsync(record.ContainerId)).Labels[SessionLabels.Record];
+            Assert.DoesNotContain(record.RunnerCurve.RunnerPublicKey, label, StringComparison.Ordinal);
+            Assert.DoesNotContain(record.RunnerCurve.AgentSecretKey, label, StringComparison.Ordinal);
+
+            Assert.Equal(ExecutionStatus.Finished, (await RunAsync(session, ExecutionMode.Query, "SECRET = 41")).Status);
+            foreach (var (name, serverKey) in new[] { ("NULL mechanism", (byte[]?)null), ("another runner's key", new NetMQCertificate().PublicKey) })
+            {
+                // What any local user can do: connect to the published runner ports on 127.0.0.1.
+                using var push = new PushSocket();
+                using var pull = new PullSocket();
+                foreach (NetMQSocket socket in new NetMQSocket[] { push, pull })
+                {
+                    socket.Options.Linger = TimeSpan.Zero;
+                    if (serverKey is not null)
+                    {
+                        socket.Options.CurveServerKey = serverKey;
+                        socket.Options.CurveCertificate = new NetMQCertificate();
+                    }
+                }
+                pull.Connect($"tcp://127.0.0.1:{record.ReplOutPort}");
+                push.Connect($"tcp://127.0.0.1:{record.ReplInPort}");
+                foreach (var (type, payload) in new[] { ("code", "SECRET = 0\nATTACKER = 1"), ("status", ""), ("exec", "touch /home/work/attacker") })
+                {
+                    var message = new NetMQMessage(2);
+                    message.Append(Encoding.ASCII.GetBytes(type));
+                    message.Append(Encoding.UTF8.GetBytes(payload));
+                    _ = push.TrySendMultipartMessage(TimeSpan.FromSeconds(5), message);
+                }
+                var answer = new NetMQMessage();
+                Assert.False(pull.TryReceiveMultipartMessage(TimeSpan.FromSeconds(3), ref answer), $"{name}: the session's runner answered");
+            }
+
+            var check = await RunAsync(session, ExecutionMode.Query, "import os\nprint(SECRET, 'ATTACKER' in globals(), os.path.exists('/home/work/attacker'))");
+            Assert.True(Out(check) == "41 False False\n", check.ToJson());
         }
         finally
         {

@@ -10,10 +10,19 @@ internal sealed class FakeRunner : IDisposable
     private readonly PullSocket _pull = new();
     private readonly PushSocket _push = new();
 
-    public FakeRunner()
+    /// <param name="curve">The runner's key pair: both sockets are CURVE servers, as in the real runner.</param>
+    public FakeRunner(NetMQCertificate? curve = null)
     {
         _pull.Options.Linger = TimeSpan.Zero;
         _push.Options.Linger = TimeSpan.Zero;
+        if (curve is not null)
+        {
+            foreach (NetMQSocket socket in new NetMQSocket[] { _pull, _push })
+            {
+                socket.Options.CurveServer = true;
+                socket.Options.CurveCertificate = curve;
+            }
+        }
         InputPort = _pull.BindRandomPort("tcp://127.0.0.1");
         OutputPort = _push.BindRandomPort("tcp://127.0.0.1");
     }
@@ -31,6 +40,13 @@ internal sealed class FakeRunner : IDisposable
         Assert.True(_pull.TryReceiveMultipartMessage(TimeSpan.FromSeconds(60), ref message), "the client sent nothing");
         Assert.Equal(2, message.FrameCount);
         return (message![0].ConvertToString(Encoding.ASCII), message[1].ConvertToString(Encoding.UTF8));
+    }
+
+    /// <summary>Whether any message from the client arrives within <paramref name="wait"/>.</summary>
+    public bool TryReceive(TimeSpan wait)
+    {
+        NetMQMessage? message = new();
+        return _pull.TryReceiveMultipartMessage(wait, ref message);
     }
 
     public void Send(string type, string payload) => Send(type, Encoding.UTF8.GetBytes(payload));

@@ -34,6 +34,9 @@ public sealed class RunnerHost : IAsyncDisposable
     public int InputPort { get; }
     public int OutputPort { get; }
     public KernelRunnerClient Client { get; private set; } = null!;
+
+    /// <summary>The agent's half of the CURVE keys when started with <c>curve: true</c>, else null.</summary>
+    public RunnerCurveKeys? Curve { get; private set; }
     public int Pid => _process?.Id ?? throw new InvalidOperationException("not started");
 
     public string Log
@@ -47,7 +50,8 @@ public sealed class RunnerHost : IAsyncDisposable
         }
     }
 
-    public static async Task<RunnerHost> StartAsync(PublishedRunner runner, Action<RunnerHost>? prepare = null)
+    /// <param name="curve">Write a runner-curve.json (0600) like the agent does, and give the client its keys.</param>
+    public static async Task<RunnerHost> StartAsync(PublishedRunner runner, Action<RunnerHost>? prepare = null, bool curve = false)
     {
         string root = Directory.CreateTempSubdirectory("kata-runner-test-").FullName;
         var host = new RunnerHost(runner.BinaryPath, root, FreePort(), FreePort());
@@ -63,9 +67,15 @@ public sealed class RunnerHost : IAsyncDisposable
                 ["replInPort"] = host.InputPort,
                 ["replOutPort"] = host.OutputPort,
             }));
+            if (curve)
+            {
+                (host.Curve, string keyFile) = RunnerCurveKeys.Generate();
+                File.WriteAllText(Path.Combine(host.ConfigDir, RunnerCurveKeys.RunnerFileName), keyFile);
+                File.SetUnixFileMode(Path.Combine(host.ConfigDir, RunnerCurveKeys.RunnerFileName), UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            }
             prepare?.Invoke(host);
             host.StartProcess();
-            host.Client = new KernelRunnerClient(new KernelRunnerClientOptions { InputPort = host.InputPort, OutputPort = host.OutputPort });
+            host.Client = new KernelRunnerClient(new KernelRunnerClientOptions { InputPort = host.InputPort, OutputPort = host.OutputPort, Curve = host.Curve });
             await host.WaitUntilServingAsync();
             return host;
         }

@@ -24,6 +24,12 @@ public sealed record ScratchConfig
 
     public IReadOnlyList<ScratchDotfile> Dotfiles { get; init; } = [];
 
+    /// <summary>
+    /// runner-curve.json, the runner's CURVE key pair (and the agent's public key), mode 0600 so that
+    /// only root reads it, on the host and in the guest; not written when null.
+    /// </summary>
+    public string? RunnerCurveKeyFile { get; init; }
+
     /// <summary>bootstrap.sh (mode 0755) in the config dir; not written when null.</summary>
     public string? BootstrapScript { get; init; }
 }

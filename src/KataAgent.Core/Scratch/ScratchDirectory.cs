@@ -21,10 +21,12 @@ public sealed partial class ScratchDirectory
     public const string IntrinsicPortsFile = "intrinsic-ports.json";
     public const string RunnerFile = "runner.json";
     public const string BootstrapFile = "bootstrap.sh";
+    public const string RunnerCurveKeyFile = KataAgent.Runner.Protocol.RunnerCurveKeys.RunnerFileName;
 
     private const int AtFdCwd = -100;
     private static readonly UnixFileMode DirMode = (UnixFileMode)0x1ED; // 0755
     private static readonly UnixFileMode ConfigFileMode = (UnixFileMode)0x1A4; // 0644
+    private static readonly UnixFileMode SecretFileMode = (UnixFileMode)0x180; // 0600
     private static readonly JsonSerializerOptions Compact = new() { WriteIndented = false };
 
     private ScratchDirectory(string scratchRoot, string sessionId, ScratchFilesOptions? fileOptions)
@@ -109,6 +111,8 @@ public sealed partial class ScratchDirectory
         await WriteConfigFileAsync(IntrinsicPortsFile, ports, ConfigFileMode, cancellationToken);
         if (config.Runner != null)
             await WriteConfigFileAsync(RunnerFile, config.Runner.ToJsonString(Compact), ConfigFileMode, cancellationToken);
+        if (config.RunnerCurveKeyFile != null)
+            await WriteConfigFileAsync(RunnerCurveKeyFile, config.RunnerCurveKeyFile, SecretFileMode, cancellationToken);
         if (config.BootstrapScript != null)
             await WriteConfigFileAsync(BootstrapFile, config.BootstrapScript, DirMode, cancellationToken);
         foreach (var dotfile in config.Dotfiles)

@@ -84,6 +84,8 @@ public sealed partial class SessionCreator(SessionServices services)
             Network = await services.Network.GetAsync(record.KernelId, cancellationToken).ConfigureAwait(false)
                 ?? throw new InvalidOperationException($"session {record.KernelId} has lost its network: destroy and recreate it"),
             LogPath = record.LogPath,
+            // The key file stays in the config dir: the new runner reads the same keys.
+            RunnerCurve = record.RunnerCurve,
         };
         state.Ports.AddRange(record.Ports);
         await using var undo = new UndoStack(services.Logger);
@@ -135,6 +137,7 @@ public sealed partial class SessionCreator(SessionServices services)
         public NetworkAttachment? Network { get; set; }
         public string LogPath { get; set; } = "";
         public KernelRunnerClient? Runner { get; set; }
+        public RunnerCurveKeys? RunnerCurve { get; set; }
         public SessionRecord? Record { get; set; }
     }
 
@@ -279,6 +282,9 @@ public sealed partial class SessionCreator(SessionServices services)
             runner["uid"] = uid;
         if (request.Gid is { } gid)
             runner["gid"] = gid;
+        // Per session: whoever reaches the published runner ports must not be able to drive this runner.
+        var (curve, runnerKeyFile) = RunnerCurveKeys.Generate();
+        state.RunnerCurve = curve;
         var config = new ScratchConfig
         {
             Environ = environ,
@@ -293,6 +299,7 @@ public sealed partial class SessionCreator(SessionServices services)
             },
             IntrinsicPorts = new IntrinsicPorts(ReplInPort, ReplOutPort),
             Runner = runner,
+            RunnerCurveKeyFile = runnerKeyFile,
             BootstrapScript = request.BootstrapScript,
         };
         undo.Push("scratch", async undoCt =>
@@ -384,6 +391,7 @@ public sealed partial class SessionCreator(SessionServices services)
             StopSignal = state.Image.Config.Config?.StopSignal ?? "SIGTERM",
             CreatedAt = DateTimeOffset.UtcNow,
             Request = request with { KernelId = kernelId, RuntimeClass = state.Runtime.Class.Name },
+            RunnerCurve = state.RunnerCurve,
         };
         var record = state.Record;
 
@@ -413,6 +421,7 @@ public sealed partial class SessionCreator(SessionServices services)
             InputPort = record.ReplInPort,
             OutputPort = record.ReplOutPort,
             ReplyTimeout = TimeSpan.FromSeconds(2),
+            Curve = record.RunnerCurve,
         });
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
         deadline.CancelAfter(services.Options.RunnerReadyTimeout);
@@ -429,7 +438,9 @@ public sealed partial class SessionCreator(SessionServices services)
             catch (Exception e) when (e is TimeoutException or RunnerUnavailableException || (e is OperationCanceledException && !ct.IsCancellationRequested))
             {
                 if (deadline.IsCancellationRequested)
-                    throw new TimeoutException($"the runner did not answer within {services.Options.RunnerReadyTimeout.TotalSeconds:0} s; its log ends with:\n{LogTail(record.LogPath)}");
+                    throw new TimeoutException($"the runner did not answer within {services.Options.RunnerReadyTimeout.TotalSeconds:0} s" +
+                        (record.RunnerCurve is null ? "" : $" (if its log says it is serving, the CURVE handshake failed: the runner does not hold this session's key from {ScratchDirectory.RunnerCurveKeyFile})") +
+                        $"; its log ends with:\n{LogTail(record.LogPath)}");
             }
         }
     }

@@ -23,7 +23,8 @@ public static class SessionLabels
         labels[SessionId] = record.SessionId;
         labels[Owner] = owner;
         labels[RuntimeClass] = record.RuntimeClass;
-        labels[Record] = record.ToJson();
+        // Labels are readable through containerd's API: the runner keys stay in the 0600 record file.
+        labels[Record] = record.WithoutSecrets().ToJson();
         return labels;
     }
 }

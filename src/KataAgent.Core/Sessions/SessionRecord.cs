@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using KataAgent.Runner.Protocol;
 
 namespace KataAgent.Core.Sessions;
 
@@ -38,9 +39,17 @@ public sealed record SessionRecord
     /// <summary>The request as resolved at create time; a restart builds the new container from it.</summary>
     public SessionRequest? Request { get; init; }
     public DateTimeOffset CreatedAt { get; init; }
+    /// <summary>
+    /// The runner channel's CURVE keys (the runner's public key, the agent's key pair). Secret: kept
+    /// only in the 0600 record file, never in the container label (<see cref="WithoutSecrets"/>).
+    /// </summary>
+    public RunnerCurveKeys? RunnerCurve { get; init; }
 
     public int ReplInPort => Ports.Single(p => p.Name == "replin").HostPort;
     public int ReplOutPort => Ports.Single(p => p.Name == "replout").HostPort;
+
+    /// <summary>The record as it may be shown outside the state dir (container label).</summary>
+    public SessionRecord WithoutSecrets() => this with { RunnerCurve = null };
 
     public string ToJson() => JsonSerializer.Serialize(this, SessionJson.Options);
     public static SessionRecord FromJson(string json) =>

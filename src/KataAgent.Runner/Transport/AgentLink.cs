@@ -30,9 +30,29 @@ internal sealed class AgentLink : IDisposable
     private readonly CancellationToken _stopping;
     private readonly List<Thread> _threads = [];
 
-    public AgentLink(string bindHost, int inboundPort, int outboundPort, CancellationToken stopping)
+    /// <param name="curveSecretKey">
+    /// The runner's CURVE secret key (Z85): both sockets become CURVE servers. Null: the NULL mechanism,
+    /// for runners started without a key file (the agent always provisions one).
+    /// <para>
+    /// NetMQ 4.0.4.5 has no ZAP, so the client's public key cannot be checked here: any client that
+    /// knows our public key completes the handshake. A peer without it never does, so it cannot send
+    /// code (PULL) and nothing is ever written to it (PUSH). Caveat: NetMQ attaches a peer's pipe at TCP
+    /// accept, before the handshake, so the PUSH side may route a message to a peer that then fails (or
+    /// never finishes) the handshake; that message is dropped, not disclosed.
+    /// </para>
+    /// </param>
+    public AgentLink(string bindHost, int inboundPort, int outboundPort, string? curveSecretKey, CancellationToken stopping)
     {
         _stopping = stopping;
+        if (curveSecretKey is not null)
+        {
+            NetMQCertificate certificate = NetMQCertificate.CreateFromSecretKey(curveSecretKey);
+            foreach (NetMQSocket socket in new NetMQSocket[] { _inbound, _outbound })
+            {
+                socket.Options.CurveServer = true;
+                socket.Options.CurveCertificate = certificate;
+            }
+        }
         _inbound.Options.Linger = TimeSpan.Zero;
         // Long enough to hand the last answers to a connected agent when the runner stops.
         _outbound.Options.Linger = TimeSpan.FromSeconds(1);
