@@ -317,6 +317,40 @@ public abstract class NetworkIsolationTestsBase(AgentFixture fixture, string run
         Assert.Empty(await Agent.Services.Network.Guard!.ListEntriesAsync());
     }
 
+    [Fact]
+    public async Task The_walls_outlive_an_agent_restart_come_back_when_lost_and_go_with_a_dead_session()
+    {
+        var kept = await CreateAsync();
+        // gVisor dies with its shim (a runc container would outlive it as an orphan).
+        var dies = await Agent.CreateSessionAsync(new SessionRequest { Image = Fixture.ImageName, RuntimeClass = "gvisor" });
+        var (keptIp, _, _) = await AddressOfAsync(kept);
+        var (diesIp, _, _) = await AddressOfAsync(dies);
+        Assert.Equal("", await RunAsync(kept, "state = 'kept'"));
+
+        // The tables are lost (an operator flushed the ruleset): the next start builds them and walls the session in again.
+        await Agent.Services.Network.Guard!.DeleteAsync();
+        await Fixture.RestartAgentAsync();
+        var entries = await Fixture.Agent.Services.Network.Guard!.ListEntriesAsync();
+        Assert.Contains($"public:{keptIp}", entries);
+        Assert.Contains($"public:{diesIp}", entries);
+        Assert.Equal("kept", await RunAsync(kept, "print(state)"));
+
+        // While the agent is away one session dies with its shim: the next start removes its elements with it.
+        await Fixture.Agent.DisposeAsync();
+        foreach (var (pid, _) in ProcessTable.All().Where(p => p.CommandLine.Contains("containerd-shim", StringComparison.Ordinal) &&
+                     p.CommandLine.Contains(dies.KernelId, StringComparison.Ordinal)).ToList())
+            ProcessTable.Kill(pid, 9);
+        await Fixture.RestartAgentAsync();
+        entries = await Agent.Services.Network.Guard!.ListEntriesAsync();
+        Assert.DoesNotContain(entries, e => e.EndsWith(diesIp.ToString(), StringComparison.Ordinal));
+        Assert.Contains($"public:{keptIp}", entries);
+        Assert.Equal("kept", await RunAsync(kept, "print(state)"));
+
+        await Agent.DestroySessionAsync(kept.KernelId);
+        var census = await Diagnostics.LeakCensus.TakeAsync(Agent);
+        Assert.True(census.IsClean, census.ToString());
+    }
+
     private static int CountOf(string text, string word)
     {
         var count = 0;
