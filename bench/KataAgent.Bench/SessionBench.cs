@@ -41,11 +41,18 @@ internal static class SessionBench
         var create = new List<double>();
         var destroy = new List<double>();
         var bare = new List<double>();
+        var steps = new Dictionary<string, List<double>>(StringComparer.Ordinal);
         for (var i = 0; i < runs + 1; i++)
         {
             var sw = Stopwatch.StartNew();
-            var session = await agent.CreateSessionAsync(new SessionRequest { Image = image, RuntimeClass = runtime });
+            var timer = new StepTimer();
+            var session = await agent.CreateSessionAsync(new SessionRequest { Image = image, RuntimeClass = runtime }, timer);
             var createMs = sw.Elapsed.TotalMilliseconds;
+            if (i > 0)
+            {
+                foreach (var (step, ms) in timer.Durations(createMs))
+                    (steps.TryGetValue(step, out var list) ? list : steps[step] = []).Add(ms);
+            }
             sw.Restart();
             await agent.DestroySessionAsync(session.KernelId);
             var destroyMs = sw.Elapsed.TotalMilliseconds;
@@ -61,7 +68,21 @@ internal static class SessionBench
             bare.Add(bareMs);
         }
         report.AppendLine(Row("create → runner answers", runtime, create, bare));
+        foreach (var (step, list) in steps)
+            report.AppendLine(Row($"  create step '{step}'", runtime, list, null));
         report.AppendLine(Row("destroy → all reaped", runtime, destroy, null));
+    }
+
+    /// <summary>When each create step started (reported synchronously, unlike Progress&lt;T&gt;).</summary>
+    private sealed class StepTimer : IProgress<string>
+    {
+        private readonly Stopwatch _clock = Stopwatch.StartNew();
+        private readonly List<(string Step, double At)> _starts = [];
+
+        public void Report(string value) => _starts.Add((value, _clock.Elapsed.TotalMilliseconds));
+
+        public IEnumerable<(string Step, double Ms)> Durations(double totalMs) =>
+            _starts.Select((s, i) => (s.Step, (i + 1 < _starts.Count ? _starts[i + 1].At : totalMs) - s.At));
     }
 
     public static async Task RunAsync(int execRuns, int deathRuns, int concurrent, TimeSpan idle, StringBuilder report)

@@ -70,7 +70,7 @@ public sealed class NetworkGuardTests
     {
         var guard = NewGuard(out var bridge);
         var rules = guard.BuildRuleset([IPAddress.Parse("192.0.2.77")]);
-        Assert.Contains($"prerouting iifname \"{bridge}\" ip daddr 127.0.0.0/8 drop", rules, StringComparison.Ordinal);
+        Assert.Contains("localnet ip saddr 10.209.0.0/24 ip daddr 127.0.0.0/8 ct state != { established, related } drop", rules, StringComparison.Ordinal);
         Assert.Contains($"forward iifname \"{bridge}\" oifname \"{bridge}\" drop", rules, StringComparison.Ordinal);
         Assert.Contains($"input iifname \"{bridge}\" drop", rules, StringComparison.Ordinal);
         Assert.Contains($"forward oifname \"{bridge}\" ct status dnat accept", rules, StringComparison.Ordinal);

@@ -422,6 +422,9 @@ public sealed partial class SessionCreator(SessionServices services)
             OutputPort = record.ReplOutPort,
             ReplyTimeout = TimeSpan.FromSeconds(2),
             Curve = record.RunnerCurve,
+            // The runner is still starting: retry the refused connects often rather than backing off to a second.
+            ReconnectInterval = TimeSpan.FromMilliseconds(10),
+            ReconnectIntervalMax = TimeSpan.FromMilliseconds(50),
         });
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
         deadline.CancelAfter(services.Options.RunnerReadyTimeout);

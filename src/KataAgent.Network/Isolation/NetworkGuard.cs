@@ -92,14 +92,21 @@ public sealed partial class NetworkGuard
         if (resolvers.Count > 0)
             sb.AppendLine(CultureInfo.InvariantCulture, $"add element inet {t} resolvers {{ {string.Join(", ", resolvers)} }}");
         sb.AppendLine(CultureInfo.InvariantCulture, $"add element inet {t} denied {{ {string.Join(", ", denied)} }}");
-        foreach (var (chain, hook, priority) in new[] { ("prerouting", "prerouting", -300), ("input", "input", -10), ("forward", "forward", -10) })
+        // An earlier layout had a raw-priority "prerouting" chain (before conntrack, keyed on the bridge): remove it.
+        sb.AppendLine(CultureInfo.InvariantCulture, $"add chain inet {t} prerouting {{ type filter hook prerouting priority -300; policy accept; }}");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"flush chain inet {t} prerouting");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"delete chain inet {t} prerouting");
+        foreach (var (chain, hook, priority) in new[] { ("localnet", "prerouting", -150), ("input", "input", -10), ("forward", "forward", -10) })
         {
             sb.AppendLine(CultureInfo.InvariantCulture, $"add chain inet {t} {chain} {{ type filter hook {hook} priority {priority}; policy accept; }}");
             sb.AppendLine(CultureInfo.InvariantCulture, $"flush chain inet {t} {chain}");
         }
-        // route_localnet (set by portmap for 127.0.0.1 publishing) would let a session reach host services bound to
-        // loopback: drop anything from the bridge addressed to 127/8 before routing, as Kubernetes does.
-        sb.AppendLine(CultureInfo.InvariantCulture, $"add rule inet {t} prerouting iifname {bridge} ip daddr 127.0.0.0/8 drop");
+        // route_localnet (set by portmap for 127.0.0.1 publishing) lets a session reach host services bound to loopback.
+        // Before routing (after conntrack, before DNAT), nothing new from a session may head for 127/8; replies on the
+        // host's own 127.0.0.1 -> published-port connections are addressed to 127.0.0.1 and stay (as Kubernetes does).
+        // Keyed on the source too: with br_netfilter the hook sees the bridge port, not the bridge, as input interface.
+        sb.AppendLine(CultureInfo.InvariantCulture, $"add rule inet {t} localnet ip saddr {ParseCidr(_options.Subnet)} ip daddr 127.0.0.0/8 ct state != {{ established, related }} drop");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"add rule inet {t} localnet iifname {bridge} ip daddr 127.0.0.0/8 ct state != {{ established, related }} drop");
         // The host answers sessions only on connections it opened (runner, published ports), and DNS if it is a resolver.
         sb.AppendLine(CultureInfo.InvariantCulture, $"add rule inet {t} input iifname {bridge} ct state established,related accept");
         sb.AppendLine(CultureInfo.InvariantCulture, $"add rule inet {t} input iifname {bridge} ip saddr @public meta l4proto {{ tcp, udp }} th dport 53 ip daddr @resolvers accept");
