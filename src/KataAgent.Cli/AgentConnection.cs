@@ -52,6 +52,7 @@ internal sealed class AgentConnection : IAsyncDisposable
         var loggerFactory = settings.Verbose ? Logging.Create(config.Logging) : NullLoggerFactory.Instance;
         var options = config.Agent with { LockHolder = new DataDirLockHolder("run", Environment.ProcessId, null) };
         var waiting = false;
+        var unnamed = 0;
         while (true)
         {
             CoreAgent? agent = null;
@@ -68,6 +69,12 @@ internal sealed class AgentConnection : IAsyncDisposable
             {
                 if (locked.Holder?.Socket is { Length: > 0 } holderSocket && await ApiClient.IsListeningAsync(holderSocket, cancellationToken))
                     return new AgentConnection(ApiClient.ForUnixSocket(holderSocket));
+                // The holder writes its name right after taking the lock: give it a moment before saying "another".
+                if (!waiting && locked.Holder is null && ++unnamed < 5)
+                {
+                    await Task.Delay(TimeSpan.FromMilliseconds(50), cancellationToken);
+                    continue;
+                }
                 if (!waiting)
                 {
                     Output.Info($"waiting for {locked.Holder?.ToString() ?? "another kata-agent"} to finish with {config.Agent.DataDir} " +

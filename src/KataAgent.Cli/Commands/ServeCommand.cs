@@ -25,8 +25,6 @@ internal static class ServeCommand
             var config = new GlobalSettings(parse).LoadConfig();
             using var loggerFactory = Logging.Create(config.Logging);
             var logger = loggerFactory.CreateLogger("kata-agent");
-            logger.LogInformation("kata-agent {Version} starting (config: {Config}, data dir: {DataDir})", AgentService.Version,
-                config.SourcePath ?? "defaults", config.Agent.DataDir);
             // Signals end the serve loop, not the process: shutdown must run to completion.
             using var stop = new CancellationTokenSource();
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
@@ -34,6 +32,9 @@ internal static class ServeCommand
             // The lock file names this serve's socket: a `run` that finds the data dir taken talks to it there.
             var options = config.Agent with { LockHolder = new("serve", Environment.ProcessId, config.Api.SocketPath) };
             await using var agent = await CoreAgent.StartAsync(options, loggerFactory, ct);
+            // Only once the data dir is ours: a refused start is one error line, nothing else.
+            logger.LogInformation("kata-agent {Version} started (config: {Config}, data dir: {DataDir})", AgentService.Version,
+                config.SourcePath ?? "defaults", config.Agent.DataDir);
             if (agent.RuntimeClasses.FallbackWarning is { } warning)
                 Output.Warn(warning);
             await using var server = await ApiServer.StartAsync(agent, config.Api, loggerFactory, ct);
