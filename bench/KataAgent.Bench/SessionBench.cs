@@ -91,39 +91,12 @@ internal static class SessionBench
         var (agent, image) = await BenchAgent.StartAsync(dataDir);
         try
         {
-            var imageDetails = (await agent.Services.Images.FindAsync(image))!;
-            var resolved = new ResolvedImage(image, imageDetails.Config, imageDetails.ChainId);
             report.AppendLine("| figure | runtime | n | p50 ms | p99 ms | baseline p50 ms | ratio |");
             report.AppendLine("|---|---|---|---|---|---|---|");
             foreach (var runtime in new[] { "runc", "gvisor" })
             {
-                var runtimeClass = agent.RuntimeClasses.Resolve(runtime).Class;
-
-                // 1. create -> ready vs bare containerd (container + task + first output).
-                var create = new List<double>();
-                var destroy = new List<double>();
-                var bare = new List<double>();
-                for (var i = 0; i < 11; i++)
-                {
-                    var sw = Stopwatch.StartNew();
-                    var session = await agent.CreateSessionAsync(new SessionRequest { Image = image, RuntimeClass = runtime });
-                    var createMs = sw.Elapsed.TotalMilliseconds;
-                    sw.Restart();
-                    await agent.DestroySessionAsync(session.KernelId);
-                    var destroyMs = sw.Elapsed.TotalMilliseconds;
-                    sw.Restart();
-                    await new OneShotRunner(agent.Containerd, dataDir, NullLogger.Instance).RunAsync(
-                        new ContainerLaunch("bare-" + Guid.NewGuid().ToString("N")[..10], resolved, runtimeClass) { Args = ["/bin/sh", "-c", "echo ready"] },
-                        TimeSpan.FromMinutes(2));
-                    var bareMs = sw.Elapsed.TotalMilliseconds;
-                    if (i == 0)
-                        continue;
-                    create.Add(createMs);
-                    destroy.Add(destroyMs);
-                    bare.Add(bareMs);
-                }
-                report.AppendLine(Row("create → runner answers", runtime, create, bare));
-                report.AppendLine(Row("destroy → all reaped", runtime, destroy, null));
+                // 1. create -> ready vs bare containerd (container + task + first output), per step.
+                await CreateAndDestroyAsync(agent, image, dataDir, runtime, 10, report);
 
                 var session2 = await agent.CreateSessionAsync(new SessionRequest { Image = image, RuntimeClass = runtime });
                 try

@@ -51,18 +51,15 @@ public static partial class HostNetwork
     /// <summary>Runs a command and fails with its output when it exits non-zero.</summary>
     public static async Task RunCheckedAsync(string file, params string[] args)
     {
-        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args)
-            psi.ArgumentList.Add(a);
-        using var process = Process.Start(psi)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        await process.WaitForExitAsync();
-        if (process.ExitCode != 0)
-            throw new InvalidOperationException($"{file} {string.Join(' ', args)} failed (exit {process.ExitCode}): {await stdout}{await stderr}");
+        var (exit, output) = await ExecuteAsync(file, args);
+        if (exit != 0)
+            throw new InvalidOperationException($"{file} {string.Join(' ', args)} failed (exit {exit}): {output}");
     }
 
-    public static async Task<string> RunAsync(string file, params string[] args)
+    /// <summary>Runs a command; its stdout then stderr, whatever the exit code.</summary>
+    public static async Task<string> RunAsync(string file, params string[] args) => (await ExecuteAsync(file, args)).Output;
+
+    private static async Task<(int Exit, string Output)> ExecuteAsync(string file, string[] args)
     {
         var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in args)
@@ -71,6 +68,6 @@ public static partial class HostNetwork
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
         await process.WaitForExitAsync();
-        return await stdout + await stderr;
+        return (process.ExitCode, await stdout + await stderr);
     }
 }
