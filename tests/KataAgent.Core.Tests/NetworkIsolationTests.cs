@@ -205,8 +205,7 @@ public abstract class NetworkIsolationTestsBase(AgentFixture fixture, string run
             await Agent.DestroySessionAsync(attacker.KernelId);
             await Agent.DestroySessionAsync(victim.KernelId);
         }
-        var census = await Diagnostics.LeakCensus.TakeAsync(Agent);
-        Assert.True(census.IsClean, census.ToString());
+        await AssertNothingLeftAsync();
     }
 
     [Fact]
@@ -278,8 +277,7 @@ public abstract class NetworkIsolationTestsBase(AgentFixture fixture, string run
             await Agent.DestroySessionAsync(open.KernelId);
             await Agent.DestroySessionAsync(closed.KernelId);
         }
-        var census = await Diagnostics.LeakCensus.TakeAsync(Agent);
-        Assert.True(census.IsClean, census.ToString());
+        await AssertNothingLeftAsync();
     }
 
     [Fact]
@@ -347,6 +345,11 @@ public abstract class NetworkIsolationTestsBase(AgentFixture fixture, string run
         Assert.Equal("kept", await RunAsync(kept, "print(state)"));
 
         await Agent.DestroySessionAsync(kept.KernelId);
+        await AssertNothingLeftAsync();
+    }
+
+    private async Task AssertNothingLeftAsync()
+    {
         var census = await Diagnostics.LeakCensus.TakeAsync(Agent);
         Assert.True(census.IsClean, census.ToString());
     }

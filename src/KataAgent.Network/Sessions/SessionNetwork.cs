@@ -271,11 +271,14 @@ public sealed partial class SessionNetwork
             return;
         await Guard.EnsureAsync(cancellationToken);
         var entries = new List<GuardEntry>();
-        foreach (var record in await ListAsync(cancellationToken))
+        if (Directory.Exists(_options.StateDirectory))
         {
-            var state = await ReadStateAsync(record.SessionId, cancellationToken);
-            if (state is not null && record.Attachment is { } attachment)
-                entries.Add(GuardEntryOf(state, attachment));
+            foreach (string path in Directory.EnumerateFiles(_options.StateDirectory, "*.json"))
+            {
+                string sessionId = Path.GetFileNameWithoutExtension(path);
+                if (IsValidSessionId(sessionId) && await ReadStateAsync(sessionId, cancellationToken) is { Complete: true, Result: not null } state)
+                    entries.Add(GuardEntryOf(state, ToAttachment(state, CniResult.Parse(state.Result))));
+            }
         }
         await Guard.ReplaceEntriesAsync(entries, cancellationToken);
     }
