@@ -38,6 +38,8 @@ internal static class BenchAgent
 
     public static string RunnerDir()
     {
+        if (Environment.GetEnvironmentVariable("KATA_RUNNER_DIR") is { Length: > 0 } chosen)
+            return File.Exists(Path.Combine(chosen, "kata-runner")) ? chosen : throw new InvalidOperationException($"KATA_RUNNER_DIR={chosen} holds no kata-runner");
         var dir = AppContext.BaseDirectory;
         while (dir is not null && !File.Exists(Path.Combine(dir, "KataAgent.slnx")))
             dir = Path.GetDirectoryName(dir);

@@ -3,10 +3,12 @@ using System.Globalization;
 using KataAgent.Bench;
 
 // Benchmarks, each measured next to its baseline in the same run. Not part of CI.
-// Usage: kata-agent-bench [echo|exec|create|sessions|soak|chaos] [--runs N] [--cycles N] [--out docs/PERFORMANCE.md]
+// Usage: kata-agent-bench [echo|exec|create|sessions|soak|chaos] [--runs N] [--cycles N] [--runtime CLASS]... [--out docs/PERFORMANCE.md]
+// KATA_RUNNER_DIR picks another published runner (e.g. to compare two builds of it back to back).
 var runs = 20;
 var cycles = 500;
 string? outFile = null;
+var runtimes = new List<string>();
 var positional = new List<string>();
 for (var i = 0; i < args.Length; i++)
 {
@@ -15,6 +17,7 @@ for (var i = 0; i < args.Length; i++)
         case "--runs" when i + 1 < args.Length: runs = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--cycles" when i + 1 < args.Length: cycles = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--out" when i + 1 < args.Length: outFile = args[++i]; break;
+        case "--runtime" when i + 1 < args.Length: runtimes.Add(args[++i]); break;
         default: positional.Add(args[i]); break;
     }
 }
@@ -31,7 +34,7 @@ switch (scenario)
         await ExecBench.RunAsync(Math.Max(runs, 1000), report);
         break;
     case "create":
-        await SessionBench.RunCreateOnlyAsync(Math.Max(runs, 10), report);
+        await SessionBench.RunCreateOnlyAsync(Math.Max(runs, 10), runtimes.Count > 0 ? runtimes : ["runc", "gvisor"], report);
         break;
     case "sessions":
         await SessionBench.RunAsync(execRuns: Math.Max(runs, 1000), deathRuns: 50, concurrent: 50, idle: TimeSpan.FromSeconds(60), report);

@@ -15,7 +15,7 @@ namespace KataAgent.Bench;
 internal static class SessionBench
 {
     /// <summary>Only create → runner answers and destroy, next to a bare container, on runc and gVisor.</summary>
-    public static async Task RunCreateOnlyAsync(int runs, StringBuilder report)
+    public static async Task RunCreateOnlyAsync(int runs, IReadOnlyList<string> runtimes, StringBuilder report)
     {
         var dataDir = Path.Combine("/tmp", "kab-" + Guid.NewGuid().ToString("N")[..8]);
         var (agent, image) = await BenchAgent.StartAsync(dataDir);
@@ -23,7 +23,7 @@ internal static class SessionBench
         {
             report.AppendLine("| figure | runtime | n | p50 ms | p99 ms | baseline p50 ms | ratio |");
             report.AppendLine("|---|---|---|---|---|---|---|");
-            foreach (var runtime in new[] { "runc", "gvisor" })
+            foreach (var runtime in runtimes)
                 await CreateAndDestroyAsync(agent, image, dataDir, runtime, runs, report);
         }
         finally

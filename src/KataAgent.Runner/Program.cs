@@ -42,6 +42,15 @@ catch (Exception exception) when (exception is InvalidDataException or IOExcepti
     return 2;
 }
 
+if (config.CurveSecretKey is not null)
+{
+    CurveWarmUp.Start();
+}
+// Socket completions run on the epoll thread instead of hopping through a thread-pool worker: inside
+// gVisor every hop between threads is a costly wake-up, and a ZeroMQ handshake makes a dozen of them.
+// Set after the config snapshot of our environment, so the user's processes never inherit it.
+Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");
+
 // Orphans of the processes we start are re-parented to us (PID 1 is anyway) and reaped by ChildReaper.
 _ = Libc.prctl(Libc.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 
