@@ -79,7 +79,7 @@ public class AgentFixture : IAsyncLifetime
         await Agent.DisposeAsync();
         cgroups.RemoveIfEmpty();
         await HostNetwork.DeleteLinkAsync("kat" + Index.ToString(CultureInfo.InvariantCulture));
-        Mounts.UnmountAllUnder(DataDir);
+        KataAgent.Testing.Mounts.UnmountAllUnder(DataDir);
         try
         {
             Directory.Delete(DataDir, recursive: true);
