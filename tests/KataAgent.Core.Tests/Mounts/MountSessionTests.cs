@@ -3,6 +3,7 @@ using KataAgent.Core.Sessions;
 using KataAgent.Core.Tests.Scratch;
 using KataAgent.Runner.Protocol;
 using KataAgent.Testing;
+using Xunit.Abstractions;
 
 namespace KataAgent.Core.Tests.Mounts;
 
@@ -26,7 +27,7 @@ public sealed class MountGvisorFixture : MountAgentFixture;
 /// directory for a link while sessions are created never gets the outside tree mounted, read-only stays
 /// read-only inside (submounts too), and no staging mount outlives its session.
 /// </summary>
-public abstract class MountSessionTestsBase(MountAgentFixture fixture, string runtime)
+public abstract class MountSessionTestsBase(MountAgentFixture fixture, string runtime, ITestOutputHelper output)
 {
     protected MountAgentFixture Fixture => fixture;
     protected Agent Agent => fixture.Agent;
@@ -204,7 +205,9 @@ public abstract class MountSessionTestsBase(MountAgentFixture fixture, string ru
             await stop.CancelAsync();
             await swapper;
         }
-        Assert.True(created >= wanted && refused > 0, $"the race was not exercised: created {created}, refused {refused}, swaps {Interlocked.Read(ref swaps)}");
+        var figures = $"created {created}, refused {refused}, swaps {Interlocked.Read(ref swaps)}";
+        output.WriteLine($"{runtime} swap race: {figures}; listings seen: {string.Join(" | ", seen.Distinct())}");
+        Assert.True(created >= wanted && refused > 0, "the race was not exercised: " + figures);
         await AssertNothingLeftAsync();
     }
 
@@ -230,7 +233,7 @@ public abstract class MountSessionTestsBase(MountAgentFixture fixture, string ru
     }
 }
 
-public sealed class RuncMountSessionTests(MountRuncFixture fixture) : MountSessionTestsBase(fixture, "runc"), IClassFixture<MountRuncFixture>
+public sealed class RuncMountSessionTests(MountRuncFixture fixture, ITestOutputHelper output) : MountSessionTestsBase(fixture, "runc", output), IClassFixture<MountRuncFixture>
 {
     /// <summary>
     /// What a kill -9 leaves: staging made for a create that never got further (no record, no container), and a
@@ -262,4 +265,4 @@ public sealed class RuncMountSessionTests(MountRuncFixture fixture) : MountSessi
     }
 }
 
-public sealed class GvisorMountSessionTests(MountGvisorFixture fixture) : MountSessionTestsBase(fixture, "gvisor"), IClassFixture<MountGvisorFixture>;
+public sealed class GvisorMountSessionTests(MountGvisorFixture fixture, ITestOutputHelper output) : MountSessionTestsBase(fixture, "gvisor", output), IClassFixture<MountGvisorFixture>;

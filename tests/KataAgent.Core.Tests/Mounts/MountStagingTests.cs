@@ -2,18 +2,21 @@ using KataAgent.Core.Mounts;
 using KataAgent.Core.Tests.Scratch;
 using KataAgent.Testing;
 using Microsoft.Extensions.Logging.Abstractions;
+using Xunit.Abstractions;
 
 namespace KataAgent.Core.Tests.Mounts;
 
 /// <summary>Staging on the real mount table (no runtime): what gets mounted, how read-only it is, and that release leaves nothing.</summary>
 public sealed class MountStagingTests : IDisposable
 {
+    private readonly ITestOutputHelper _output;
     private readonly string _top = Path.Combine("/tmp", "kam-stage-" + Guid.NewGuid().ToString("N")[..8]);
     private readonly string _allowed;
     private readonly string _outside;
 
-    public MountStagingTests()
+    public MountStagingTests(ITestOutputHelper output)
     {
+        _output = output;
         _allowed = Path.Combine(_top, "allowed");
         _outside = Path.Combine(_top, "outside");
         Directory.CreateDirectory(Path.Combine(_allowed, "rw"));
@@ -106,19 +109,23 @@ public sealed class MountStagingTests : IDisposable
         File.CreateSymbolicLink(Path.Combine(swap, "link"), _outside);
         var staging = Staging();
         using var stop = new CancellationTokenSource();
-        var swaps = 0;
-        var swapper = Task.Run(() =>
+        long swaps = 0;
+        // A thread of its own: on a busy machine a pool task may not run before the pins are done.
+        var swapper = Task.Factory.StartNew(() =>
         {
             while (!stop.IsCancellationRequested)
             {
                 Assert.Equal(0, TestLibc.Exchange(real, Path.Combine(swap, "link")));
-                swaps++;
+                Interlocked.Increment(ref swaps);
             }
-        });
+        }, stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        while (Interlocked.Read(ref swaps) == 0 && !swapper.IsCompleted)
+            await Task.Delay(10);
         int staged = 0, refused = 0;
         try
         {
-            for (var i = 0; i < 300; i++)
+            // Until both outcomes were seen at least 100 times each (or a generous cap).
+            for (var i = 0; (staged < 100 || refused < 100) && i < 20000; i++)
             {
                 var id = "race" + i;
                 try
@@ -140,8 +147,10 @@ public sealed class MountStagingTests : IDisposable
         finally
         {
             await stop.CancelAsync();
-            await swapper;
+            await swapper.ContinueWith(_ => { }, TaskScheduler.Default);
         }
+        Assert.False(swapper.IsFaulted, swapper.Exception?.ToString());
+        _output.WriteLine($"staged {staged}, refused {refused}, swaps {swaps}");
         Assert.True(staged > 0 && refused > 0, $"the race was not exercised: staged {staged}, refused {refused}, swaps {swaps}");
     }
 
