@@ -7,7 +7,7 @@ public sealed partial class Agent
 {
     /// <summary>
     /// At start-up nothing is being created, so whatever an earlier, killed agent left half-made —
-    /// leases, prepared snapshots, CNI attachments, scratch dirs, logs — belongs to no session and goes.
+    /// leases, prepared snapshots, CNI attachments, scratch dirs, staged mounts, logs — belongs to no session and goes.
     /// </summary>
     private async Task CleanOrphansAsync(CancellationToken cancellationToken)
     {
@@ -76,6 +76,13 @@ public sealed partial class Agent
                 _logger.LogInformation("removing scratch dir of vanished session {KernelId}", id);
                 await ScratchDirectory.Open(Options.ScratchRoot, id).RemoveAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
             }
+        }
+        foreach (var id in Services.MountStaging.Sessions())
+        {
+            if (known.Contains(id) || !ScratchDirectory.IsValidSessionId(id))
+                continue;
+            _logger.LogInformation("releasing staged mounts of vanished session {KernelId}", id);
+            Services.MountStaging.Release(id);
         }
         if (Directory.Exists(Options.LogDir))
         {

@@ -9,6 +9,8 @@ public sealed record AgentOptions
     public string ScratchRoot => Path.Combine(DataDir, "scratch");
     public string StateDir => Path.Combine(DataDir, "state");
     public string LogDir => Path.Combine(DataDir, "logs");
+    /// <summary>Where requested host mounts are pinned and staged for the runtime (docs/MOUNTS.md).</summary>
+    public string MountStagingRoot => Path.Combine(DataDir, "mounts");
 
     /// <summary>How this agent names itself in the data dir's lock file (kind, pid, API socket), for whoever finds it taken.</summary>
     public Locking.DataDirLockHolder LockHolder { get; init; } = new("agent", Environment.ProcessId, null);
@@ -55,7 +57,7 @@ public sealed record AgentOptions
     public long SessionLogMaxBytes { get; init; } = 8L * 1024 * 1024;
     public long UploadMaxBytes { get; init; } = 1L << 30;
 
-    /// <summary>Host paths a user may bind into a session (prefix match on a full path component).</summary>
+    /// <summary>Host paths a user may bind into a session: a source is opened from one of these without following any symlink (docs/MOUNTS.md).</summary>
     public IReadOnlyList<string> AllowedMountRoots { get; init; } = [];
 
     public ResourceOptions Resources { get; init; } = new();

@@ -29,6 +29,9 @@ public class AgentFixture : IAsyncLifetime
     // process must never share a network, or one agent's start-up cleanup would take another's sessions.
     public int Index { get; } = (Environment.ProcessId % 8) * 24 + Interlocked.Increment(ref _instances) % 24;
 
+    /// <summary>A fixture's own settings on top of the common ones.</summary>
+    protected virtual AgentOptions Configure(AgentOptions options) => options;
+
     public async Task InitializeAsync()
     {
         Options = new AgentOptions
@@ -55,6 +58,7 @@ public class AgentFixture : IAsyncLifetime
             // Tests run several small sessions at once on a 2-core machine.
             Resources = new ResourceOptions { TotalCpus = 64, DefaultCpus = 0.5, DefaultMemoryBytes = 512L << 20 },
         };
+        Options = Configure(Options);
         Agent = await Agent.StartAsync(Options, NullLoggerFactory.Instance);
         var built = await new BaseImageBuilder().BuildPythonAsync();
         var imported = await new ImageImporter(Agent.Containerd).ImportAsync(built.ArchivePath);
@@ -79,7 +83,7 @@ public class AgentFixture : IAsyncLifetime
         await Agent.DisposeAsync();
         cgroups.RemoveIfEmpty();
         await HostNetwork.DeleteLinkAsync("kat" + Index.ToString(CultureInfo.InvariantCulture));
-        Mounts.UnmountAllUnder(DataDir);
+        KataAgent.Testing.Mounts.UnmountAllUnder(DataDir);
         try
         {
             Directory.Delete(DataDir, recursive: true);

@@ -6,7 +6,7 @@ namespace KataAgent.Core.Diagnostics;
 
 /// <summary>
 /// Everything a session can leave behind, counted from the source of truth for each (containerd,
-/// /proc, /var/run/netns, iptables, the data dir, the agent's own books). After all sessions are
+/// /proc, /proc/self/mountinfo, /var/run/netns, iptables, the data dir, the agent's own books). After all sessions are
 /// destroyed every list must be empty.
 /// </summary>
 public sealed record LeakCensus(
@@ -23,7 +23,8 @@ public sealed record LeakCensus(
     IReadOnlyList<string> ResourceAllocations,
     IReadOnlyList<string> SessionRecords,
     IReadOnlyList<string> SessionCgroups,
-    IReadOnlyList<string> GuardEntries)
+    IReadOnlyList<string> GuardEntries,
+    IReadOnlyList<string> StagingMounts)
 {
     public bool IsClean => Counts.Values.All(c => c == 0);
 
@@ -43,6 +44,7 @@ public sealed record LeakCensus(
         ["session records"] = SessionRecords.Count,
         ["session cgroups"] = SessionCgroups.Count,
         ["guard entries"] = GuardEntries.Count,
+        ["staging mounts"] = StagingMounts.Count,
     };
 
     public override string ToString() => string.Join(", ", Counts.Select(kv => $"{kv.Key}={kv.Value}")) +
@@ -52,6 +54,7 @@ public sealed record LeakCensus(
             Describe("content", UnreferencedContent), Describe("netns", NetworkNamespaces), Describe("chains", CniChains),
             Describe("shims", ShimProcesses), Describe("scratch", ScratchDirs), Describe("ports", AllocatedPorts.Select(p => p.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToList()),
             Describe("allocations", ResourceAllocations), Describe("records", SessionRecords), Describe("cgroups", SessionCgroups), Describe("guard", GuardEntries),
+            Describe("staging", StagingMounts),
         }.Where(s => s.Length > 0)));
 
     private static string Describe(string name, IReadOnlyList<string> items) => items.Count == 0 ? "" : $"{name}: {string.Join(", ", items.Take(5))}";
@@ -73,7 +76,8 @@ public sealed record LeakCensus(
         var records = (await agent.Services.Store.LoadAllAsync(cancellationToken).ConfigureAwait(false)).Select(r => r.KernelId).ToList();
         return new LeakCensus(containers, tasks, snapshots, leases, unreferenced, netns, chains, shims, scratch,
             agent.Services.Ports.InUse, agent.Resources.Allocations.Select(a => a.KernelId).ToList(), records, agent.Services.Cgroups.Children(),
-            agent.Services.Network.Guard is { } guard ? await guard.ListEntriesAsync(cancellationToken).ConfigureAwait(false) : []);
+            agent.Services.Network.Guard is { } guard ? await guard.ListEntriesAsync(cancellationToken).ConfigureAwait(false) : [],
+            agent.Services.MountStaging.Leftovers());
     }
 
     /// <summary>Content that no image reaches through containerd's own GC reference labels.</summary>

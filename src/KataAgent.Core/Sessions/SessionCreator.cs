@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using KataAgent.Containerd.Services;
 using KataAgent.Core.Containers;
+using KataAgent.Core.Mounts;
 using KataAgent.Core.Resources;
 using KataAgent.Core.Runtime;
 using KataAgent.Core.Scratch;
@@ -31,7 +32,7 @@ public sealed partial class SessionCreator(SessionServices services)
     public string? FailBeforeStep { get; set; }
 
     public static IReadOnlyList<string> StepNames { get; } =
-        ["validate", "resolve-image", "allocate-resources", "allocate-ports", "scratch", "network", "mounts", "container", "wait-runner", "register"];
+        ["validate", "resolve-image", "mounts", "allocate-resources", "allocate-ports", "scratch", "network", "container", "wait-runner", "register"];
 
     public async Task<Session> CreateAsync(SessionRequest request, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
     {
@@ -86,6 +87,7 @@ public sealed partial class SessionCreator(SessionServices services)
             LogPath = record.LogPath,
             // The key file stays in the config dir: the new runner reads the same keys.
             RunnerCurve = record.RunnerCurve,
+            StagedMounts = services.MountStaging.Existing(record.KernelId, request.Mounts.Count),
         };
         state.Ports.AddRange(record.Ports);
         await using var undo = new UndoStack(services.Logger);
@@ -117,7 +119,7 @@ public sealed partial class SessionCreator(SessionServices services)
         "allocate-ports" => AllocatePortsAsync(state, undo),
         "scratch" => PrepareScratchAsync(state, undo, ct),
         "network" => AttachNetworkAsync(state, undo, ct),
-        "mounts" => CheckMountsAsync(state),
+        "mounts" => PinMountsAsync(state, undo),
         "container" => StartContainerAsync(state, undo, ct),
         "wait-runner" => WaitForRunnerAsync(state, undo, ct),
         "register" => RegisterAsync(state, undo, ct),
@@ -139,6 +141,8 @@ public sealed partial class SessionCreator(SessionServices services)
         public KernelRunnerClient? Runner { get; set; }
         public RunnerCurveKeys? RunnerCurve { get; set; }
         public SessionRecord? Record { get; set; }
+        /// <summary>Where each requested mount was staged (request order): what the runtime gets as the source.</summary>
+        public IReadOnlyList<string> StagedMounts { get; set; } = [];
     }
 
     [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -332,39 +336,28 @@ public sealed partial class SessionCreator(SessionServices services)
             string.Concat(services.Resolvers.Select(r => $"nameserver {r}\n")), ct).ConfigureAwait(false);
     }
 
-    private Task CheckMountsAsync(CreateState state)
+    /// <summary>
+    /// Opens each source under an allowed root without following links and stages that very inode: the
+    /// runtime mounts the staging path, so a swap after this step changes nothing.
+    /// </summary>
+    private Task PinMountsAsync(CreateState state, UndoStack undo)
     {
-        var allowed = services.Options.AllowedMountRoots.Select(r => Path.GetFullPath(r).TrimEnd('/')).ToList();
-        foreach (var mount in state.Request.Mounts)
+        var sources = state.Request.Mounts.Select(m => new MountSource(m.HostPath, m.ReadOnly)).ToList();
+        try
         {
-            // Resolve symlinks so an allowed-looking path cannot lead elsewhere.
-            var resolved = ResolveExisting(mount.HostPath);
-            if (!allowed.Any(root => resolved == root || resolved.StartsWith(root + "/", StringComparison.Ordinal)))
-                throw new SessionRequestException(allowed.Count == 0
-                    ? $"mount source '{mount.HostPath}' is not allowed: this agent allows no host mounts (configure mounts.allowed_roots)"
-                    : $"mount source '{mount.HostPath}' is not under an allowed root ({string.Join(", ", allowed)})");
+            state.StagedMounts = services.MountStaging.Pin(state.KernelId, sources, services.Options.AllowedMountRoots);
         }
+        catch (MountSourceException e)
+        {
+            throw new SessionRequestException(e.Message);
+        }
+        // Pin undoes its own partial work; this undoes a whole one.
+        undo.Push("mounts", _ =>
+        {
+            services.MountStaging.Release(state.KernelId);
+            return Task.CompletedTask;
+        });
         return Task.CompletedTask;
-    }
-
-    private static string ResolveExisting(string path)
-    {
-        var full = Path.GetFullPath(path);
-        if (!Directory.Exists(full) && !File.Exists(full))
-            throw new SessionRequestException($"mount source '{path}' does not exist");
-        var info = new FileInfo(full);
-        var target = info.ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? full;
-        // Resolve the parents too: realpath semantics.
-        var parts = target.Split('/', StringSplitOptions.RemoveEmptyEntries);
-        var current = "/";
-        foreach (var part in parts)
-        {
-            current = Path.Combine(current, part);
-            var link = new FileInfo(current).LinkTarget is not null ? new FileInfo(current).ResolveLinkTarget(true)?.FullName : null;
-            if (link is not null)
-                current = link;
-        }
-        return current.TrimEnd('/');
     }
 
     private async Task StartContainerAsync(CreateState state, UndoStack undo, CancellationToken ct)
@@ -395,7 +388,9 @@ public sealed partial class SessionCreator(SessionServices services)
         };
         var record = state.Record;
 
-        var specOpts = SessionSpec.Options(new SessionSpecInputs(record, request, state.Scratch.WorkPath, state.Scratch.ConfigPath,
+        // The spec binds the staged, pinned copies, never the requested paths themselves.
+        var staged = request with { Mounts = request.Mounts.Select((m, i) => m with { HostPath = state.StagedMounts[i] }).ToList() };
+        var specOpts = SessionSpec.Options(new SessionSpecInputs(record, staged, state.Scratch.WorkPath, state.Scratch.ConfigPath,
             state.Runtime.Class, options));
 
         // The parent may have been removed since start (an operator's clean-up): runtimes would make a broken one.

@@ -7,7 +7,7 @@ namespace KataAgent.Core.Sessions;
 
 /// <summary>
 /// Full reap of a session: stop signal, grace period, SIGKILL, task, container, snapshot, CNI DEL,
-/// netns, scratch (unless kept), ports, resources, record. Idempotent: each part that is already
+/// staged mounts, netns, scratch (unless kept), ports, resources, record. Idempotent: each part that is already
 /// gone is skipped, so it also cleans up after a create that died half-way.
 /// </summary>
 public sealed class SessionDestroyer(SessionServices services)
@@ -30,6 +30,13 @@ public sealed class SessionDestroyer(SessionServices services)
 
         await Step("container", () => TaskReaper.ReapContainerAsync(services.Containerd, record.ContainerId, ParseSignal(record.StopSignal),
             grace ?? services.Options.StopGracePeriod, services.Logger, cancellationToken)).ConfigureAwait(false);
+        // After the container: nothing uses the staged mounts any more.
+        await Step("mounts", () =>
+        {
+            if (ScratchDirectory.IsValidSessionId(record.KernelId))
+                services.MountStaging.Release(record.KernelId);
+            return Task.CompletedTask;
+        }).ConfigureAwait(false);
         await Step("network", () => services.Network.DetachAsync(record.KernelId, cancellationToken)).ConfigureAwait(false);
         await Step("scratch", async () =>
         {

@@ -23,4 +23,7 @@ public sealed record SessionServices(
 {
     /// <summary>The resolvers sessions are given (and the guard lets through on port 53).</summary>
     public IReadOnlyList<System.Net.IPAddress> Resolvers { get; init; } = [];
+
+    /// <summary>Pins requested host mounts and stages them for the runtime.</summary>
+    public Mounts.MountStaging MountStaging { get; init; } = new(Options.MountStagingRoot, Logger);
 }
