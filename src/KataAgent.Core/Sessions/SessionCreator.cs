@@ -312,7 +312,7 @@ public sealed partial class SessionCreator(SessionServices services)
 
         Directory.CreateDirectory(services.Options.LogDir);
         state.LogPath = Path.Combine(services.Options.LogDir, state.KernelId + ".log");
-        await File.WriteAllBytesAsync(state.LogPath, [], ct).ConfigureAwait(false);
+        SessionLog.Create(state.LogPath);
         undo.Push("session-log", _ =>
         {
             File.Delete(state.LogPath);
