@@ -39,7 +39,7 @@ internal static class ImageCommands
             var table = new Table().Border(TableBorder.Simple).AddColumn("NAME").AddColumn("DIGEST").AddColumn("SIZE").AddColumn("UNPACKED").AddColumn("CREATED");
             foreach (var i in reply.Images)
             {
-                table.AddRow(Markup.Escape(i.Name), i.Digest.Length > 19 ? i.Digest[..19] : i.Digest, Sizes.Format(i.Size), i.Unpacked ? "yes" : "no",
+                table.AddRow(Markup.Escape(TerminalText.Name(i.Name)), i.Digest.Length > 19 ? i.Digest[..19] : i.Digest, Sizes.Format(i.Size), i.Unpacked ? "yes" : "no",
                     i.CreatedAt is null ? "" : i.CreatedAt.ToDateTimeOffset().ToString("u", CultureInfo.InvariantCulture));
             }
             Output.Out.Write(table);
