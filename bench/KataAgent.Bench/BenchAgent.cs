@@ -14,6 +14,7 @@ internal static class BenchAgent
         DataDir = dataDir,
         Namespace = "kata-agent-bench",
         DefaultRuntimeClass = "runc",
+        AllowedRuntimeClasses = ["kata", "gvisor", "runc"],
         RunnerDir = RunnerDir(),
         // Below the ephemeral range (32768+), away from the tests' 20000-28159.
         PortRangeStart = 29000 + slot * 300,
@@ -53,6 +54,8 @@ internal static class BenchAgent
     {
         try
         {
+            // The agent leaves its scratch root mounted (nosuid,nodev) for the next start; this data dir has none.
+            Core.HostDirectories.ScratchRootMount.Remove(Path.Combine(dataDir, "scratch"));
             Directory.Delete(dataDir, recursive: true);
         }
         catch (IOException)

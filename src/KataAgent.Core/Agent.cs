@@ -4,6 +4,7 @@ using KataAgent.Containerd;
 using KataAgent.Containerd.Private;
 using KataAgent.Core.Cgroups;
 using KataAgent.Core.Events;
+using KataAgent.Core.HostDirectories;
 using KataAgent.Core.Locking;
 using KataAgent.Core.Resources;
 using KataAgent.Core.Runtime;
@@ -62,14 +63,16 @@ public sealed partial class Agent : IAsyncDisposable
         if (string.IsNullOrEmpty(options.RunnerDir) || !File.Exists(Path.Combine(options.RunnerDir, "kata-runner")))
             throw new InvalidOperationException($"the kernel runner is not published in '{options.RunnerDir}': run scripts/publish-runner.sh (scripts/setup.sh does)");
         CheckPortRange(options);
-        Directory.CreateDirectory(options.DataDir);
+        DataDirPermissions.SecureDataDir(options.DataDir);
         // Before containerd, records, CNI or scratch are touched: two agents on one data dir undo each other's work.
         var dataDirLock = DataDirLock.Acquire(options.DataDir, options.LockHolder);
         PrivateContainerd? privateContainerd = null;
         try
         {
-            foreach (var dir in new[] { options.ScratchRoot, options.StateDir, options.LogDir })
-                Directory.CreateDirectory(dir);
+            DataDirPermissions.SecureChildren(options);
+            // Before any session shares it with a guest: nothing a guest leaves there is setuid or a device on the host.
+            if (ScratchRootMount.Ensure(options.ScratchRoot) is not ScratchRootMountResult.AlreadyHardened and var done)
+                logger.LogInformation("scratch root {Path}: {Done} (nosuid,nodev)", options.ScratchRoot, done);
             string socket;
             if (options.ContainerdAddress is { Length: > 0 } address)
             {
@@ -186,7 +189,7 @@ public sealed partial class Agent : IAsyncDisposable
             }
             Services.Ports.MarkInUse(record.Ports.Select(p => p.HostPort));
             Services.Resources.Restore(new ResourceAllocation(record.KernelId, new ResourceSlots(record.Cpus, record.MemoryBytes),
-                RuntimeClasses.Resolve(record.RuntimeClass).Class.RuntimeType.Contains("kata", StringComparison.Ordinal) ? Services.Resources.KataVmOverheadBytes : 0)
+                RuntimeClasses.Known(record.RuntimeClass).Class.RuntimeType.Contains("kata", StringComparison.Ordinal) ? Services.Resources.KataVmOverheadBytes : 0)
             {
                 CpuSet = record.CpuSet,
             });

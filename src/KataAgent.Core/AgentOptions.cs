@@ -22,6 +22,8 @@ public sealed record AgentOptions
     public string CgroupParent { get; init; } = "/kata-agent";
 
     public string DefaultRuntimeClass { get; init; } = "kata";
+    /// <summary>The runtime classes a request may ask for; runc (no sandbox) only when listed here.</summary>
+    public IReadOnlyList<string> AllowedRuntimeClasses { get; init; } = ["kata", "gvisor"];
     /// <summary>Kata config file passed as runtime options; empty: the host's default config.</summary>
     public string KataConfigPath { get; init; } = "";
     public string RunscPath { get; init; } = "/usr/bin/runsc";

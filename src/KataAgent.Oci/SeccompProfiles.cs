@@ -89,8 +89,6 @@ public static class SeccompProfiles
         "ipc", "shmget", "shmat", "shmdt", "shmctl", "semget", "semop", "semtimedop", "semtimedop_time64",
         "semctl", "msgget", "msgsnd", "msgrcv", "msgctl", "mq_open", "mq_unlink", "mq_notify",
         "mq_getsetattr", "mq_timedsend", "mq_timedsend_time64", "mq_timedreceive", "mq_timedreceive_time64",
-        // debugging one's own children (profilers, py-spy, gdb inside the session)
-        "ptrace", "process_vm_readv", "process_vm_writev",
     ];
 
     /// <summary>Syscalls opened only when the container's bounding set holds the capability.</summary>
@@ -106,7 +104,9 @@ public static class SeccompProfiles
             ],
             ["CAP_SYS_CHROOT"] = ["chroot"],
             ["CAP_SYS_NICE"] = ["mbind", "set_mempolicy", "set_mempolicy_home_node", "migrate_pages", "move_pages"],
-            ["CAP_SYS_PTRACE"] = ["kcmp", "pidfd_getfd", "process_madvise"],
+            // Reading or steering another process (the runner is PID 1 and holds the session's keys): as in Docker's
+            // profile, only for a container that was given CAP_SYS_PTRACE (debuggers, py-spy).
+            ["CAP_SYS_PTRACE"] = ["kcmp", "pidfd_getfd", "process_madvise", "ptrace", "process_vm_readv", "process_vm_writev"],
             ["CAP_SYS_TIME"] = ["settimeofday", "stime", "clock_settime", "clock_settime64", "adjtimex", "clock_adjtime", "clock_adjtime64"],
             ["CAP_SYS_BOOT"] = ["reboot"],
             ["CAP_SYS_MODULE"] = ["init_module", "finit_module", "delete_module"],

@@ -34,6 +34,7 @@ public sealed class ApiFixture : IAsyncLifetime
             DataDir = DataDir,
             Namespace = "kata-agent-api-test",
             DefaultRuntimeClass = "runc",
+            AllowedRuntimeClasses = ["kata", "gvisor", "runc"],
             RunnerDir = RunnerLocation.Directory(),
             // Below the kernel's ephemeral range (32768+): a published port there can capture (DNAT) some other
             // loopback connection that happened to get the same ephemeral port, e.g. NetMQ's internal signaler pair.

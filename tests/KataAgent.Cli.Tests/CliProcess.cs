@@ -91,6 +91,7 @@ public class CliEnvironment : IAsyncLifetime
             namespace = "kata-agent-cli-test"
             [runtime]
             default_class = "{DefaultClass}"
+            allowed_classes = ["kata", "gvisor", "runc"]
             cgroup_parent = "{CgroupParent}"
             [network]
             name = "{Name}"
@@ -137,6 +138,7 @@ public class CliEnvironment : IAsyncLifetime
         DataDir = DataDir,
         Namespace = "kata-agent-cli-test",
         DefaultRuntimeClass = "runc",
+        AllowedRuntimeClasses = ["kata", "gvisor", "runc"],
         CgroupParent = CgroupParent,
         RunnerDir = RunnerLocation.Directory(),
         NetworkName = Name,

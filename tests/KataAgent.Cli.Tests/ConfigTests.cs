@@ -49,6 +49,7 @@ public sealed class ConfigTests
             """, new Dictionary<string, string>(StringComparer.Ordinal)
             {
                 ["KATA_AGENT_RUNTIME_DEFAULT_CLASS"] = "runc",
+                ["KATA_AGENT_RUNTIME_ALLOWED_CLASSES"] = "kata,gvisor,runc",
                 ["KATA_AGENT_NETWORK_PORT_RANGE_END"] = "40200",
                 ["KATA_AGENT_AGENT_ALLOWED_MOUNT_ROOTS"] = "/a,/b",
             });

@@ -40,6 +40,8 @@ public class AgentFixture : IAsyncLifetime
             DataDir = DataDir,
             Namespace = "kata-agent-test",
             DefaultRuntimeClass = "runc",
+            // runc is opt-in (runtime.allowed_classes); the tests run on it and on gVisor.
+            AllowedRuntimeClasses = ["kata", "gvisor", "runc"],
             // A cgroup parent of its own that no earlier run made: every fixture starts from a fresh host's state.
             CgroupParent = "/" + Path.GetFileName(DataDir),
             RunnerDir = RunnerLocation.Directory(),

@@ -69,14 +69,17 @@ public sealed class ResourceAllocatorTests
 /// <summary>Spec-level Kata checks: the VM sizing annotations (Kata cannot run here).</summary>
 public sealed class KataSessionSpecTests
 {
-    private static Spec Generate(AgentOptions options, double cpus = 2, long memory = 3L << 30)
+    private static Spec Generate(AgentOptions options, double cpus = 2, long memory = 3L << 30) =>
+        Generate(options, RuntimeClass.Kata(), new SessionRequest { Image = "img" }, cpus, memory);
+
+    private static Spec Generate(AgentOptions options, RuntimeClass runtime, SessionRequest request, double cpus = 2, long memory = 3L << 30)
     {
         var record = new SessionRecord
         {
             KernelId = "k1", SessionId = "s1", ContainerId = "k1", Image = "img", RuntimeClass = "kata",
             Cpus = cpus, MemoryBytes = memory, ShmBytes = 64 << 20, NetnsPath = "/var/run/netns/ka-k1", CpuSet = "0-1",
         };
-        var opts = SessionSpec.Options(new SessionSpecInputs(record, new SessionRequest { Image = "img" }, "/tmp/w", "/tmp/c", RuntimeClass.Kata(), options with { RunnerDir = "/opt/r" }));
+        var opts = SessionSpec.Options(new SessionSpecInputs(record, request, "/tmp/w", "/tmp/c", runtime, options with { RunnerDir = "/opt/r" }));
         return Specs.Generate([SpecOpts.WithProcessArgs("/bin/true"), .. opts]);
     }
 
@@ -99,6 +102,32 @@ public sealed class KataSessionSpecTests
         var vcpusOnly = Generate(new AgentOptions { Kata = new KataOptions { SizingAnnotations = true, AllowedAnnotations = ["default_vcpus"] } });
         Assert.Contains(SessionSpec.KataAnnotationPrefix + "default_vcpus", vcpusOnly.Annotations!.Keys);
         Assert.DoesNotContain(SessionSpec.KataAnnotationPrefix + "default_memory", vcpusOnly.Annotations.Keys);
+    }
+
+    [Fact]
+    public void Sessions_get_a_restricted_capability_set_unless_the_request_adds_to_it()
+    {
+        foreach (var runtime in new[] { RuntimeClass.Kata(), RuntimeClass.Runc(), RuntimeClass.Gvisor("/w") })
+        {
+            var caps = Generate(new AgentOptions(), runtime, new SessionRequest { Image = "img" }).Process!.Capabilities!;
+            foreach (var set in new[] { caps.Bounding, caps.Effective, caps.Permitted })
+                Assert.Empty(set!.Intersect(["CAP_MKNOD", "CAP_SETFCAP", "CAP_NET_RAW", "CAP_SYS_PTRACE"]));
+            Assert.Contains("CAP_CHOWN", caps.Bounding!);
+            var seccomp = Generate(new AgentOptions(), runtime, new SessionRequest { Image = "img" }).Linux!.Seccomp!;
+            Assert.DoesNotContain(seccomp.Syscalls!, r => r.Action == SeccompActions.Allow && r.Names.Contains("ptrace"));
+        }
+        var added = Generate(new AgentOptions(), RuntimeClass.Runc(), new SessionRequest { Image = "img", AddCapabilities = ["CAP_MKNOD", "CAP_SYS_PTRACE"] });
+        Assert.Contains("CAP_MKNOD", added.Process!.Capabilities!.Bounding!);
+        Assert.Contains(added.Linux!.Seccomp!.Syscalls!, r => r.Action == SeccompActions.Allow && r.Names.Contains("process_vm_readv"));
+    }
+
+    [Fact]
+    public void Swap_is_capped_at_the_memory_limit_where_the_host_accounts_it_and_left_to_the_VM_under_Kata()
+    {
+        var runc = Generate(new AgentOptions(), RuntimeClass.Runc(), new SessionRequest { Image = "img" }).Linux!.Resources!.Memory!;
+        Assert.Equal(3L << 30, runc.Limit);
+        Assert.Equal(Cgroups.SwapAccounting.OnHost ? 3L << 30 : null, runc.Swap);
+        Assert.Null(Generate(new AgentOptions()).Linux!.Resources!.Memory!.Swap);
     }
 
     [Fact]

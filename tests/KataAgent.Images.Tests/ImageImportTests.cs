@@ -245,8 +245,16 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
         }
 
         var importer = new ImageImporter(_client);
-        var v1 = Assert.Single(await importer.ImportAsync(Archive("v1.tar", "1"), new ImportOptions { Name = "test/app:latest" }));
-        var v2 = Assert.Single(await importer.ImportAsync(Archive("v2.tar", "2"), new ImportOptions { Name = "test/app:latest" }));
+        var v1Archive = Archive("v1.tar", "1");
+        var v1 = Assert.Single(await importer.ImportAsync(v1Archive, new ImportOptions { Name = "test/app:latest" }));
+        // Without Replace the name keeps its content (issue 13): the error names the image, nothing of v2 stays.
+        var refused = await Assert.ThrowsAsync<ImageNameTakenException>(() => importer.ImportAsync(Archive("v2.tar", "2"), new ImportOptions { Name = "test/app:latest" }));
+        Assert.Contains("'test/app:latest'", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("--replace", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(v1.Target.Digest, Assert.Single(await _client.Images.ListAsync()).Target.Digest);
+        // The same archive again is no takeover: still allowed, still a no-op.
+        Assert.False(Assert.Single(await importer.ImportAsync(v1Archive, new ImportOptions { Name = "test/app:latest" })).RecordChanged);
+        var v2 = Assert.Single(await importer.ImportAsync(Archive("v2.tar", "2"), new ImportOptions { Name = "test/app:latest", Replace = true }));
         Assert.NotEqual(v1.Target.Digest, v2.Target.Digest);
         Assert.True(v2.RecordChanged);
 

@@ -41,6 +41,18 @@ public class SeccompTests
         Assert.DoesNotContain(profile.Syscalls!, r => r.Action == SeccompActions.Allow && r.Names.Contains(name));
     }
 
+    // Reading or steering another process (the session's runner is PID 1): only with CAP_SYS_PTRACE, as in Docker's profile.
+    [Theory]
+    [InlineData("ptrace")] [InlineData("process_vm_readv")] [InlineData("process_vm_writev")]
+    public void ProcessInspectionNeedsSysPtrace(string name)
+    {
+        Assert.DoesNotContain(name, Allowed(SeccompProfiles.Default()));
+        Assert.DoesNotContain(name, Allowed(SeccompProfiles.Default(SpecDefaults.Capabilities)));
+        Assert.Contains(name, Allowed(SeccompProfiles.Default([.. SpecDefaults.Capabilities, "CAP_SYS_PTRACE"])));
+        // The finished spec matches the final capability set.
+        Assert.Contains(name, Allowed(Specs.Generate(WithProcessArgs("/bin/sh"), WithAddedCapabilities("CAP_SYS_PTRACE")).Linux!.Seccomp!));
+    }
+
     [Fact]
     public void CloneIsAllowedOnlyWithoutNamespaceFlags()
     {

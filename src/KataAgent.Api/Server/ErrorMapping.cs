@@ -44,6 +44,7 @@ public static class ErrorMapping
         ContainerdUnavailableException => StatusCode.Unavailable,
         ContainerdFailedPreconditionException => StatusCode.FailedPrecondition,
         ImageArchiveException or ImageImportException => StatusCode.InvalidArgument,
+        ImageNameTakenException => StatusCode.AlreadyExists,
         Core.Commit.ImageExistsException => StatusCode.AlreadyExists,
         Core.Commit.CommitInProgressException => StatusCode.FailedPrecondition,
         Images.Registry.RegistryNotFoundException => StatusCode.NotFound,

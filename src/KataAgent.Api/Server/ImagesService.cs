@@ -67,6 +67,7 @@ public sealed class ImagesService(Agent agent, ILogger<ImagesService> logger) : 
             {
                 Name = string.IsNullOrEmpty(header.Name) ? null : header.Name,
                 TempDirectory = spoolDir,
+                Replace = header.Replace,
             }, ct);
             var reply = new ImportImageReply();
             foreach (var image in imported)
@@ -107,7 +108,7 @@ public sealed class ImagesService(Agent agent, ILogger<ImagesService> logger) : 
             Progress = new TransferProgress { Phase = p.Phase.ToString().ToLowerInvariant(), CompletedBytes = p.CompletedBytes, TotalBytes = p.TotalBytes },
         });
         var pulled = await new ImagePuller(agent.Containerd, registry, logger).PullAsync(reference,
-            new PullOptions { Name = string.IsNullOrEmpty(request.Name) ? null : request.Name }, progress, context.CancellationToken);
+            new PullOptions { Name = string.IsNullOrEmpty(request.Name) ? null : request.Name, Replace = request.Replace }, progress, context.CancellationToken);
         await progress.FlushAsync();
         logger.LogInformation("pulled {Reference} as {Image}", reference, pulled.Name);
         await responseStream.WriteAsync(new TransferReply { Image = await InfoAsync(pulled.Name, context.CancellationToken) }, context.CancellationToken);
@@ -168,7 +169,8 @@ public static class BaseImages
                 throw new ArgumentException($"unknown base image kind '{kind}' (python, busybox)");
         }
         progress?.Report($"importing {built.Name} into containerd");
-        var imported = await new ImageImporter(agent.Containerd).ImportAsync(built.ArchivePath, cancellationToken: cancellationToken);
+        // The agent's own build may replace its own earlier one (a rebuilt base image).
+        var imported = await new ImageImporter(agent.Containerd).ImportAsync(built.ArchivePath, new ImportOptions { Replace = true }, cancellationToken);
         return imported.Single().Name;
     }
 }

@@ -18,7 +18,9 @@ internal static class DoctorCommand
         var command = new Command("doctor", """
             Check this host: each runtime class (kata, gvisor, runc), containerd, CNI plugins, cgroups, iptables, the runner, free space.
             Exit code: 0 when everything is usable; otherwise the sum of 1 (kata unusable), 2 (gvisor unusable),
-            4 (runc unusable) and 8 (something every session needs is missing).
+            4 (runc unusable), 8 (something every session needs is missing) and 16 (guest-written files are not
+            harmless on the host: data dir not 0700, or a running agent's scratch root not mounted nosuid,nodev).
+            Warns loudly when runc is the only allowed runtime class (runtime.allowed_classes) that works here.
 
             Examples:
               kata-agent doctor
@@ -33,7 +35,15 @@ internal static class DoctorCommand
             var exit = ExitCode(checks);
             if (parse.GetValue(GlobalOptions.Json))
             {
-                Output.Json(new { checks, usable = new { kata = (exit & 1) == 0, gvisor = (exit & 2) == 0, runc = (exit & 4) == 0, common = (exit & 8) == 0 } });
+                Output.Json(new
+                {
+                    checks,
+                    usable = new { kata = (exit & 1) == 0, gvisor = (exit & 2) == 0, runc = (exit & 4) == 0, common = (exit & 8) == 0 },
+                    allowedClasses = config.Agent.AllowedRuntimeClasses,
+                    warning = RuncOnlyWarning(config.Agent, exit),
+                });
+                if (RuncOnlyWarning(config.Agent, exit) is { } warning)
+                    Output.Warn(warning);
                 return exit;
             }
             var table = new Table().Border(TableBorder.Simple).AddColumn("AREA").AddColumn("CHECK").AddColumn("OK").AddColumn("DETAIL");
@@ -44,11 +54,29 @@ internal static class DoctorCommand
                 Output.Out.MarkupLine((exit & bit) == 0 ? $"[green]{name}: usable[/]" : $"[red]{name}: not usable[/]");
             if ((exit & 8) != 0)
                 Output.Out.MarkupLine("[red]common prerequisites are missing: no session can start until they are fixed[/]");
-            if ((exit & 4) == 0 && (exit & 3) == 3)
-                Output.Warn("only runc works here: it does not isolate untrusted code from the host kernel; use it for development only");
+            if ((exit & 16) != 0)
+                Output.Out.MarkupLine("[red]host hardening is incomplete: what a guest writes may be usable on this host[/]");
+            if (RuncOnlyWarning(config.Agent, exit) is { } runcOnly)
+                Output.Warn(runcOnly);
             return exit;
         });
         return command;
+    }
+
+    /// <summary>Loud when, of the classes sessions may use (runtime.allowed_classes), runc is the only one this host can run.</summary>
+    internal static string? RuncOnlyWarning(AgentOptions options, int exit)
+    {
+        var usable = options.AllowedRuntimeClasses.Where(c => c switch
+        {
+            "kata" => (exit & 1) == 0,
+            "gvisor" => (exit & 2) == 0,
+            "runc" => (exit & 4) == 0,
+            _ => false,
+        }).ToList();
+        return usable is ["runc"]
+            ? "WARNING: runc is the only allowed runtime class that works here (runtime.allowed_classes: " +
+              string.Join(", ", options.AllowedRuntimeClasses) + "): it does not isolate untrusted code from the host kernel; use it for development only"
+            : null;
     }
 
     internal static int ExitCode(IReadOnlyList<Check> checks)
@@ -58,6 +86,7 @@ internal static class DoctorCommand
         if (checks.Any(c => c.Area == "gvisor" && !c.Ok)) exit |= 2;
         if (checks.Any(c => c.Area == "runc" && !c.Ok)) exit |= 4;
         if (checks.Any(c => c.Area == "common" && !c.Ok)) exit |= 8;
+        if (checks.Any(c => c.Area == "hardening" && !c.Ok)) exit |= 16;
         return exit;
     }
 
@@ -93,8 +122,15 @@ internal static class DoctorCommand
         checks.Add(new Check("common", "kernel runner", File.Exists(runner), File.Exists(runner) ? runner
             : $"{runner} missing: run scripts/publish-runner.sh (scripts/setup.sh does) or set agent.runner_dir"));
         checks.Add(FreeSpaceCheck(options.DataDir));
+        checks.Add(AllowedClassesCheck(options));
+        Add("hardening", Core.HostDirectories.HostHardeningChecks.Run(options));
         return checks;
     }
+
+    /// <summary>Which runtime classes requests may use (runc only when listed).</summary>
+    private static Check AllowedClassesCheck(AgentOptions options) =>
+        new("common", "allowed runtime classes", true, string.Join(", ", options.AllowedRuntimeClasses) +
+            (options.AllowedRuntimeClasses.Contains("runc", StringComparer.Ordinal) ? " (runc: development only)" : " (runtime.allowed_classes)"));
 
     /// <summary>The kernel takes the guard's tables (checked with `nft -c`, which changes nothing), and whether they are up.</summary>
     private static async Task<Check> GuardCheckAsync(Core.AgentOptions options, CancellationToken cancellationToken)

@@ -39,7 +39,7 @@ internal static class ImageCommands
             var table = new Table().Border(TableBorder.Simple).AddColumn("NAME").AddColumn("DIGEST").AddColumn("SIZE").AddColumn("UNPACKED").AddColumn("CREATED");
             foreach (var i in reply.Images)
             {
-                table.AddRow(Markup.Escape(i.Name), i.Digest.Length > 19 ? i.Digest[..19] : i.Digest, Sizes.Format(i.Size), i.Unpacked ? "yes" : "no",
+                table.AddRow(Markup.Escape(TerminalText.Name(i.Name)), i.Digest.Length > 19 ? i.Digest[..19] : i.Digest, Sizes.Format(i.Size), i.Unpacked ? "yes" : "no",
                     i.CreatedAt is null ? "" : i.CreatedAt.ToDateTimeOffset().ToString("u", CultureInfo.InvariantCulture));
             }
             Output.Out.Write(table);
@@ -52,9 +52,11 @@ internal static class ImageCommands
     {
         var file = new Argument<string>("FILE") { Description = "OCI layout or docker-save tar (gzip/zstd allowed); - reads stdin" };
         var name = new Option<string?>("--name") { Description = "Name for the image (default: the archive's own)" };
-        var command = new Command("import", "Import an image archive.\n\nExamples:\n  kata-agent image import python.oci.tar\n  kata-agent image import --name my/app:1 app.tar.gz");
+        var replace = ReplaceOption();
+        var command = new Command("import", "Import an image archive. A name the agent already has is refused unless --replace.\n\nExamples:\n  kata-agent image import python.oci.tar\n  kata-agent image import --name my/app:1 app.tar.gz\n  kata-agent image import --replace --name my/app:1 app-v2.tar");
         command.Arguments.Add(file);
         command.Options.Add(name);
+        command.Options.Add(replace);
         command.Options.Add(GlobalOptions.Json);
         command.SetAction(async (parse, ct) =>
         {
@@ -64,7 +66,7 @@ internal static class ImageCommands
             await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: false, ct);
             await using var input = path == "-" ? Console.OpenStandardInput() : File.OpenRead(path);
             long? total = path == "-" ? null : input.Length;
-            var reply = await SendAsync(connection.Client.Images, input, total, parse.GetValue(name) ?? "", ct);
+            var reply = await SendAsync(connection.Client.Images, input, total, new ImportImageHeader { Name = parse.GetValue(name) ?? "", Replace = parse.GetValue(replace) }, ct);
             if (parse.GetValue(GlobalOptions.Json))
                 Output.Json(reply);
             else
@@ -75,10 +77,15 @@ internal static class ImageCommands
         return command;
     }
 
-    private static async Task<ImportImageReply> SendAsync(KataAgent.Api.V1.Images.ImagesClient images, Stream input, long? total, string name, CancellationToken ct)
+    private static Option<bool> ReplaceOption() => new("--replace")
+    {
+        Description = "Replace an image of the same name (without it, a name the agent already has is refused, so an archive or registry cannot take over e.g. the base image)",
+    };
+
+    private static async Task<ImportImageReply> SendAsync(KataAgent.Api.V1.Images.ImagesClient images, Stream input, long? total, ImportImageHeader header, CancellationToken ct)
     {
         using var call = images.ImportImage(cancellationToken: ct);
-        await call.RequestStream.WriteAsync(new ImportImageRequest { Header = new ImportImageHeader { Name = name } }, ct);
+        await call.RequestStream.WriteAsync(new ImportImageRequest { Header = header }, ct);
         async Task Pump(Action<long> advanced)
         {
             var buffer = new byte[256 * 1024];
@@ -127,14 +134,16 @@ internal static class ImageCommands
     {
         var reference = new Argument<string>("REFERENCE") { Description = "Image reference, e.g. 127.0.0.1:5000/team/python:3" };
         var name = new Option<string?>("--name") { Description = "Local name (default: the reference)" };
-        var command = new Command("pull", "Pull an image from an OCI registry (loopback registries over plain HTTP).\n\nExamples:\n  kata-agent image pull 127.0.0.1:5000/team/python:3");
+        var replace = ReplaceOption();
+        var command = new Command("pull", "Pull an image from an OCI registry (loopback registries over plain HTTP). A name the agent already has, with other content, is refused unless --replace.\n\nExamples:\n  kata-agent image pull 127.0.0.1:5000/team/python:3\n  kata-agent image pull --replace 127.0.0.1:5000/team/python:3");
         command.Arguments.Add(reference);
         command.Options.Add(name);
+        command.Options.Add(replace);
         command.Options.Add(GlobalOptions.Json);
         command.SetAction(async (parse, ct) =>
         {
             await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: false, ct);
-            var call = connection.Client.Images.PullImage(new PullImageRequest { Reference = parse.GetValue(reference)!, Name = parse.GetValue(name) ?? "" }, cancellationToken: ct);
+            var call = connection.Client.Images.PullImage(new PullImageRequest { Reference = parse.GetValue(reference)!, Name = parse.GetValue(name) ?? "", Replace = parse.GetValue(replace) }, cancellationToken: ct);
             var image = await TransferAsync(call, $"pulling {parse.GetValue(reference)}", ct);
             if (parse.GetValue(GlobalOptions.Json))
                 Output.Json(image);

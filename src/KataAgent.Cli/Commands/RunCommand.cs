@@ -13,6 +13,7 @@ internal static class RunCommand
         var code = new Option<string?>("--code", "-c") { Description = "Python code to run" };
         var timeout = new Option<double?>("--timeout") { Description = "Stop the code after this many seconds (exit code 124)" };
         var keep = new Option<bool>("--keep") { Description = "Keep the session afterwards (prints its id; remove it with session rm)" };
+        var raw = Runs.RawOption();
         var args = new Argument<string[]>("IMAGE/FILE")
         {
             Description = $"[IMAGE] [FILE | -]: the image (default {BaseImages.DefaultImage}) and the file to run (- reads stdin)",
@@ -32,6 +33,7 @@ internal static class RunCommand
         command.Options.Add(code);
         command.Options.Add(timeout);
         command.Options.Add(keep);
+        command.Options.Add(raw);
         command.Arguments.Add(args);
         command.SetAction(async (parse, ct) =>
         {
@@ -59,7 +61,7 @@ internal static class RunCommand
                 };
                 // With the code on stdin, input() answers come from the terminal.
                 var input = file == "-" && File.Exists("/dev/tty") ? OpenTty() : Console.In;
-                return await Runs.RunToEndAsync(client, start, input, ct);
+                return await Runs.RunToEndAsync(client, start, input, parse.GetValue(raw), ct);
             }
             finally
             {

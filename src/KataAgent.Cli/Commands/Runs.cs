@@ -1,3 +1,4 @@
+using System.CommandLine;
 using Grpc.Core;
 using KataAgent.Api.Client;
 using KataAgent.Api.V1;
@@ -9,9 +10,16 @@ internal static class Runs
 {
     public const int TimeoutExitCode = 124;
 
-    public static async Task<int> RunToEndAsync(ApiClient client, ExecuteRequest start, TextReader input, CancellationToken cancellationToken)
+    /// <summary>Output of the guest's code: escaped on a terminal (<see cref="TerminalText.Output"/>) unless the user asked for raw.</summary>
+    public static Option<bool> RawOption() => new("--raw")
     {
-        var result = await StreamAsync(client.Sessions.Execute(start, cancellationToken: cancellationToken), cancellationToken);
+        Description = "Write the code's output byte for byte even to a terminal (by default escape sequences other than colours are shown escaped there; pipes and files always get it raw)",
+    };
+
+    public static async Task<int> RunToEndAsync(ApiClient client, ExecuteRequest start, TextReader input, bool raw, CancellationToken cancellationToken)
+    {
+        var output = new OutputWriter(raw);
+        var result = await StreamAsync(client.Sessions.Execute(start, cancellationToken: cancellationToken), output, cancellationToken);
         while (true)
         {
             switch (result.Status)
@@ -29,7 +37,7 @@ internal static class Runs
                         KernelId = start.KernelId,
                         RunId = start.RunId,
                         Text = line,
-                    }, cancellationToken: cancellationToken), cancellationToken);
+                    }, cancellationToken: cancellationToken), output, cancellationToken);
                     break;
                 default:
                     // clean-finished, build-finished (batch steps) and continued: collect the rest.
@@ -38,13 +46,13 @@ internal static class Runs
                         KernelId = start.KernelId,
                         RunId = start.RunId,
                         Mode = ExecutionMode.Continue,
-                    }, cancellationToken: cancellationToken), cancellationToken);
+                    }, cancellationToken: cancellationToken), output, cancellationToken);
                     break;
             }
         }
     }
 
-    private static async Task<ExecutionResult> StreamAsync(AsyncServerStreamingCall<ExecuteReply> call, CancellationToken cancellationToken)
+    private static async Task<ExecutionResult> StreamAsync(AsyncServerStreamingCall<ExecuteReply> call, OutputWriter output, CancellationToken cancellationToken)
     {
         using (call)
         {
@@ -56,30 +64,37 @@ internal static class Runs
                     result = reply.Result;
                     continue;
                 }
-                Write(reply.Output);
+                output.Write(reply.Output);
             }
             return result ?? throw new CliException("the agent ended the run without a result");
         }
     }
 
-    private static void Write(ConsoleItem item)
+    /// <summary>Where a run's console items go, escaped for a terminal unless raw.</summary>
+    internal sealed class OutputWriter(bool raw)
     {
-        switch (item.Kind)
+        private readonly bool _escapeOut = TerminalText.ShouldEscape(!Console.IsOutputRedirected, raw);
+        private readonly bool _escapeErr = TerminalText.ShouldEscape(!Console.IsErrorRedirected, raw);
+
+        public void Write(ConsoleItem item)
         {
-            case "stdout":
-                Console.Out.Write(item.Data);
-                Console.Out.Flush();
-                break;
-            case "stderr":
-                Console.Error.Write(item.Data);
-                Console.Error.Flush();
-                break;
-            case "media":
-                Console.Error.WriteLine($"[media output: {Truncate(item.Data)}]");
-                break;
-            default:
-                Console.Error.WriteLine($"[{item.Kind}] {Truncate(item.Data)}");
-                break;
+            switch (item.Kind)
+            {
+                case "stdout":
+                    Console.Out.Write(_escapeOut ? TerminalText.Output(item.Data) : item.Data);
+                    Console.Out.Flush();
+                    break;
+                case "stderr":
+                    Console.Error.Write(_escapeErr ? TerminalText.Output(item.Data) : item.Data);
+                    Console.Error.Flush();
+                    break;
+                case "media":
+                    Console.Error.WriteLine($"[media output: {TerminalText.Name(Truncate(item.Data))}]");
+                    break;
+                default:
+                    Console.Error.WriteLine($"[{TerminalText.Name(item.Kind)}] {TerminalText.Name(Truncate(item.Data))}");
+                    break;
+            }
         }
     }
 

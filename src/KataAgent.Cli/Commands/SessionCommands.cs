@@ -88,7 +88,7 @@ internal static class SessionCommands
                 table.AddColumn(column);
             foreach (var s in reply.Sessions)
             {
-                table.AddRow(Markup.Escape(s.KernelId), Markup.Escape(s.Image), s.RuntimeClass, StateText(s),
+                table.AddRow(Markup.Escape(s.KernelId), Markup.Escape(TerminalText.Name(s.Image)), s.RuntimeClass, StateText(s),
                     s.Cpus.ToString("0.##", CultureInfo.InvariantCulture), Sizes.Format(s.MemoryBytes),
                     Age(s.CreatedAt.ToDateTimeOffset()), Markup.Escape(string.Join(", ", s.Ports.Where(p => p.Name is not ("replin" or "replout"))
                         .Select(p => $"{p.Name}:{p.HostIp}:{p.HostPort}"))));
@@ -131,8 +131,8 @@ internal static class SessionCommands
             var grid = new Grid().AddColumn().AddColumn();
             void Row(string k, string v) => grid.AddRow(new Text(k), new Text(v));
             Row("kernel id", s.KernelId);
-            Row("session id", s.SessionId);
-            Row("image", s.Image);
+            Row("session id", TerminalText.Name(s.SessionId));
+            Row("image", TerminalText.Name(s.Image));
             Row("runtime class", s.RuntimeClass);
             Row("state", StateText(s));
             Row("resources", $"{s.Cpus.ToString("0.##", CultureInfo.InvariantCulture)} cpu, {Sizes.Format(s.MemoryBytes)} memory, {Sizes.Format(s.ShmBytes)} shm");
@@ -140,7 +140,7 @@ internal static class SessionCommands
             Row("scratch dir", s.ScratchDir);
             Row("active run", s.ActiveRunId.Length > 0 ? s.ActiveRunId : "-");
             foreach (var p in s.Ports)
-                Row($"port {p.Name}", $"{p.Protocol} {p.ContainerPort} -> {p.HostIp}:{p.HostPort}");
+                Row($"port {TerminalText.Name(p.Name)}", $"{p.Protocol} {p.ContainerPort} -> {p.HostIp}:{p.HostPort}");
             Output.Out.Write(grid);
             return 0;
         });
@@ -155,6 +155,7 @@ internal static class SessionCommands
         var build = new Option<string?>("--build") { Description = "Batch mode: shell command to build with" };
         var exec = new Option<string?>("--exec") { Description = "Batch mode: shell command to run (its exit code is ours)" };
         var timeout = new Option<double?>("--timeout") { Description = "Stop the run after this many seconds (exit code 124)" };
+        var raw = Runs.RawOption();
         var command = new Command("exec", """
             Run code in a session; output streams live, input() is answered from stdin, the exit code is the code's.
 
@@ -165,7 +166,7 @@ internal static class SessionCommands
             """);
         command.Arguments.Add(id);
         command.Arguments.Add(file);
-        foreach (var o in new Option[] { code, build, exec, timeout })
+        foreach (var o in new Option[] { code, build, exec, timeout, raw })
             command.Options.Add(o);
         command.SetAction(async (parse, ct) =>
         {
@@ -189,7 +190,7 @@ internal static class SessionCommands
                 request.Text = await Runs.ReadCodeAsync(parse.GetValue(code), parse.GetValue(file), ct);
             }
             await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: false, ct);
-            return await Runs.RunToEndAsync(connection.Client, request, Console.In, ct);
+            return await Runs.RunToEndAsync(connection.Client, request, Console.In, parse.GetValue(raw), ct);
         });
         return command;
     }
@@ -203,11 +204,13 @@ internal static class SessionCommands
         command.Arguments.Add(id);
         command.Arguments.Add(run);
         command.Arguments.Add(text);
+        var raw2 = Runs.RawOption();
+        command.Options.Add(raw2);
         command.SetAction(async (parse, ct) =>
         {
             await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: false, ct);
             var request = new ExecuteRequest { KernelId = parse.GetValue(id)!, RunId = parse.GetValue(run)!, Mode = ExecutionMode.Input, Text = parse.GetValue(text)! };
-            return await Runs.RunToEndAsync(connection.Client, request, Console.In, ct);
+            return await Runs.RunToEndAsync(connection.Client, request, Console.In, parse.GetValue(raw2), ct);
         });
         return command;
     }
@@ -343,7 +346,8 @@ internal static class SessionCommands
             var table = new Table().Border(TableBorder.Simple).AddColumn("NAME").AddColumn("TYPE").AddColumn("SIZE").AddColumn("MODE").AddColumn("MODIFIED");
             foreach (var e in reply.Entries)
             {
-                table.AddRow(Markup.Escape(e.Name + (e.LinkTarget.Length > 0 ? " -> " + e.LinkTarget : "")), e.Type, e.Size.ToString(CultureInfo.InvariantCulture),
+                // The guest names its files and link targets: never let them steer the terminal.
+                table.AddRow(Markup.Escape(TerminalText.Name(e.Name) + (e.LinkTarget.Length > 0 ? " -> " + TerminalText.Name(e.LinkTarget) : "")), e.Type, e.Size.ToString(CultureInfo.InvariantCulture),
                     Convert.ToString(e.Mode, 8), e.ModifiedAt.ToDateTimeOffset().ToString("u", CultureInfo.InvariantCulture));
             }
             Output.Out.Write(table);

@@ -37,18 +37,22 @@ internal static class SessionMoreCommands
     {
         var id = KernelIdArgument();
         var follow = new Option<bool>("--follow", "-f") { Description = "Keep printing what is appended until Ctrl-C or the session is destroyed" };
+        var raw = Runs.RawOption();
         var command = new Command("logs", "Print a session's container log (the kernel runner's own output, not the code's).\n\nExamples:\n  kata-agent session logs $id\n  kata-agent session logs -f $id");
         command.Arguments.Add(id);
         command.Options.Add(follow);
+        command.Options.Add(raw);
         command.SetAction(async (parse, ct) =>
         {
+            // The runner's log carries what the guest printed there: escaped on a terminal unless --raw.
+            var escape = TerminalText.ShouldEscape(!Console.IsOutputRedirected, parse.GetValue(raw));
             await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: false, ct);
             using var call = connection.Client.Sessions.GetLogs(new GetLogsRequest { KernelId = parse.GetValue(id)!, Follow = parse.GetValue(follow) }, cancellationToken: ct);
             try
             {
                 await foreach (var chunk in call.ResponseStream.ReadAllAsync(ct))
                 {
-                    Console.Out.Write(chunk.Text);
+                    Console.Out.Write(escape ? TerminalText.Output(chunk.Text) : chunk.Text);
                     Console.Out.Flush();
                 }
             }

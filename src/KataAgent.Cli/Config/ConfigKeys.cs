@@ -55,6 +55,8 @@ internal static class ConfigKeys
         new("containerd", "namespace", (b, v) => b.Agent = b.Agent with { Namespace = v.NonEmptyString() }),
 
         new("runtime", "default_class", (b, v) => b.Agent = b.Agent with { DefaultRuntimeClass = v.OneOf(RuntimeClasses) }),
+        // Host hardening (issue 13): runc only on request.
+        new("runtime", "allowed_classes", (b, v) => b.Agent = b.Agent with { AllowedRuntimeClasses = RuntimeClassList(v) }),
         new("runtime", "kata_config_path", (b, v) => b.Agent = b.Agent with { KataConfigPath = v.Path(allowEmpty: true) }),
         new("runtime", "runsc_path", (b, v) => b.Agent = b.Agent with { RunscPath = v.Path() }),
         new("runtime", "cgroup_parent", (b, v) => b.Agent = b.Agent with { CgroupParent = CgroupParent(v) }),
@@ -148,6 +150,14 @@ internal static class ConfigKeys
                 throw new FormatException($"{v.Key} ({v.Source}): '{address}' is not an IPv4 address");
         }
         return list;
+    }
+
+    private static List<string> RuntimeClassList(ConfigValue v)
+    {
+        var list = v.StringList().ToList();
+        foreach (var name in list.Where(n => !RuntimeClasses.ContainsKey(n)))
+            throw new FormatException($"{v.Key} ({v.Source}): '{name}' is not a runtime class (kata, gvisor, runc)");
+        return list.Count > 0 ? list : throw new FormatException($"{v.Key} ({v.Source}): empty: list the classes sessions may use, e.g. [\"kata\", \"gvisor\"]");
     }
 
     private static List<string> Capabilities(ConfigValue v)

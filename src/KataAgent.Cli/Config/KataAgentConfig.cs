@@ -148,6 +148,8 @@ public sealed record KataAgentConfig
                 problems.Add(e.Message);
             }
         }
+        if (!a.AllowedRuntimeClasses.Contains(a.DefaultRuntimeClass, StringComparer.Ordinal))
+            problems.Add($"runtime.default_class '{a.DefaultRuntimeClass}' is not in runtime.allowed_classes ({string.Join(", ", a.AllowedRuntimeClasses)}): add it there or choose another default");
         if (a.Resources.ReservedCpus < 0)
             problems.Add("resources.reserved_cpus must not be negative");
     }

@@ -9,18 +9,25 @@ public sealed record RuntimeClassStatus(RuntimeClass Class, bool Usable, string 
 public sealed class RuntimeClassRegistry
 {
     private readonly Dictionary<string, RuntimeClassStatus> _classes;
+    private readonly IReadOnlyList<string> _allowed;
 
-    private RuntimeClassRegistry(Dictionary<string, RuntimeClassStatus> classes, string defaultClass, string? fallbackWarning)
+    private RuntimeClassRegistry(Dictionary<string, RuntimeClassStatus> classes, IReadOnlyList<string> allowed, string defaultClass, string? fallbackWarning)
     {
         _classes = classes;
+        _allowed = allowed;
         DefaultClass = defaultClass;
         FallbackWarning = fallbackWarning;
     }
 
+    /// <summary>The config key that lists the classes a request may ask for (named in errors).</summary>
+    public const string AllowedClassesKey = "runtime.allowed_classes";
+
     public string DefaultClass { get; }
-    /// <summary>Set when the configured default could not be used: say it loudly.</summary>
+    /// <summary>Set when the configured default could not be used, or runc is all that is left: say it loudly.</summary>
     public string? FallbackWarning { get; }
     public IReadOnlyCollection<RuntimeClassStatus> All => _classes.Values;
+    /// <summary>The classes a request may ask for (runtime.allowed_classes), in the configured order.</summary>
+    public IReadOnlyList<string> Allowed => _allowed;
 
     public static async Task<RuntimeClassRegistry> CreateAsync(AgentOptions options, CancellationToken cancellationToken = default)
     {
@@ -31,26 +38,50 @@ public sealed class RuntimeClassRegistry
             ["gvisor"] = Check(RuntimeClass.Gvisor(gvisorWrapper), HostChecks.Gvisor(options.RunscPath)),
             ["runc"] = Check(RuntimeClass.Runc(), HostChecks.Runc()),
         };
+        var allowed = options.AllowedRuntimeClasses.Distinct(StringComparer.Ordinal).ToList();
+        foreach (var name in allowed.Where(n => !classes.ContainsKey(n)))
+            throw new ArgumentException($"{AllowedClassesKey}: runtime class '{name}' is unknown (kata, gvisor, runc)", nameof(options));
+        if (allowed.Count == 0)
+            throw new ArgumentException($"{AllowedClassesKey} is empty: no session could run (production: [\"kata\", \"gvisor\"])", nameof(options));
         if (!classes.TryGetValue(options.DefaultRuntimeClass, out var wanted))
             throw new ArgumentException($"default runtime class '{options.DefaultRuntimeClass}' is unknown (kata, gvisor, runc)", nameof(options));
+        if (!allowed.Contains(wanted.Class.Name, StringComparer.Ordinal))
+            throw new ArgumentException($"default runtime class '{wanted.Class.Name}' is not in {AllowedClassesKey} ({string.Join(", ", allowed)})", nameof(options));
+        var runcOnly = RuncIsAllThatIsLeft(classes, allowed) ? RuncOnlyWarning : null;
         if (wanted.Usable)
-            return new RuntimeClassRegistry(classes, wanted.Class.Name, wanted.Class.Name == "runc" ? RuncWarning : null);
+            return new RuntimeClassRegistry(classes, allowed, wanted.Class.Name, wanted.Class.Name == "runc" ? Join(RuncWarning, runcOnly) : runcOnly);
 
-        // Prefer the next-strongest sandbox; runc is the last resort and is announced as such.
-        foreach (var candidate in new[] { "kata", "gvisor", "runc" })
+        // Fall back to the next-strongest allowed sandbox, never to runc: it becomes the default only when configured so.
+        foreach (var candidate in new[] { "kata", "gvisor" })
         {
-            if (classes[candidate].Usable)
+            if (allowed.Contains(candidate, StringComparer.Ordinal) && classes[candidate].Usable)
             {
-                var warning = $"default runtime class '{wanted.Class.Name}' is not usable here ({wanted.Detail}); using '{candidate}' instead." +
-                              (candidate == "runc" ? " " + RuncWarning : "");
-                return new RuntimeClassRegistry(classes, candidate, warning);
+                var warning = $"default runtime class '{wanted.Class.Name}' is not usable here ({wanted.Detail}); using '{candidate}' instead.";
+                return new RuntimeClassRegistry(classes, allowed, candidate, warning);
             }
         }
-        return new RuntimeClassRegistry(classes, wanted.Class.Name, "no runtime class is usable on this host: " +
-            string.Join("; ", classes.Values.Select(c => $"{c.Class.Name}: {c.Detail}")));
+        return new RuntimeClassRegistry(classes, allowed, wanted.Class.Name, Join("no sandboxed runtime class is usable on this host: " +
+            string.Join("; ", allowed.Where(n => n != "runc").Select(n => $"{n}: {classes[n].Detail}")), runcOnly));
     }
 
     public const string RuncWarning = "WARNING: runc does not isolate untrusted code from the host kernel; use it for development only.";
+
+    public const string RuncOnlyWarning = "WARNING: runc is the only runtime class left that this agent may run here (no usable kata or gvisor): " +
+        "sessions are not sandboxed from the host kernel; use it for development only.";
+
+    /// <summary>Of the allowed classes, only runc can run on this host.</summary>
+    private static bool RuncIsAllThatIsLeft(Dictionary<string, RuntimeClassStatus> classes, IReadOnlyList<string> allowed)
+    {
+        var usable = allowed.Where(n => classes[n].Usable).ToList();
+        return usable is ["runc"];
+    }
+
+    private static string? Join(string? first, string? second) =>
+        first is null ? second : second is null ? first : first + " " + second;
+
+    /// <summary>A class by name whether or not it is allowed or usable now (an existing session's, at recovery).</summary>
+    public RuntimeClassStatus Known(string name) =>
+        _classes.TryGetValue(name, out var status) ? status : throw new ArgumentException($"unknown runtime class '{name}' (known: {string.Join(", ", _classes.Keys)})");
 
     /// <summary>The class for a request (null = default), or a clear error.</summary>
     public RuntimeClassStatus Resolve(string? name)
@@ -58,6 +89,8 @@ public sealed class RuntimeClassRegistry
         name ??= DefaultClass;
         if (!_classes.TryGetValue(name, out var status))
             throw new ArgumentException($"unknown runtime class '{name}' (known: {string.Join(", ", _classes.Keys)})");
+        if (!_allowed.Contains(name, StringComparer.Ordinal))
+            throw new ArgumentException($"runtime class '{name}' is not allowed on this agent ({AllowedClassesKey}: {string.Join(", ", _allowed)})");
         if (!status.Usable)
             throw new InvalidOperationException($"runtime class '{name}' cannot run on this host: {status.Detail}");
         return status;

@@ -30,6 +30,6 @@ public sealed record ScratchConfig
     /// </summary>
     public string? RunnerCurveKeyFile { get; init; }
 
-    /// <summary>bootstrap.sh (mode 0755) in the config dir; not written when null.</summary>
+    /// <summary>bootstrap.sh in the config dir (0600, the guest user's; run with /bin/sh); not written when null.</summary>
     public string? BootstrapScript { get; init; }
 }

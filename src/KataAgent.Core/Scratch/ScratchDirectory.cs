@@ -91,7 +91,7 @@ public sealed partial class ScratchDirectory
             File.SetUnixFileMode(scratch.SessionPath, DirMode);
             MakeDirectory(scratch.WorkPath, (uint)ownerUid, (uint)ownerGid);
             MakeDirectory(scratch.ConfigPath, null, null);
-            await scratch.WriteConfigAsync(config, cancellationToken);
+            await scratch.WriteConfigAsync(config, (uint)ownerUid, (uint)ownerGid, cancellationToken);
             return scratch;
         }
         catch
@@ -101,11 +101,19 @@ public sealed partial class ScratchDirectory
         }
     }
 
-    /// <summary>(Re)writes every config file atomically, and the dotfiles into the work dir.</summary>
-    public async Task WriteConfigAsync(ScratchConfig config, CancellationToken cancellationToken = default)
+    /// <summary>(Re)writes every config file atomically, and the dotfiles into the work dir; environ.txt and bootstrap.sh stay root's.</summary>
+    public Task WriteConfigAsync(ScratchConfig config, CancellationToken cancellationToken = default) =>
+        WriteConfigAsync(config, 0, 0, cancellationToken);
+
+    /// <summary>
+    /// (Re)writes every config file atomically, and the dotfiles into the work dir. environ.txt and bootstrap.sh (the
+    /// session's secrets) are 0600 and owned by the guest user, who reads them (the runner runs bootstrap.sh as that user).
+    /// </summary>
+    public async Task WriteConfigAsync(ScratchConfig config, uint guestUid, uint guestGid, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(config);
-        await WriteConfigFileAsync(EnvironFile, KeyValueLines(config.Environ, EnvironFile), ConfigFileMode, cancellationToken);
+        var guest = (guestUid, guestGid);
+        await WriteConfigFileAsync(EnvironFile, KeyValueLines(config.Environ, EnvironFile), SecretFileMode, guest, cancellationToken);
         await WriteConfigFileAsync(ResourceFile, KeyValueLines(config.Resource, ResourceFile), ConfigFileMode, cancellationToken);
         var ports = JsonSerializer.Serialize(new { replin = config.IntrinsicPorts.ReplIn, replout = config.IntrinsicPorts.ReplOut }, Compact);
         await WriteConfigFileAsync(IntrinsicPortsFile, ports, ConfigFileMode, cancellationToken);
@@ -114,7 +122,7 @@ public sealed partial class ScratchDirectory
         if (config.RunnerCurveKeyFile != null)
             await WriteConfigFileAsync(RunnerCurveKeyFile, config.RunnerCurveKeyFile, SecretFileMode, cancellationToken);
         if (config.BootstrapScript != null)
-            await WriteConfigFileAsync(BootstrapFile, config.BootstrapScript, DirMode, cancellationToken);
+            await WriteConfigFileAsync(BootstrapFile, config.BootstrapScript, SecretFileMode, guest, cancellationToken);
         foreach (var dotfile in config.Dotfiles)
         {
             // Backend.AI gives dotfile paths either relative to or under /home/work.
@@ -126,7 +134,11 @@ public sealed partial class ScratchDirectory
     }
 
     /// <summary>Writes one file of the config dir via a temp file and rename, so the guest never sees half a file.</summary>
-    public async Task WriteConfigFileAsync(string name, string content, UnixFileMode mode, CancellationToken cancellationToken = default)
+    public Task WriteConfigFileAsync(string name, string content, UnixFileMode mode, CancellationToken cancellationToken = default) =>
+        WriteConfigFileAsync(name, content, mode, null, cancellationToken);
+
+    /// <summary>Like the other overload; the file is given to <paramref name="owner"/> before it appears under its name.</summary>
+    public async Task WriteConfigFileAsync(string name, string content, UnixFileMode mode, (uint Uid, uint Gid)? owner, CancellationToken cancellationToken = default)
     {
         if (name.Length == 0 || name.Contains('/') || name is "." or ".." || name.Contains('\0'))
             throw new ArgumentException($"invalid config file name '{name}'", nameof(name));
@@ -144,6 +156,8 @@ public sealed partial class ScratchDirectory
             {
                 await stream.WriteAsync(Encoding.UTF8.GetBytes(content), cancellationToken);
                 await stream.FlushAsync(cancellationToken);
+                if (owner is var (uid, gid) && Native.Fchown((int)stream.SafeFileHandle.DangerousGetHandle(), uid, gid) != 0)
+                    throw Errno.Exception(Marshal.GetLastPInvokeError(), $"chown {temp} to {uid}:{gid}");
             }
             File.SetUnixFileMode(temp, mode); // the umask may have narrowed UnixCreateMode
             File.Move(temp, target, overwrite: true);

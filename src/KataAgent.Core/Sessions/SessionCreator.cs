@@ -314,9 +314,9 @@ public sealed partial class SessionCreator(SessionServices services)
         state.Scratch = await ScratchDirectory.CreateAsync(services.Options.ScratchRoot, state.KernelId, config,
             request.Uid ?? 0, request.Gid ?? 0, cancellationToken: ct).ConfigureAwait(false);
 
-        Directory.CreateDirectory(services.Options.LogDir);
+        Directory.CreateDirectory(services.Options.LogDir, HostDirectories.DataDirPermissions.PrivateDirectory);
         state.LogPath = Path.Combine(services.Options.LogDir, state.KernelId + ".log");
-        await File.WriteAllBytesAsync(state.LogPath, [], ct).ConfigureAwait(false);
+        SessionLog.Create(state.LogPath);
         undo.Push("session-log", _ =>
         {
             File.Delete(state.LogPath);

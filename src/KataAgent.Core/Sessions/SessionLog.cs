@@ -9,6 +9,19 @@ namespace KataAgent.Core.Sessions;
 /// </summary>
 public static class SessionLog
 {
+    /// <summary>An empty log, root's alone (0600): the runner's output may carry the session's secrets.</summary>
+    public static void Create(string path)
+    {
+        using var stream = new FileStream(path, new FileStreamOptions
+        {
+            Mode = FileMode.Create,
+            Access = FileAccess.Write,
+            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+        });
+        // Create keeps the mode of a file that was already there.
+        File.SetUnixFileMode(stream.SafeFileHandle, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+    }
+
     public static async Task EnforceCapAsync(string path, long maxBytes, CancellationToken cancellationToken)
     {
         if (string.IsNullOrEmpty(path) || !File.Exists(path))

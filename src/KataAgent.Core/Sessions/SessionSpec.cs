@@ -19,6 +19,23 @@ public static class SessionSpec
 
     public const string KataAnnotationPrefix = "io.katacontainers.config.hypervisor.";
 
+    /// <summary>
+    /// Docker's default capabilities that a session does not get unless its request adds them (and
+    /// agent.allowed_capabilities allows it), as in a restricted pod: CAP_NET_RAW forges frames and reaches past L3
+    /// filters; CAP_MKNOD makes device nodes (in the shared scratch dir, too); CAP_SETFCAP gives files capabilities.
+    /// </summary>
+    public static readonly string[] WithheldCapabilities = ["CAP_NET_RAW", "CAP_MKNOD", "CAP_SETFCAP"];
+
+    /// <summary>
+    /// Memory plus swap = the memory limit, so a session cannot page out past its limit; only where the host accounts
+    /// swap (a runtime would refuse a limit the cgroup cannot take). Not for Kata: the guest kernel has no swap
+    /// device unless the Kata config adds one, and the VM's memory is the bound.
+    /// </summary>
+    private static long? SwapLimit(SessionSpecInputs inputs) =>
+        inputs.Runtime.RuntimeType != RuntimeClass.KataRuntimeType && Cgroups.SwapAccounting.OnHost
+            ? inputs.Record.MemoryBytes
+            : null;
+
     public static IReadOnlyList<SpecOpt> Options(SessionSpecInputs inputs)
     {
         var (record, request, options) = (inputs.Record, inputs.Request, inputs.Options);
@@ -34,13 +51,12 @@ public static class SessionSpec
             SpecOpts.WithBindMount(inputs.ConfigPath, ScratchDirectory.GuestConfigPath, readOnly: true),
             SpecOpts.WithBindMount(options.RunnerDir, SessionCreator.RunnerMountPath, readOnly: true),
             SpecOpts.WithCpus(record.Cpus),
-            SpecOpts.WithMemoryLimit(record.MemoryBytes),
+            SpecOpts.WithMemoryLimit(record.MemoryBytes, SwapLimit(inputs)),
             SpecOpts.WithDevShmSize(record.ShmBytes),
             SpecOpts.WithPidsLimit(options.Resources.PidsLimit),
             SpecOpts.WithCgroupsPath(inputs.CgroupsPath),
             SpecOpts.WithBindMount(Path.Combine(inputs.ConfigPath, ResolvConfName), "/etc/resolv.conf", readOnly: true),
-            // Raw sockets forge frames and reach past L3 filters: only for requests that ask and are allowed to.
-            SpecOpts.WithDroppedCapabilities("CAP_NET_RAW"),
+            SpecOpts.WithDroppedCapabilities(WithheldCapabilities),
         };
         if (request.AddCapabilities.Count > 0)
             opts.Add(SpecOpts.WithAddedCapabilities([.. request.AddCapabilities]));

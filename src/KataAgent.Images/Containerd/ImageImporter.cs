@@ -29,6 +29,9 @@ public sealed record ImportOptions
 
     /// <summary>Where a compressed archive is decompressed to (see <see cref="OciArchiveOptions.TempDirectory"/>).</summary>
     public string? TempDirectory { get; init; }
+
+    /// <summary>Let the import point an existing name at other content; otherwise that fails naming the image (<see cref="ImageNameGuard"/>).</summary>
+    public bool Replace { get; init; }
 }
 
 /// <summary>What an import did.</summary>
@@ -103,6 +106,7 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
     {
         options ??= new ImportOptions();
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        await RefuseTakeoverAsync(name, image, options, cancellationToken).ConfigureAwait(false);
         var stopwatch = Stopwatch.StartNew();
         var lease = await client.Leases.CreateAsync(
             $"kata-agent-import-{Guid.NewGuid():N}", options.LeaseExpiry,
@@ -202,6 +206,10 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
         var image = state.Image;
         await state.Unpacker.UnpackAsync(image.Layers, image.DiffIds, image.ConfigDescriptor, null, cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>Before anything is written: an existing name keeps its content unless the caller asked to replace it.</summary>
+    private Task RefuseTakeoverAsync(string name, ArchiveImage image, ImportOptions options, CancellationToken cancellationToken) =>
+        ImageNameGuard.EnsureMayPointAsync(client, name, image.ManifestDescriptor.Digest, options.Replace, cancellationToken);
 
     private static async Task<bool> SetImageRecordAsync(ImportState state, CancellationToken cancellationToken)
     {

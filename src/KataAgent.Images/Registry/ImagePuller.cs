@@ -17,6 +17,9 @@ public sealed record PullOptions
     /// <summary>Labels on the image record.</summary>
     public IReadOnlyDictionary<string, string>? Labels { get; init; }
 
+    /// <summary>Let the pull point an existing name at other content (a moved tag); otherwise that fails naming the image.</summary>
+    public bool Replace { get; init; }
+
     /// <summary>Unpack the layers into a snapshot chain (needed before a container can use the image).</summary>
     public bool Unpack { get; init; } = true;
 
@@ -114,6 +117,9 @@ public sealed class ImagePuller(ContainerdClient client, RegistryClient registry
 
         var resolved = await ResolveAsync(reference, options, cancellationToken).ConfigureAwait(false);
         var existing = await client.Images.FindAsync(name, cancellationToken).ConfigureAwait(false);
+        // Before anything is fetched: a registry does not take over a name the agent has unless asked to.
+        if (existing is not null && existing.Target.Digest != resolved.Target.Digest && !options.Replace)
+            throw new ImageNameTakenException(name, existing.Target.Digest, resolved.Target.Digest);
         if (ImageUnpacker.RecordMatches(existing, resolved.Target, options.Labels)
             && await CompleteLocallyAsync(name, resolved.Target, options, cancellationToken).ConfigureAwait(false) is { } present)
         {

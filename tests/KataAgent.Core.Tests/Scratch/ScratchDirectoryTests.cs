@@ -33,8 +33,11 @@ public sealed class ScratchDirectoryTests
         Assert.Equal("""{"replin":2000,"replout":2001}""", await File.ReadAllTextAsync(Path.Combine(scratch.ConfigPath, "intrinsic-ports.json")));
         var runner = JsonNode.Parse(await File.ReadAllTextAsync(Path.Combine(scratch.ConfigPath, "runner.json")))!;
         Assert.Equal("python", (string?)runner["runtime_type"]);
-        Assert.Equal((UnixFileMode)0x1ED, File.GetUnixFileMode(Path.Combine(scratch.ConfigPath, "bootstrap.sh")));
-        Assert.Equal((UnixFileMode)0x1A4, File.GetUnixFileMode(Path.Combine(scratch.ConfigPath, "environ.txt")));
+        // The session's secrets: 0600, the guest user's (the runner reads them as that user), nobody else's on the host.
+        Assert.Equal((UnixFileMode)0x180, File.GetUnixFileMode(Path.Combine(scratch.ConfigPath, "bootstrap.sh")));
+        Assert.Equal((UnixFileMode)0x180, File.GetUnixFileMode(Path.Combine(scratch.ConfigPath, "environ.txt")));
+        Assert.Equal((4242, 4343), OwnerOf(Path.Combine(scratch.ConfigPath, "bootstrap.sh")));
+        Assert.Equal((4242, 4343), OwnerOf(Path.Combine(scratch.ConfigPath, "environ.txt")));
         Assert.Equal(["bootstrap.sh", "environ.txt", "intrinsic-ports.json", "resource.txt", "runner.json"],
             Directory.GetFiles(scratch.ConfigPath).Select(Path.GetFileName).Order(StringComparer.Ordinal));
 
