@@ -20,7 +20,7 @@ public sealed partial class Agent
         {
             await old.DisposeAsync().ConfigureAwait(false);
             var restarted = await Creator.RestartAsync(old.Record, cancellationToken).ConfigureAwait(false);
-            _sessions[kernelId] = restarted;
+            Register(restarted);
             Publish(new SessionEvent(kernelId, "restarted", restarted.State, null, DateTimeOffset.UtcNow));
             return restarted;
         }

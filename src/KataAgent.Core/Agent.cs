@@ -194,19 +194,35 @@ public sealed partial class Agent : IAsyncDisposable
                 CpuSet = record.CpuSet,
             });
             await Services.Store.SaveAsync(record, cancellationToken).ConfigureAwait(false);
-            _sessions[record.KernelId] = new Session(record, NewRunnerClient(record));
+            Register(new Session(record, NewRunnerClient(record)));
             _logger.LogInformation("recovered session {KernelId}", record.KernelId);
         }
         await ReconcileAsync(cancellationToken).ConfigureAwait(false);
         await CleanOrphansAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    private static KernelRunnerClient NewRunnerClient(SessionRecord record) => new(new KernelRunnerClientOptions
+    private KernelRunnerClient NewRunnerClient(SessionRecord record) => new(new KernelRunnerClientOptions
     {
         InputPort = record.ReplInPort,
         OutputPort = record.ReplOutPort,
         Curve = record.RunnerCurve,
+        MaxMessageSize = Options.RunnerMessageMaxBytes,
     });
+
+    /// <summary>
+    /// Makes a session known, and turns what goes wrong on its runner channel (a run cut short by a lost
+    /// connection or an oversized message, a failure on the client's thread) into a log line and an event.
+    /// </summary>
+    private void Register(Session session)
+    {
+        var kernelId = session.KernelId;
+        session.Runner.Faulted += reason =>
+        {
+            _logger.LogWarning("session {KernelId}: {Reason}", kernelId, reason);
+            Publish(new SessionEvent(kernelId, "run-error", session.State, null, DateTimeOffset.UtcNow, reason));
+        };
+        _sessions[kernelId] = session;
+    }
 
     /// <summary>
     /// A record taken from a container label carries no keys (the agent stopped before it stored the
@@ -283,7 +299,7 @@ public sealed partial class Agent : IAsyncDisposable
         try
         {
             session = await Creator.CreateAsync(request, progress, cancellationToken).ConfigureAwait(false);
-            _sessions[session.KernelId] = session;
+            Register(session);
         }
         finally
         {
@@ -328,7 +344,11 @@ public sealed partial class Agent : IAsyncDisposable
         GetSession(kernelId).Runner.InterruptAsync(cancellationToken);
 
     public ScratchFiles Files(string kernelId) =>
-        ScratchDirectory.Open(Options.ScratchRoot, GetSession(kernelId).KernelId).Files;
+        ScratchDirectory.Open(Options.ScratchRoot, GetSession(kernelId).KernelId, new ScratchFilesOptions
+        {
+            MaxListEntries = Options.ListMaxEntries,
+            MaxTarEntries = Options.DownloadMaxEntries,
+        }).Files;
 
     public async ValueTask DisposeAsync()
     {

@@ -59,6 +59,18 @@ public sealed record AgentOptions
     public long SessionLogMaxBytes { get; init; } = 8L * 1024 * 1024;
     public long UploadMaxBytes { get; init; } = 1L << 30;
 
+    // ---- Bounds on what one session can make the agent hold (docs/LIMITS.md; config section [limits]) ----
+    /// <summary>Largest message the agent accepts from a session's runner; a longer one drops the connection and ends the run.</summary>
+    public long RunnerMessageMaxBytes { get; init; } = Runner.Protocol.KernelRunnerClientOptions.DefaultMaxMessageSize;
+    /// <summary>Service ports one session may publish (image label plus request); the runner's two ports come on top.</summary>
+    public int MaxServicePortsPerSession { get; init; } = 32;
+    /// <summary>Largest single file, and most file data in one directory (tar) download.</summary>
+    public long DownloadMaxBytes { get; init; } = 1L << 30;
+    /// <summary>Most entries in one directory (tar) download.</summary>
+    public int DownloadMaxEntries { get; init; } = 100_000;
+    /// <summary>Most entries one directory listing returns; reading stops there and the listing says it was cut.</summary>
+    public int ListMaxEntries { get; init; } = 100_000;
+
     /// <summary>Host paths a user may bind into a session: a source is opened from one of these without following any symlink (docs/MOUNTS.md).</summary>
     public IReadOnlyList<string> AllowedMountRoots { get; init; } = [];
 

@@ -24,6 +24,10 @@ namespace KataAgent.Runner.Protocol;
 /// </summary>
 public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
 {
+    // Messages waiting between the socket's I/O thread and the poller: with MaxMessageSize this bounds
+    // what a runner flooding faster than we decode can make the agent hold.
+    private const int ReceiveHighWatermark = 8;
+
     private readonly KernelRunnerClientOptions _options;
     private readonly PushSocket _push = new();
     private readonly PullSocket _pull = new();
@@ -43,6 +47,11 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
 
     public KernelRunnerClient(KernelRunnerClientOptions options)
     {
+        if (options.MaxMessageSize < 64 * 1024)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.MaxMessageSize,
+                "the kernel runner's maximum message size must be at least 64 KiB (runner replies can be that long)");
+        }
         _options = options;
         NetMQCertificate? certificate = options.Curve?.AgentCertificate();
         foreach (NetMQSocket socket in new NetMQSocket[] { _push, _pull })
@@ -58,12 +67,15 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
                 socket.Options.CurveCertificate = certificate!;
             }
         }
+        _pull.Options.MaxMsgSize = options.MaxMessageSize;
+        _pull.Options.ReceiveHighWatermark = ReceiveHighWatermark;
         _monitor = new NetMQMonitor(_pull, $"inproc://kernel-runner-monitor-{Guid.NewGuid():N}",
             SocketEvents.Connected | SocketEvents.Disconnected);
+        // Every handler runs on the poller thread, where an escaping exception would end the process.
         _monitor.Connected += (_, _) => _connected = true;
-        _monitor.Disconnected += (_, _) => OnDisconnected();
-        _pull.ReceiveReady += (_, _) => ReceiveAvailable();
-        _outgoing.ReceiveReady += (_, _) => SendQueued();
+        _monitor.Disconnected += (_, _) => Guarded("handling a disconnect", OnDisconnected);
+        _pull.ReceiveReady += (_, _) => Guarded("reading the runner's messages", ReceiveAvailable);
+        _outgoing.ReceiveReady += (_, _) => Guarded("sending to the runner", SendQueued);
         _poller = [_pull, _outgoing];
         _monitor.AttachToPoller(_poller);
         _pull.Connect($"tcp://{options.Host}:{options.OutputPort}");
@@ -97,6 +109,14 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
             }
         }
     }
+
+    /// <summary>
+    /// Raised (on the poller thread) when something went wrong that ended a run or broke the channel:
+    /// the connection dropped during a run (the runner stopped, or sent a message over
+    /// <see cref="KernelRunnerClientOptions.MaxMessageSize"/>), or a message could not be handled.
+    /// The argument says what happened. Handlers must not throw.
+    /// </summary>
+    public event Action<string>? Faulted;
 
     /// <summary>Messages dropped as garbage (wrong frame count, bad type) or as output nobody was running.</summary>
     public long IgnoredMessages => Interlocked.Read(ref _ignoredMessages);
@@ -487,6 +507,58 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
 
     // ---- poller thread ----
 
+    private void Guarded(string what, Action handler)
+    {
+        try
+        {
+            handler();
+        }
+        catch (Exception exception)
+        {
+            string reason = $"the kernel runner client failed while {what}: {exception.GetType().Name}: {exception.Message}";
+            try
+            {
+                AbortActiveRun(reason);
+            }
+            catch (Exception abortFailure)
+            {
+                reason += $" (ending the run failed too: {abortFailure.Message})";
+            }
+            RaiseFaulted(reason);
+        }
+    }
+
+    private void RaiseFaulted(string reason)
+    {
+        try
+        {
+            Faulted?.Invoke(reason);
+        }
+        catch (Exception)
+        {
+            // A subscriber's bug must not take the poller thread (and the process) down.
+        }
+    }
+
+    /// <summary>Ends the active run with an error note, as if it had finished, and fails waiting requests.</summary>
+    private void AbortActiveRun(string reason)
+    {
+        ActiveRun? run;
+        lock (_gate)
+        {
+            run = _run;
+            if (run is not null)
+            {
+                run.Buffer.AppendOutput(RunnerMessageTypes.Stdout, _stdoutDecoder.Flush());
+                run.Buffer.AppendOutput(RunnerMessageTypes.Stderr, _stderrDecoder.Flush());
+                run.Buffer.AppendOutput(RunnerMessageTypes.Stderr, $"\n[kata-agent: {reason}; the run was aborted]\n");
+                run.Buffer.AppendBoundary(new RunBoundary(ExecutionStatus.Finished, null, null));
+            }
+            FailPendingReplies(new RunnerUnavailableException(reason));
+        }
+        run?.Signal.Set();
+    }
+
     private void SendQueued()
     {
         while (_outgoing.TryDequeue(out OutgoingMessage? message, TimeSpan.Zero))
@@ -638,23 +710,20 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
     private void OnDisconnected()
     {
         _connected = false;
-        ActiveRun? run;
+        bool hadRun;
         lock (_gate)
         {
             // A restarted runner knows nothing of earlier runs or requests.
             _boundariesToSkip = 0;
-            run = _run;
-            if (run is not null)
-            {
-                run.Buffer.AppendOutput(RunnerMessageTypes.Stdout, _stdoutDecoder.Flush());
-                run.Buffer.AppendOutput(RunnerMessageTypes.Stderr, _stderrDecoder.Flush());
-                run.Buffer.AppendOutput(RunnerMessageTypes.Stderr, "\n[kata-agent: lost the connection to the kernel runner; the run was aborted]\n");
-                run.Buffer.AppendBoundary(new RunBoundary(ExecutionStatus.Finished, null, null));
-            }
-            FailPendingReplies(new RunnerUnavailableException("lost the connection to the kernel runner" + (_options.Curve is null ? ""
-                : " (with CURVE, also when the runner does not hold this session's key: it drops the connection at the handshake)")));
+            hadRun = _run is not null;
         }
-        run?.Signal.Set();
+        string reason = $"lost the connection to the kernel runner (it stopped, or sent a message over the agent's limit of {_options.MaxMessageSize} bytes)"
+            + (_options.Curve is null ? "" : " (with CURVE, also when the runner does not hold this session's key: it drops the connection at the handshake)");
+        AbortActiveRun(reason);
+        if (hadRun)
+        {
+            RaiseFaulted(reason);
+        }
     }
 
     private void FailPendingReplies(Exception error)

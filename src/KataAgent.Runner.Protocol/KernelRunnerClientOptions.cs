@@ -33,4 +33,13 @@ public sealed record KernelRunnerClientOptions
     /// by a marker (see <see cref="ExecutionResult.DroppedCharacters"/>). Default 8 Mi characters.
     /// </summary>
     public long MaxBufferedCharacters { get; init; } = 8L * 1024 * 1024;
+
+    /// <summary>
+    /// Largest message (frame) accepted from the runner. A longer one makes the socket drop the
+    /// connection before the message is allocated; the active run then ends with an error. Our runner
+    /// never sends more than 1 MiB at once. Default 16 MiB.
+    /// </summary>
+    public long MaxMessageSize { get; init; } = DefaultMaxMessageSize;
+
+    public const long DefaultMaxMessageSize = 16L * 1024 * 1024;
 }

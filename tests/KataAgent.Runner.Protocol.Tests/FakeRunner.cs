@@ -30,8 +30,11 @@ internal sealed class FakeRunner : IDisposable
     public int InputPort { get; }
     public int OutputPort { get; }
 
-    public KernelRunnerClient Connect(long maxBufferedCharacters = 8L * 1024 * 1024) =>
-        new(new KernelRunnerClientOptions { InputPort = InputPort, OutputPort = OutputPort, MaxBufferedCharacters = maxBufferedCharacters });
+    public KernelRunnerClient Connect(long maxBufferedCharacters = 8L * 1024 * 1024, long maxMessageSize = KernelRunnerClientOptions.DefaultMaxMessageSize) =>
+        new(new KernelRunnerClientOptions
+        {
+            InputPort = InputPort, OutputPort = OutputPort, MaxBufferedCharacters = maxBufferedCharacters, MaxMessageSize = maxMessageSize,
+        });
 
     /// <summary>Next message from the client as (type, payload text).</summary>
     public (string Type, string Payload) Receive()

@@ -51,7 +51,8 @@ public sealed class RunnerHost : IAsyncDisposable
     }
 
     /// <param name="curve">Write a runner-curve.json (0600) like the agent does, and give the client its keys.</param>
-    public static async Task<RunnerHost> StartAsync(PublishedRunner runner, Action<RunnerHost>? prepare = null, bool curve = false)
+    public static async Task<RunnerHost> StartAsync(PublishedRunner runner, Action<RunnerHost>? prepare = null, bool curve = false,
+        long maxMessageSize = KernelRunnerClientOptions.DefaultMaxMessageSize)
     {
         string root = Directory.CreateTempSubdirectory("kata-runner-test-").FullName;
         var host = new RunnerHost(runner.BinaryPath, root, FreePort(), FreePort());
@@ -75,7 +76,10 @@ public sealed class RunnerHost : IAsyncDisposable
             }
             prepare?.Invoke(host);
             host.StartProcess();
-            host.Client = new KernelRunnerClient(new KernelRunnerClientOptions { InputPort = host.InputPort, OutputPort = host.OutputPort, Curve = host.Curve });
+            host.Client = new KernelRunnerClient(new KernelRunnerClientOptions
+            {
+                InputPort = host.InputPort, OutputPort = host.OutputPort, Curve = host.Curve, MaxMessageSize = maxMessageSize,
+            });
             await host.WaitUntilServingAsync();
             return host;
         }

@@ -136,7 +136,7 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
         Stream? file = null;
         try
         {
-            file = await files.OpenDownloadAsync(request.Path, ct);
+            file = await files.OpenDownloadAsync(request.Path, agent.Options.DownloadMaxBytes, ct);
         }
         catch (ScratchPathException e) when (e.Error == ScratchPathError.IsDirectory)
         {
@@ -156,14 +156,14 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
         }
         await responseStream.WriteAsync(new DownloadReply { Header = new DownloadHeader { IsTar = true, Size = -1 } }, ct);
         await using var output = new ChunkWriterStream(chunk => responseStream.WriteAsync(new DownloadReply { Chunk = chunk }, ct), ChunkSize);
-        await files.DownloadDirectoryAsTarAsync(request.Path, output, agent.Options.UploadMaxBytes, ct);
+        await files.DownloadDirectoryAsTarAsync(request.Path, output, agent.Options.DownloadMaxBytes, ct);
         await output.FlushAsync(ct);
     }
 
     public override async Task<ListFilesReply> ListFiles(ListFilesRequest request, ServerCallContext context)
     {
         var entries = await agent.Files(RequireKernelId(request.KernelId)).ListAsync(request.Path, context.CancellationToken);
-        var reply = new ListFilesReply();
+        var reply = new ListFilesReply { Truncated = entries.Truncated, Limit = entries.Limit };
         reply.Entries.AddRange(entries.Select(Mapping.ToProto));
         return reply;
     }

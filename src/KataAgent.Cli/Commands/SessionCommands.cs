@@ -295,34 +295,30 @@ internal static class SessionCommands
             throw new CliException("the agent sent no download header");
         var header = call.ResponseStream.Current.Header;
         var target = !header.IsTar && Directory.Exists(localPath) ? Path.Combine(localPath, Path.GetFileName(remotePath.TrimEnd('/'))) : localPath;
-        var temp = target.TrimEnd('/') + $".kata-download-{Environment.ProcessId}";
-        long total = 0;
-        try
+        await using var content = new DownloadChunkStream(call.ResponseStream);
+        if (header.IsTar)
         {
-            await using (var file = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
+            // Extracted as it arrives: nothing is spooled, so a download never needs twice its size on disk.
+            // TarFile refuses entries (and link targets) that would land outside the target directory.
+            Directory.CreateDirectory(target);
+            await TarFile.ExtractToDirectoryAsync(content, target, overwriteFiles: true, ct);
+        }
+        else
+        {
+            // A file goes through a temp name, so a failed download never leaves a half file at the target.
+            var temp = target.TrimEnd('/') + $".kata-download-{Environment.ProcessId}";
+            try
             {
-                while (await call.ResponseStream.MoveNext(ct))
-                {
-                    var chunk = call.ResponseStream.Current.Chunk;
-                    total += chunk.Length;
-                    await file.WriteAsync(chunk.Memory, ct);
-                }
-            }
-            if (header.IsTar)
-            {
-                Directory.CreateDirectory(target);
-                // TarFile refuses entries (and link targets) that would land outside the target directory.
-                await TarFile.ExtractToDirectoryAsync(temp, target, overwriteFiles: true, ct);
-            }
-            else
-            {
+                await using (var file = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
+                    await content.CopyToAsync(file, ct);
                 File.Move(temp, target, overwrite: true);
             }
+            finally
+            {
+                File.Delete(temp);
+            }
         }
-        finally
-        {
-            File.Delete(temp);
-        }
+        var total = content.BytesRead;
         Output.Info($"{kernelId}:{remotePath} -> {target} ({Sizes.Format(total)}{(header.IsTar ? ", directory" : "")})");
     }
 
@@ -351,6 +347,8 @@ internal static class SessionCommands
                     Convert.ToString(e.Mode, 8), e.ModifiedAt.ToDateTimeOffset().ToString("u", CultureInfo.InvariantCulture));
             }
             Output.Out.Write(table);
+            if (reply.Truncated)
+                Console.Error.WriteLine($"note: the directory has more than {reply.Limit} entries; listed are the first {reply.Entries.Count} read (sorted), not the first by name");
             return 0;
         });
         return command;

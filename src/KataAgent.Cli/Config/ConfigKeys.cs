@@ -51,6 +51,12 @@ internal static class ConfigKeys
         new("agent", "upload_max", (b, v) => b.Agent = b.Agent with { UploadMaxBytes = v.Size(min: 1) }),
         new("agent", "session_log_max", (b, v) => b.Agent = b.Agent with { SessionLogMaxBytes = v.Size(min: 4096) }),
 
+        new("limits", "runner_message_max", (b, v) => b.Agent = b.Agent with { RunnerMessageMaxBytes = v.Size(min: 64 * 1024) }),
+        new("limits", "ports_per_session", (b, v) => b.Agent = b.Agent with { MaxServicePortsPerSession = v.Int(0, 65535) }),
+        new("limits", "download_max", (b, v) => b.Agent = b.Agent with { DownloadMaxBytes = v.Size(min: 1) }),
+        new("limits", "download_max_entries", (b, v) => b.Agent = b.Agent with { DownloadMaxEntries = v.Int(1, int.MaxValue) }),
+        new("limits", "list_max_entries", (b, v) => b.Agent = b.Agent with { ListMaxEntries = v.Int(1, int.MaxValue) }),
+
         new("containerd", "address", (b, v) => b.Agent = b.Agent with { ContainerdAddress = v.Path(allowEmpty: true) is { Length: > 0 } p ? p : null }),
         new("containerd", "namespace", (b, v) => b.Agent = b.Agent with { Namespace = v.NonEmptyString() }),
 

@@ -185,7 +185,11 @@ internal static unsafe partial class Native
     /// Names in a directory (without . and ..). Reads through a fresh open of "." so the caller's fd
     /// keeps its own offset and stays open.
     /// </summary>
-    public static List<string> ReadDirectory(int dirFd)
+    /// <summary>
+    /// The names in a directory (without . and ..), read lazily in readdir's order: a directory of
+    /// millions of entries is never held in memory, and a caller can stop early.
+    /// </summary>
+    public static IEnumerable<string> EnumerateDirectory(int dirFd)
     {
         var fd = OpenAt(dirFd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
         if (fd < 0)
@@ -197,30 +201,33 @@ internal static unsafe partial class Native
             Close(fd);
             throw Errno.Exception(err, "fdopendir");
         }
-        var names = new List<string>();
-        try
+        return Read(dir);
+
+        static IEnumerable<string> Read(nint dir)
         {
-            while (true)
+            try
             {
-                var entry = ReadDir(dir);
-                if (entry == 0)
+                while (true)
                 {
-                    var err = Marshal.GetLastPInvokeError();
-                    if (err != 0)
-                        throw Errno.Exception(err, "readdir");
-                    break;
+                    var entry = ReadDir(dir);
+                    if (entry == 0)
+                    {
+                        var err = Marshal.GetLastPInvokeError();
+                        if (err != 0)
+                            throw Errno.Exception(err, "readdir");
+                        yield break;
+                    }
+                    // struct dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name.
+                    var name = Marshal.PtrToStringUTF8(entry + 19)!;
+                    if (name is not "." and not "..")
+                        yield return name;
                 }
-                // struct dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name.
-                var name = Marshal.PtrToStringUTF8(entry + 19)!;
-                if (name is not "." and not "..")
-                    names.Add(name);
+            }
+            finally
+            {
+                CloseDir(dir);
             }
         }
-        finally
-        {
-            CloseDir(dir);
-        }
-        return names;
     }
 }
 

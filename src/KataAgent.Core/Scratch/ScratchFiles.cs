@@ -20,6 +20,9 @@ public sealed record ScratchFilesOptions
 
     public int MaxListEntries { get; init; } = 100_000;
 
+    /// <summary>Entries (files, directories, links) one tar download may hold; each costs ~1.5 KB of headers even when empty.</summary>
+    public int MaxTarEntries { get; init; } = 100_000;
+
     /// <summary>Directory depth a tar download descends before refusing.</summary>
     public int MaxTarDepth { get; init; } = 256;
 
@@ -72,7 +75,15 @@ public sealed class ScratchFiles
         }, mode, createParents, cancellationToken);
 
     /// <summary>Opens a regular file for reading. Symlinks, directories, fifos, sockets and devices are refused.</summary>
-    public Task<Stream> OpenDownloadAsync(string relativePath, CancellationToken cancellationToken = default)
+    public Task<Stream> OpenDownloadAsync(string relativePath, CancellationToken cancellationToken = default) =>
+        OpenDownloadAsync(relativePath, long.MaxValue, cancellationToken);
+
+    /// <summary>
+    /// Like <see cref="OpenDownloadAsync(string, CancellationToken)"/>, but refuses a file larger than
+    /// <paramref name="maxBytes"/> (a sparse 1 TiB file costs the guest nothing). The stream delivers exactly
+    /// the size seen at open: what the guest appends meanwhile is not read.
+    /// </summary>
+    public Task<Stream> OpenDownloadAsync(string relativePath, long maxBytes, CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
         var path = ScratchPath.Parse(relativePath);
@@ -80,15 +91,22 @@ public sealed class ScratchFiles
             throw new ScratchPathException(relativePath, ScratchPathError.IsDirectory, "is the work dir");
         using var root = PathResolver.OpenWorkRoot(WorkPath);
         using var leaf = _resolver.OpenLeaf(root, path);
-        var handle = OpenRegularForRead(path.Original, leaf, out _);
-        return Task.FromResult<Stream>(new FileStream(handle, FileAccess.Read, bufferSize: 0));
+        var handle = OpenRegularForRead(path.Original, leaf, out var st);
+        if ((long)st.Size > maxBytes)
+        {
+            handle.Dispose();
+            throw new ScratchPathException(relativePath, ScratchPathError.TooLarge,
+                $"is too large to download: {(long)st.Size} bytes, the limit is {maxBytes} (config limits.download_max)");
+        }
+        return Task.FromResult<Stream>(new FixedLengthStream(handle, (long)st.Size));
     }
 
     /// <summary>
     /// Writes a tar (PAX) of the directory's contents, entry names relative to it: regular files,
     /// directories and symlinks (as links, never followed); fifos, sockets and devices are skipped,
-    /// and so are other filesystems mounted below. Refuses once the file data would exceed
-    /// <paramref name="maxTotalBytes"/>; what was written by then is incomplete. Returns the data bytes.
+    /// and so are other filesystems mounted below. Entries come in readdir order. Refuses once the file
+    /// data would exceed <paramref name="maxTotalBytes"/> or the entries <see cref="ScratchFilesOptions.MaxTarEntries"/>;
+    /// what was written by then is incomplete. Returns the data bytes.
     /// </summary>
     public async Task<long> DownloadDirectoryAsTarAsync(string relativePath, Stream output, long maxTotalBytes, CancellationToken cancellationToken = default)
     {
@@ -100,22 +118,34 @@ public sealed class ScratchFiles
         var writer = new TarWriter(output, TarEntryFormat.Pax, leaveOpen: true);
         await using (writer)
         {
-            var budget = new TarBudget(maxTotalBytes);
+            var budget = new TarBudget(maxTotalBytes, Options.MaxTarEntries);
             await AddDirectoryAsync(path, writer, dir, dirStat, "", 0, budget, cancellationToken);
             return budget.Used;
         }
     }
 
-    /// <summary>The entries of a directory, as lstat sees them, sorted by name.</summary>
-    public Task<IReadOnlyList<ScratchEntry>> ListAsync(string relativePath, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// The entries of a directory, as lstat sees them, sorted by name. Reading stops at
+    /// <see cref="ScratchFilesOptions.MaxListEntries"/>: a bigger directory gives that many entries
+    /// (the first ones readdir returns, not the first by name) with <see cref="ScratchListing.Truncated"/> set.
+    /// </summary>
+    public Task<ScratchListing> ListAsync(string relativePath, CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
         var path = ScratchPath.Parse(relativePath);
         using var root = PathResolver.OpenWorkRoot(WorkPath);
         using var dir = _resolver.OpenDirectory(root, path, path.Components.Length);
-        var names = Native.ReadDirectory(dir.Fd);
-        if (names.Count > Options.MaxListEntries)
-            throw new ScratchPathException(relativePath, ScratchPathError.TooLarge, $"has more than {Options.MaxListEntries} entries");
+        var names = new List<string>();
+        var truncated = false;
+        foreach (var name in Native.EnumerateDirectory(dir.Fd))
+        {
+            if (names.Count == Options.MaxListEntries)
+            {
+                truncated = true;
+                break;
+            }
+            names.Add(name);
+        }
         names.Sort(StringComparer.Ordinal);
         var entries = new List<ScratchEntry>(names.Count);
         foreach (var name in names)
@@ -126,7 +156,7 @@ public sealed class ScratchFiles
             entries.Add(new ScratchEntry(name, ScratchEntry.TypeOf(st), (long)st.Size, ScratchEntry.ModeOf(st),
                 ScratchEntry.MTimeOf(st), target, (int)st.NLink));
         }
-        return Task.FromResult<IReadOnlyList<ScratchEntry>>(entries);
+        return Task.FromResult(new ScratchListing(entries, truncated, Options.MaxListEntries));
     }
 
     /// <summary>Deletes a file, link, special file or a whole directory tree (links removed, never followed).</summary>
@@ -335,14 +365,15 @@ public sealed class ScratchFiles
     private async Task AddDirectoryAsync(ScratchPath top, TarWriter writer, UnixFd dir, Native.Statx topStat, string prefix, int depth,
         TarBudget budget, CancellationToken cancellationToken)
     {
-        var names = Native.ReadDirectory(dir.Fd);
-        names.Sort(StringComparer.Ordinal);
-        foreach (var name in names)
+        // readdir order, not sorted: sorting would hold a whole directory's names in memory.
+        foreach (var name in Native.EnumerateDirectory(dir.Fd))
         {
             cancellationToken.ThrowIfCancellationRequested();
             if (Native.StatxAt(dir.Fd, name, Native.AT_SYMLINK_NOFOLLOW, Native.STATX_BASIC_STATS, out var st) != 0)
                 continue; // vanished since readdir
             var entryName = prefix + name;
+            // Every entry costs a header block (and a PAX header) even when it has no data.
+            budget.CountEntry(top.Original);
             if (st.IsDirectory)
             {
                 if (!st.SameDevice(topStat))
@@ -409,9 +440,16 @@ public sealed class ScratchFiles
         return entry;
     }
 
-    private sealed class TarBudget(long max)
+    private sealed class TarBudget(long max, int maxEntries)
     {
         public long Max => max;
         public long Used { get; set; }
+        public int Entries { get; private set; }
+
+        public void CountEntry(string top)
+        {
+            if (++Entries > maxEntries)
+                throw new ScratchPathException(top, ScratchPathError.TooLarge, $"has too many entries for one download: more than {maxEntries}");
+        }
     }
 }

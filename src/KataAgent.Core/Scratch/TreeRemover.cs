@@ -118,22 +118,34 @@ internal static class TreeRemover
         }
     }
 
-    /// <summary>Unlinks every non-directory; returns the first subdirectory left, or null when empty.</summary>
+    /// <summary>
+    /// Unlinks every non-directory; returns the first subdirectory left, or null when empty. Reads
+    /// lazily (a million-entry directory is never held in memory); entries unlinked while reading may
+    /// make readdir skip others, so it reads again until a pass unlinks nothing.
+    /// </summary>
     private static string? EmptyExceptOneDirectory(UnixFd dir)
     {
-        foreach (var entry in Native.ReadDirectory(dir.Fd))
+        while (true)
         {
-            if (Native.UnlinkAt(dir.Fd, entry, 0) == 0)
-                continue;
-            var err = Marshal.GetLastPInvokeError();
-            if (err == Native.ENOENT)
-                continue;
-            if (err == Native.EISDIR
-                || err == Native.EPERM && Native.StatxAt(dir.Fd, entry, Native.AT_SYMLINK_NOFOLLOW, Native.STATX_BASIC_STATS, out var st) == 0 && st.IsDirectory)
-                return entry;
-            throw Errno.Exception(err, $"unlink {entry}");
+            var unlinked = false;
+            foreach (var entry in Native.EnumerateDirectory(dir.Fd))
+            {
+                if (Native.UnlinkAt(dir.Fd, entry, 0) == 0)
+                {
+                    unlinked = true;
+                    continue;
+                }
+                var err = Marshal.GetLastPInvokeError();
+                if (err == Native.ENOENT)
+                    continue;
+                if (err == Native.EISDIR
+                    || err == Native.EPERM && Native.StatxAt(dir.Fd, entry, Native.AT_SYMLINK_NOFOLLOW, Native.STATX_BASIC_STATS, out var st) == 0 && st.IsDirectory)
+                    return entry;
+                throw Errno.Exception(err, $"unlink {entry}");
+            }
+            if (!unlinked)
+                return null;
         }
-        return null;
     }
 
     /// <summary>A read-only directory (the guest can chmod 0500) cannot be emptied by a non-root agent.</summary>

@@ -232,6 +232,17 @@ public sealed partial class SessionCreator(SessionServices services)
             }
             state.Services = [.. state.Services, .. state.Request.ServicePorts];
         }
+        CheckServicePortCount(state);
+    }
+
+    // Before any port is taken: one session must not be able to drain the host's port pool.
+    private void CheckServicePortCount(CreateState state)
+    {
+        var count = state.Services.Sum(s => s.ContainerPorts.Count);
+        var limit = services.Options.MaxServicePortsPerSession;
+        if (count > limit)
+            throw new SessionRequestException($"the session would publish {count} service ports (image label {ServicePortLabel.LabelName} " +
+                $"plus the request); at most {limit} are allowed per session (config limits.ports_per_session)");
     }
 
     private Task AllocateResourcesAsync(CreateState state, UndoStack undo)
@@ -417,6 +428,7 @@ public sealed partial class SessionCreator(SessionServices services)
             OutputPort = record.ReplOutPort,
             ReplyTimeout = TimeSpan.FromSeconds(2),
             Curve = record.RunnerCurve,
+            MaxMessageSize = services.Options.RunnerMessageMaxBytes,
             // The runner is still starting: retry the refused connects often rather than backing off to a second.
             ReconnectInterval = TimeSpan.FromMilliseconds(10),
             ReconnectIntervalMax = TimeSpan.FromMilliseconds(50),

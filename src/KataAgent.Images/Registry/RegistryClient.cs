@@ -27,14 +27,17 @@ public sealed class RegistryClient : IDisposable
     private readonly ConcurrentDictionary<string, (AuthenticationHeaderValue Header, DateTimeOffset Expires)> _tokens = new();
     private readonly ConcurrentDictionary<string, AuthenticationHeaderValue> _basic = new();
 
+    /// <summary>Largest token-service answer read; real ones are a few KiB.</summary>
+    public const int MaxTokenResponseBytes = 64 * 1024;
+
     public RegistryClient(RegistryOptions? options = null, ILogger? logger = null, HttpMessageHandler? handler = null)
     {
         Options = options ?? new RegistryOptions();
         _logger = logger ?? NullLogger.Instance;
         handler ??= new SocketsHttpHandler
         {
-            AllowAutoRedirect = true,
-            MaxAutomaticRedirections = 10,
+            // Redirects are followed by RedirectPolicyHandler, which checks where each one goes.
+            AllowAutoRedirect = false,
             AutomaticDecompression = DecompressionMethods.None,
             ConnectTimeout = TimeSpan.FromSeconds(30),
             PooledConnectionLifetime = TimeSpan.FromMinutes(5),
@@ -45,7 +48,7 @@ public sealed class RegistryClient : IDisposable
                     || (sender is System.Net.Security.SslStream ssl && SkipsTlsVerify(ssl.TargetHostName)),
             },
         };
-        _http = new HttpClient(handler, disposeHandler: true) { Timeout = Timeout.InfiniteTimeSpan };
+        _http = new HttpClient(new RedirectPolicyHandler(handler), disposeHandler: true) { Timeout = Timeout.InfiniteTimeSpan };
         _http.DefaultRequestHeaders.UserAgent.ParseAdd(Options.UserAgent);
     }
 
@@ -190,6 +193,12 @@ public sealed class RegistryClient : IDisposable
             throw new RegistryAuthenticationException(endpoint.Host, $"{what}: registry {endpoint.Host} asks for a bearer token but names no usable realm ('{challenge.Realm}')");
         }
 
+        if (RealmRefusal(endpoint, realmUri) is { } refusal)
+        {
+            throw new RegistryAuthenticationException(endpoint.Host,
+                $"{what}: registry {endpoint.Host} names the token realm {realmUri.GetLeftPart(UriPartial.Path)}, which is refused: {refusal}");
+        }
+
         // the registry's scope wins when it names one (it may ask for more than we would, e.g. pull,push)
         var tokenScope = challenge.Scope ?? scope;
         var query = new StringBuilder();
@@ -217,7 +226,8 @@ public sealed class RegistryClient : IDisposable
             timeout.CancelAfter(Options.RequestTimeout);
             try
             {
-                response = await _http.SendAsync(request, HttpCompletionOption.ResponseContentRead, timeout.Token).ConfigureAwait(false);
+                // Headers only: the body is read below with a size limit, never buffered whole.
+                response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token).ConfigureAwait(false);
             }
             catch (HttpRequestException e)
             {
@@ -249,7 +259,7 @@ public sealed class RegistryClient : IDisposable
             var expiresIn = 60;
             try
             {
-                using var json = JsonDocument.Parse(await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false));
+                using var json = JsonDocument.Parse(await ReadLimitedAsync(response.Content, MaxTokenResponseBytes, cancellationToken).ConfigureAwait(false));
                 var root = json.RootElement;
                 token = (root.TryGetProperty("token", out var t) && t.GetString() is { Length: > 0 } tokenValue ? tokenValue
                     : root.TryGetProperty("access_token", out var a) && a.GetString() is { Length: > 0 } accessValue ? accessValue : null)
@@ -259,7 +269,7 @@ public sealed class RegistryClient : IDisposable
                     expiresIn = seconds;
                 }
             }
-            catch (Exception e) when (e is JsonException or InvalidOperationException)
+            catch (Exception e) when (e is JsonException or InvalidOperationException or InvalidDataException)
             {
                 throw new RegistryAuthenticationException(endpoint.Host, $"{what}: the token service of registry {endpoint.Host} sent an unusable answer: {e.Message}", null, null, e);
             }
@@ -268,6 +278,29 @@ public sealed class RegistryClient : IDisposable
             _tokens[endpoint.Host + " " + scope] = (header, DateTimeOffset.UtcNow.AddSeconds(Math.Max(5, expiresIn - 10)));
             return header;
         }
+    }
+
+    /// <summary>
+    /// Why a bearer realm may not be asked for a token, or null. Credentials go to the realm, so it must be
+    /// https — plain http only where a pull would use it too (a loopback registry, or a host configured
+    /// plain_http) — and a registry that is not on loopback may not send the agent to a loopback address.
+    /// </summary>
+    internal string? RealmRefusal(RegistryEndpoint endpoint, Uri realm)
+    {
+        var registryIsLoopback = RegistryOptions.IsLoopback(endpoint.BaseUri.Authority);
+        if (RegistryOptions.IsLoopback(realm.Authority) && !registryIsLoopback)
+        {
+            return "a registry that is not on loopback may not name a loopback token service";
+        }
+
+        if (realm.Scheme == Uri.UriSchemeHttps)
+        {
+            return null;
+        }
+
+        return Scheme(realm.Authority, Options.For(realm.Authority)) == "http"
+            ? null
+            : "a token service must use https (plain http only for loopback registries or hosts configured with plain_http)";
     }
 
     // ---------------------------------------------------------------- errors

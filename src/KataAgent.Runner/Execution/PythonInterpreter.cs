@@ -175,11 +175,22 @@ internal sealed class PythonInterpreter : IRunControl
                 merged.SetLength(0);
             }
         }
-        foreach ((byte kind, byte[] payload) in frames.Append(data))
+        List<FramePiece> pieces;
+        try
+        {
+            pieces = frames.Append(data);
+        }
+        catch (FrameProtocolException broken)
+        {
+            StopOnBrokenChannel(process, broken.Message);
+            return;
+        }
+        foreach ((byte kind, byte[] payload, _) in pieces)
         {
             switch ((char)kind)
             {
                 case 'o' or 'e':
+                    // Pieces are at most one pipe read (64 KiB), so a merged message stays within the bound.
                     if (kind != mergedKind || merged.Length + payload.Length > MaxMergedMessageBytes)
                     {
                         FlushMerged();
@@ -205,12 +216,28 @@ internal sealed class PythonInterpreter : IRunControl
                 case 'R':
                     Log.Info($"interpreter ready: {Encoding.UTF8.GetString(payload)}");
                     break;
-                default:
-                    Log.Warn($"unknown frame '{(char)kind}' from the interpreter");
-                    break;
             }
         }
         FlushMerged();
+    }
+
+    // The event channel is the only ordering between output and "finished": once something other than
+    // the driver wrote to it, nothing more on it can be believed. The run ends; the next starts afresh.
+    private void StopOnBrokenChannel(ChildProcess process, string what)
+    {
+        lock (_gate)
+        {
+            if (!ReferenceEquals(process, _process))
+            {
+                return;
+            }
+            _frames = null;
+        }
+        Log.Warn($"the interpreter's event channel carried {what}; stopping the interpreter");
+        _link.SendRunOutput("stderr",
+            $"\nkata-runner: the interpreter's event channel (fd 4) carried {what} - only the runner's driver may write to it. " +
+            "The interpreter was stopped.\n");
+        process.SignalGroup(Libc.SIGKILL);
     }
 
     private async Task OnInterpreterGoneAsync(ChildProcess process)

@@ -18,7 +18,13 @@ internal readonly record struct AgentMessage(string Type, byte[] Payload)
 /// </summary>
 internal sealed class AgentLink : IDisposable
 {
-    private const int RunOutputQueueCapacity = 256;
+    // With messages of up to MaxRunOutputMessageBytes, the queue plus the socket's own high-water mark
+    // hold at most ~80 MiB of output inside the guest while the agent is not reading.
+    private const int RunOutputQueueCapacity = 64;
+    private const int SendHighWatermark = 16;
+
+    /// <summary>No stdout/stderr message is longer than this; the agent's sockets refuse far longer ones.</summary>
+    public const int MaxRunOutputMessageBytes = 1024 * 1024;
 
     private readonly PullSocket _inbound = new();
     private readonly PushSocket _outbound = new();
@@ -56,6 +62,7 @@ internal sealed class AgentLink : IDisposable
         _inbound.Options.Linger = TimeSpan.Zero;
         // Long enough to hand the last answers to a connected agent when the runner stops.
         _outbound.Options.Linger = TimeSpan.FromSeconds(1);
+        _outbound.Options.SendHighWatermark = SendHighWatermark;
         _inbound.Bind($"tcp://{bindHost}:{inboundPort}");
         _outbound.Bind($"tcp://{bindHost}:{outboundPort}");
     }
@@ -83,9 +90,20 @@ internal sealed class AgentLink : IDisposable
 
     public void SendReply(string type, string payload) => SendReply(type, Encoding.UTF8.GetBytes(payload));
 
-    /// <summary>Queues run output in order; blocks while the bounded queue is full.</summary>
+    /// <summary>
+    /// Queues run output in order; blocks while the bounded queue is full. Output longer than
+    /// <see cref="MaxRunOutputMessageBytes"/> goes as several messages (the agent decodes UTF-8 across them).
+    /// </summary>
     public void SendRunOutput(string type, byte[] payload)
     {
+        if (payload.Length > MaxRunOutputMessageBytes)
+        {
+            for (int offset = 0; offset < payload.Length; offset += MaxRunOutputMessageBytes)
+            {
+                SendRunOutput(type, payload.AsSpan(offset, Math.Min(MaxRunOutputMessageBytes, payload.Length - offset)).ToArray());
+            }
+            return;
+        }
         try
         {
             _runOutputSlots.Wait(_stopping);
