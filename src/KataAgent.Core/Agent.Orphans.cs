@@ -66,6 +66,8 @@ public sealed partial class Agent
             await Services.Network.DetachAsync(attachment.SessionId, cancellationToken).ConfigureAwait(false);
         }
 
+        // Disks first: the scratch dirs below hold their mount points.
+        await ScratchQuota.ScratchDisks.For(Options, _logger).CleanOrphansAsync(known, cancellationToken).ConfigureAwait(false);
         if (Directory.Exists(Options.ScratchRoot))
         {
             foreach (var dir in Directory.GetDirectories(Options.ScratchRoot))

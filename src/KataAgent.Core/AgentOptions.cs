@@ -9,6 +9,8 @@ public sealed record AgentOptions
     public string ScratchRoot => Path.Combine(DataDir, "scratch");
     public string StateDir => Path.Combine(DataDir, "state");
     public string LogDir => Path.Combine(DataDir, "logs");
+    /// <summary>The sessions' scratch disk images (ScratchQuota), one sparse file per session.</summary>
+    public string ScratchDiskDir => Path.Combine(DataDir, "scratch-disks");
 
     /// <summary>How this agent names itself in the data dir's lock file (kind, pid, API socket), for whoever finds it taken.</summary>
     public Locking.DataDirLockHolder LockHolder { get; init; } = new("agent", Environment.ProcessId, null);
@@ -89,5 +91,7 @@ public sealed record ResourceOptions
     public double DefaultCpus { get; init; } = 1;
     public long DefaultMemoryBytes { get; init; } = 1L << 30;
     public long DefaultShmBytes { get; init; } = 64L << 20;
+    /// <summary>Hard size of a session's work dir (a loop-mounted ext4 image, docs/DISK.md); 0: no limit (the host's disk is shared).</summary>
+    public long DefaultScratchBytes { get; init; } = 16L << 30;
     public long PidsLimit { get; init; } = 4096;
 }

@@ -6,6 +6,7 @@ using KataAgent.Core.Containers;
 using KataAgent.Core.Resources;
 using KataAgent.Core.Runtime;
 using KataAgent.Core.Scratch;
+using KataAgent.Core.ScratchQuota;
 using KataAgent.Images;
 using KataAgent.Network;
 using KataAgent.Oci;
@@ -31,7 +32,7 @@ public sealed partial class SessionCreator(SessionServices services)
     public string? FailBeforeStep { get; set; }
 
     public static IReadOnlyList<string> StepNames { get; } =
-        ["validate", "resolve-image", "allocate-resources", "allocate-ports", "scratch", "network", "mounts", "container", "wait-runner", "register"];
+        ["validate", "resolve-image", "allocate-resources", "allocate-ports", "scratch", "scratch-disk", "network", "mounts", "container", "wait-runner", "register"];
 
     public async Task<Session> CreateAsync(SessionRequest request, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
     {
@@ -116,6 +117,7 @@ public sealed partial class SessionCreator(SessionServices services)
         "allocate-resources" => AllocateResourcesAsync(state, undo),
         "allocate-ports" => AllocatePortsAsync(state, undo),
         "scratch" => PrepareScratchAsync(state, undo, ct),
+        "scratch-disk" => MountScratchDiskAsync(state, undo, ct),
         "network" => AttachNetworkAsync(state, undo, ct),
         "mounts" => CheckMountsAsync(state),
         "container" => StartContainerAsync(state, undo, ct),
@@ -163,6 +165,8 @@ public sealed partial class SessionCreator(SessionServices services)
             problems.Add($"memory {mem} bytes is below the 16 MiB minimum");
         if (request.ShmBytes is { } shm && shm <= 0)
             problems.Add($"shared memory {shm} must be > 0");
+        if (request.ScratchBytes is { } scratchBytes && scratchBytes < ScratchDisks.MinimumBytes)
+            problems.Add($"scratch size {scratchBytes} bytes is below the {ScratchDisks.MinimumBytes >> 20} MiB minimum");
         foreach (var key in request.Environment.Keys.Where(k => !EnvNamePattern().IsMatch(k)))
             problems.Add($"environment variable name '{key}' is invalid");
         foreach (var (key, value) in request.Environment.Where(kv => kv.Value.Contains('\n', StringComparison.Ordinal) || kv.Value.Contains('\0', StringComparison.Ordinal)))
@@ -318,6 +322,16 @@ public sealed partial class SessionCreator(SessionServices services)
             File.Delete(state.LogPath);
             return Task.CompletedTask;
         });
+    }
+
+    private async Task MountScratchDiskAsync(CreateState state, UndoStack undo, CancellationToken ct)
+    {
+        var size = state.Request.ScratchBytes ?? services.Options.Resources.DefaultScratchBytes;
+        if (size == 0)
+            return; // configured off: the work dir shares the host's disk
+        var disks = ScratchDisks.For(services.Options, services.Logger);
+        undo.Push("scratch-disk", undoCt => disks.UnmountAsync(state.KernelId, state.Scratch!.WorkPath, undoCt));
+        await disks.MountAsync(state.KernelId, state.Scratch!.WorkPath, size, state.Request.Uid ?? 0, state.Request.Gid ?? 0, ct).ConfigureAwait(false);
     }
 
     private async Task AttachNetworkAsync(CreateState state, UndoStack undo, CancellationToken ct)

@@ -1,6 +1,7 @@
 using System.Globalization;
 using KataAgent.Core.Containers;
 using KataAgent.Core.Scratch;
+using KataAgent.Core.ScratchQuota;
 using Microsoft.Extensions.Logging;
 
 namespace KataAgent.Core.Sessions;
@@ -31,6 +32,13 @@ public sealed class SessionDestroyer(SessionServices services)
         await Step("container", () => TaskReaper.ReapContainerAsync(services.Containerd, record.ContainerId, ParseSignal(record.StopSignal),
             grace ?? services.Options.StopGracePeriod, services.Logger, cancellationToken)).ConfigureAwait(false);
         await Step("network", () => services.Network.DetachAsync(record.KernelId, cancellationToken)).ConfigureAwait(false);
+        // Before the scratch dir: the remover does not cross into a mounted disk.
+        await Step("scratch-disk", async () =>
+        {
+            if (!keepScratch && ScratchDirectory.IsValidSessionId(record.KernelId))
+                await ScratchDisks.For(services.Options, services.Logger)
+                    .UnmountAsync(record.KernelId, ScratchDirectory.Open(services.Options.ScratchRoot, record.KernelId).WorkPath, cancellationToken).ConfigureAwait(false);
+        }).ConfigureAwait(false);
         await Step("scratch", async () =>
         {
             if (ScratchDirectory.IsValidSessionId(record.KernelId))

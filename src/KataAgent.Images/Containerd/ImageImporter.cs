@@ -29,6 +29,9 @@ public sealed record ImportOptions
 
     /// <summary>Where a compressed archive is decompressed to (see <see cref="OciArchiveOptions.TempDirectory"/>).</summary>
     public string? TempDirectory { get; init; }
+
+    /// <summary>How far the image's layers (and a compressed archive) may expand; null: no cap. See <see cref="ExpansionLimit"/>.</summary>
+    public long? MaxExpandedBytes { get; init; }
 }
 
 /// <summary>What an import did.</summary>
@@ -74,7 +77,7 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
     {
         options ??= new ImportOptions();
         await using var archive = await OciArchive.OpenAsync(archivePath,
-            new OciArchiveOptions { Platform = options.Platform, TempDirectory = options.TempDirectory }, cancellationToken).ConfigureAwait(false);
+            new OciArchiveOptions { Platform = options.Platform, TempDirectory = options.TempDirectory, MaxDecompressedBytes = options.MaxExpandedBytes }, cancellationToken).ConfigureAwait(false);
         if (options.Name is not null && archive.Images.Count != 1)
         {
             throw new ArgumentException($"ImportOptions.Name is set but {archivePath} holds {archive.Images.Count} images", nameof(options));
@@ -104,6 +107,10 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
         options ??= new ImportOptions();
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         var stopwatch = Stopwatch.StartNew();
+        // Before the lease: a refused image has written nothing.
+        if (options.Unpack && options.MaxExpandedBytes is { } maxExpanded)
+            await ExpansionLimit.CheckLayersAsync(image.Layers, (layer, _) => Task.FromResult(archive.OpenBlob(layer)), maxExpanded, $"importing {name}",
+                cancellationToken).ConfigureAwait(false);
         var lease = await client.Leases.CreateAsync(
             $"kata-agent-import-{Guid.NewGuid():N}", options.LeaseExpiry,
             new Dictionary<string, string> { [LeaseLabel] = name }, cancellationToken).ConfigureAwait(false);
