@@ -67,6 +67,7 @@ public sealed class ImagesService(Agent agent, ILogger<ImagesService> logger) : 
             {
                 Name = string.IsNullOrEmpty(header.Name) ? null : header.Name,
                 TempDirectory = spoolDir,
+                MaxExpandedBytes = agent.Options.ImageMaxExpandedBytes,
             }, ct);
             var reply = new ImportImageReply();
             foreach (var image in imported)
@@ -107,7 +108,7 @@ public sealed class ImagesService(Agent agent, ILogger<ImagesService> logger) : 
             Progress = new TransferProgress { Phase = p.Phase.ToString().ToLowerInvariant(), CompletedBytes = p.CompletedBytes, TotalBytes = p.TotalBytes },
         });
         var pulled = await new ImagePuller(agent.Containerd, registry, logger).PullAsync(reference,
-            new PullOptions { Name = string.IsNullOrEmpty(request.Name) ? null : request.Name }, progress, context.CancellationToken);
+            new PullOptions { Name = string.IsNullOrEmpty(request.Name) ? null : request.Name, MaxExpandedBytes = agent.Options.ImageMaxExpandedBytes }, progress, context.CancellationToken);
         await progress.FlushAsync();
         logger.LogInformation("pulled {Reference} as {Image}", reference, pulled.Name);
         await responseStream.WriteAsync(new TransferReply { Image = await InfoAsync(pulled.Name, context.CancellationToken) }, context.CancellationToken);
