@@ -81,7 +81,7 @@ public sealed partial class Agent
         }
         if (Directory.Exists(Options.LogDir))
         {
-            foreach (var log in Directory.GetFiles(Options.LogDir, "*.log"))
+            foreach (var log in Directory.GetFiles(Options.LogDir, "*.log").Concat(Directory.GetFiles(Options.LogDir, "*" + Logs.LogRelays.FifoExtension)))
             {
                 if (!known.Contains(Path.GetFileNameWithoutExtension(log)))
                     File.Delete(log);

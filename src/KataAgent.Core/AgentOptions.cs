@@ -56,6 +56,8 @@ public sealed record AgentOptions
     public TimeSpan ReconcileInterval { get; init; } = TimeSpan.FromSeconds(60);
     public long SessionLogMaxBytes { get; init; } = 8L * 1024 * 1024;
     public long UploadMaxBytes { get; init; } = 1L << 30;
+    /// <summary>How far an imported or pulled image may expand (its layers, or a compressed archive) before it is refused; null: no cap.</summary>
+    public long? ImageMaxExpandedBytes { get; init; } = 64L << 30;
 
     /// <summary>Host paths a user may bind into a session (prefix match on a full path component).</summary>
     public IReadOnlyList<string> AllowedMountRoots { get; init; } = [];

@@ -31,6 +31,8 @@ public sealed record LeakCensus(
     public IReadOnlyList<string> LoopDevices { get; init; } = [];
     /// <summary>Scratch disk image files.</summary>
     public IReadOnlyList<string> ScratchDiskImages { get; init; } = [];
+    /// <summary>Running log relays and their FIFOs.</summary>
+    public IReadOnlyList<string> LogRelays { get; init; } = [];
 
     public bool IsClean => Counts.Values.All(c => c == 0);
 
@@ -53,6 +55,7 @@ public sealed record LeakCensus(
         ["scratch mounts"] = ScratchMounts.Count,
         ["loop devices"] = LoopDevices.Count,
         ["scratch disk images"] = ScratchDiskImages.Count,
+        ["log relays"] = LogRelays.Count,
     };
 
     public override string ToString() => string.Join(", ", Counts.Select(kv => $"{kv.Key}={kv.Value}")) +
@@ -62,7 +65,7 @@ public sealed record LeakCensus(
             Describe("content", UnreferencedContent), Describe("netns", NetworkNamespaces), Describe("chains", CniChains),
             Describe("shims", ShimProcesses), Describe("scratch", ScratchDirs), Describe("ports", AllocatedPorts.Select(p => p.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToList()),
             Describe("allocations", ResourceAllocations), Describe("records", SessionRecords), Describe("cgroups", SessionCgroups), Describe("guard", GuardEntries),
-            Describe("scratch mounts", ScratchMounts), Describe("loop devices", LoopDevices), Describe("scratch disk images", ScratchDiskImages),
+            Describe("scratch mounts", ScratchMounts), Describe("loop devices", LoopDevices), Describe("scratch disk images", ScratchDiskImages), Describe("log relays", LogRelays),
         }.Where(s => s.Length > 0)));
 
     private static string Describe(string name, IReadOnlyList<string> items) => items.Count == 0 ? "" : $"{name}: {string.Join(", ", items.Take(5))}";
@@ -90,6 +93,7 @@ public sealed record LeakCensus(
             ScratchMounts = disks.Mounts(),
             LoopDevices = disks.LoopDevices(),
             ScratchDiskImages = disks.Images(),
+            LogRelays = [.. agent.Services.LogRelays.Running.Select(id => "relay " + id), .. agent.Services.LogRelays.Fifos()],
         };
     }
 

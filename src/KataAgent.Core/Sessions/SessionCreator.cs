@@ -420,11 +420,27 @@ public sealed partial class SessionCreator(SessionServices services)
             Args = [RunnerBinary],
             SpecOpts = specOpts,
             Labels = SessionLabels.For(record, options.AgentId, request.Labels),
-            Io = TaskIo.ToFiles(state.LogPath, state.LogPath),
         };
-        await new ContainerLauncher(services.Containerd, services.Logger).LaunchAsync(launch, ct).ConfigureAwait(false);
+        await new ContainerLauncher(services.Containerd, services.Logger).LaunchAsync(launch with { Io = StartLogRelay(state, undo) }, ct).ConfigureAwait(false);
         undo.Push("container", undoCt =>
             TaskReaper.ReapContainerAsync(services.Containerd, kernelId, TaskReaper.SigKill, TimeSpan.Zero, services.Logger, undoCt));
+    }
+
+    /// <summary>
+    /// The shim writes the container's stdout and stderr into a FIFO that the agent carries into the log under its cap
+    /// (Logs/LogRelay), not into the log file itself: a file the shim appends to can only be cut after the fact.
+    /// </summary>
+    private TaskIo StartLogRelay(CreateState state, UndoStack undo)
+    {
+        var kernelId = state.KernelId;
+        // Pushed before the container's undo, so it runs after it: the shim has let go of the FIFO by then.
+        undo.Push("log-relay", _ =>
+        {
+            services.LogRelays.Stop(kernelId, removeFifo: true);
+            return Task.CompletedTask;
+        });
+        var fifo = services.LogRelays.Start(kernelId, state.LogPath);
+        return new TaskIo(Stdout: fifo, Stderr: fifo);
     }
 
     private async Task WaitForRunnerAsync(CreateState state, UndoStack undo, CancellationToken ct)

@@ -31,6 +31,11 @@ public sealed class SessionDestroyer(SessionServices services)
 
         await Step("container", () => TaskReaper.ReapContainerAsync(services.Containerd, record.ContainerId, ParseSignal(record.StopSignal),
             grace ?? services.Options.StopGracePeriod, services.Logger, cancellationToken)).ConfigureAwait(false);
+        await Step("log-relay", () =>
+        {
+            services.LogRelays.Stop(record.KernelId, removeFifo: true);
+            return Task.CompletedTask;
+        }).ConfigureAwait(false);
         await Step("network", () => services.Network.DetachAsync(record.KernelId, cancellationToken)).ConfigureAwait(false);
         // Before the scratch dir: the remover does not cross into a mounted disk.
         await Step("scratch-disk", async () =>

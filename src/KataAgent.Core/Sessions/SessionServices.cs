@@ -23,4 +23,7 @@ public sealed record SessionServices(
 {
     /// <summary>The resolvers sessions are given (and the guard lets through on port 53).</summary>
     public IReadOnlyList<System.Net.IPAddress> Resolvers { get; init; } = [];
+
+    /// <summary>Carry each session's container stdout/stderr into its capped log.</summary>
+    public required Logs.LogRelays LogRelays { get; init; }
 }
