@@ -66,6 +66,8 @@ public sealed partial class Agent
             await Services.Network.DetachAsync(attachment.SessionId, cancellationToken).ConfigureAwait(false);
         }
 
+        // Disks first: the scratch dirs below hold their mount points.
+        await ScratchQuota.ScratchDisks.For(Options, _logger).CleanOrphansAsync(known, cancellationToken).ConfigureAwait(false);
         if (Directory.Exists(Options.ScratchRoot))
         {
             foreach (var dir in Directory.GetDirectories(Options.ScratchRoot))
@@ -86,7 +88,7 @@ public sealed partial class Agent
         }
         if (Directory.Exists(Options.LogDir))
         {
-            foreach (var log in Directory.GetFiles(Options.LogDir, "*.log"))
+            foreach (var log in Directory.GetFiles(Options.LogDir, "*.log").Concat(Directory.GetFiles(Options.LogDir, "*" + Logs.LogRelays.FifoExtension)))
             {
                 if (!known.Contains(Path.GetFileNameWithoutExtension(log)))
                     File.Delete(log);

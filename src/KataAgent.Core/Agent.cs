@@ -117,7 +117,11 @@ public sealed partial class Agent : IAsyncDisposable
             await cgroups.EnsureAsync(cancellationToken).ConfigureAwait(false);
             var services = new SessionServices(options, client, new ImageInspector(client), runtimeClasses,
                 new ResourceAllocator(options.Resources), new HostPortPool(options.PortRangeStart, options.PortRangeEnd),
-                network, new SessionStore(Path.Combine(options.StateDir, "sessions")), cgroups, logger) { Resolvers = resolvers };
+                network, new SessionStore(Path.Combine(options.StateDir, "sessions")), cgroups, logger)
+            {
+                Resolvers = resolvers,
+                LogRelays = new Logs.LogRelays(options.LogDir, options.SessionLogMaxBytes, logger),
+            };
             // Walls up before any session is recovered or created; recovered sessions are walled in again.
             await network.SyncGuardAsync(cancellationToken).ConfigureAwait(false);
             var agent = new Agent(options, services, privateContainerd, dataDirLock, logger);
@@ -195,6 +199,7 @@ public sealed partial class Agent : IAsyncDisposable
             });
             await Services.Store.SaveAsync(record, cancellationToken).ConfigureAwait(false);
             Register(new Session(record, NewRunnerClient(record)));
+            Services.LogRelays.Start(record.KernelId, record.LogPath);
             _logger.LogInformation("recovered session {KernelId}", record.KernelId);
         }
         await ReconcileAsync(cancellationToken).ConfigureAwait(false);
@@ -362,6 +367,8 @@ public sealed partial class Agent : IAsyncDisposable
             await _reconcileLoop.ConfigureAwait(false);
         foreach (var session in _sessions.Values)
             await session.DisposeAsync().ConfigureAwait(false);
+        // The FIFOs stay: the sessions run on, and the next agent carries their logs again.
+        Services.LogRelays.Dispose();
         await StopStatsAsync().ConfigureAwait(false);
         Containerd.Dispose();
         if (_privateContainerd is not null)

@@ -11,6 +11,8 @@ public sealed record AgentOptions
     public string LogDir => Path.Combine(DataDir, "logs");
     /// <summary>Where requested host mounts are pinned and staged for the runtime (docs/MOUNTS.md).</summary>
     public string MountStagingRoot => Path.Combine(DataDir, "mounts");
+    /// <summary>The sessions' scratch disk images (ScratchQuota), one sparse file per session.</summary>
+    public string ScratchDiskDir => Path.Combine(DataDir, "scratch-disks");
 
     /// <summary>How this agent names itself in the data dir's lock file (kind, pid, API socket), for whoever finds it taken.</summary>
     public Locking.DataDirLockHolder LockHolder { get; init; } = new("agent", Environment.ProcessId, null);
@@ -58,6 +60,8 @@ public sealed record AgentOptions
     public TimeSpan ReconcileInterval { get; init; } = TimeSpan.FromSeconds(60);
     public long SessionLogMaxBytes { get; init; } = 8L * 1024 * 1024;
     public long UploadMaxBytes { get; init; } = 1L << 30;
+    /// <summary>How far an imported or pulled image may expand (its layers, or a compressed archive) before it is refused; null: no cap.</summary>
+    public long? ImageMaxExpandedBytes { get; init; } = 64L << 30;
 
     // ---- Bounds on what one session can make the agent hold (docs/LIMITS.md; config section [limits]) ----
     /// <summary>Largest message the agent accepts from a session's runner; a longer one drops the connection and ends the run.</summary>
@@ -105,5 +109,7 @@ public sealed record ResourceOptions
     public double DefaultCpus { get; init; } = 1;
     public long DefaultMemoryBytes { get; init; } = 1L << 30;
     public long DefaultShmBytes { get; init; } = 64L << 20;
+    /// <summary>Hard size of a session's work dir (a loop-mounted ext4 image, docs/DISK.md); 0: no limit (the host's disk is shared).</summary>
+    public long DefaultScratchBytes { get; init; } = 16L << 30;
     public long PidsLimit { get; init; } = 4096;
 }

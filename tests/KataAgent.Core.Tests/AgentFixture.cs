@@ -27,7 +27,33 @@ public class AgentFixture : IAsyncLifetime
     }
     // Distinct per fixture within a test run (bridge, subnet, ports, netns prefix): fixtures of one
     // process must never share a network, or one agent's start-up cleanup would take another's sessions.
-    public int Index { get; } = (Environment.ProcessId % 8) * 24 + Interlocked.Increment(ref _instances) % 24;
+    // Host-wide, not only per process: test runs of other checkouts on this host run side by side, and two fixtures with
+    // one index (pid % 8 alike) took each other's guard set elements, so sessions answered nobody. An flock per index
+    // (held for the fixture's life) makes the index exclusive; 192-255 stays clear of fixtures that pick by pid.
+    private readonly (int Index, FileStream Lock) _network = TakeIndex();
+
+    public int Index => _network.Index;
+
+    private static (int Index, FileStream Lock) TakeIndex()
+    {
+        const string lockDir = "/tmp/kata-agent-test-index";
+        Directory.CreateDirectory(lockDir);
+        var start = Interlocked.Increment(ref _instances);
+        for (var i = 0; i < 64; i++)
+        {
+            var index = 192 + (start + i) % 64;
+            try
+            {
+                // FileShare.None is an flock(LOCK_EX | LOCK_NB) on Linux: taken by another fixture, here or elsewhere, it throws.
+                return (index, new FileStream(Path.Combine(lockDir, index.ToString(CultureInfo.InvariantCulture)), FileMode.OpenOrCreate,
+                    FileAccess.ReadWrite, FileShare.None));
+            }
+            catch (IOException)
+            {
+            }
+        }
+        throw new InvalidOperationException("all 64 test network indexes (192-255) are held by other fixtures");
+    }
 
     /// <summary>A fixture's own settings on top of the common ones.</summary>
     protected virtual AgentOptions Configure(AgentOptions options) => options;
@@ -93,5 +119,6 @@ public class AgentFixture : IAsyncLifetime
         catch (IOException)
         {
         }
+        await _network.Lock.DisposeAsync();
     }
 }

@@ -65,6 +65,10 @@ public sealed class SessionLifecycleTests(LifecycleAgentFixture fixture) : IClas
         Assert.DoesNotContain(Agent.Resources.Allocations, a => a.KernelId == kernelId);
         Assert.False(Directory.Exists(Path.Combine(Agent.Options.ScratchRoot, kernelId)), "scratch dir left");
         Assert.False(File.Exists(Path.Combine(Agent.Options.LogDir, kernelId + ".log")), "log left");
+        var disks = ScratchQuota.ScratchDisks.For(Agent.Options, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        Assert.DoesNotContain(disks.Mounts(), m => m.Contains(kernelId, StringComparison.Ordinal));
+        Assert.DoesNotContain(disks.LoopDevices(), l => l.Contains(kernelId, StringComparison.Ordinal));
+        Assert.DoesNotContain(disks.Images(), i => i.Contains(kernelId, StringComparison.Ordinal));
         Assert.DoesNotContain(await Agent.Services.Store.LoadAllAsync(), r => r.KernelId == kernelId);
         Assert.Equal(ipsBefore, LeasedIps());
         Assert.Throws<SessionNotFoundException>(() => Agent.GetSession(kernelId));

@@ -43,7 +43,7 @@ public static class ErrorMapping
         ContainerdAlreadyExistsException => StatusCode.AlreadyExists,
         ContainerdUnavailableException => StatusCode.Unavailable,
         ContainerdFailedPreconditionException => StatusCode.FailedPrecondition,
-        ImageArchiveException or ImageImportException => StatusCode.InvalidArgument,
+        ImageArchiveException or ImageImportException or ExpansionLimitException => StatusCode.InvalidArgument,
         ImageNameTakenException => StatusCode.AlreadyExists,
         Core.Commit.ImageExistsException => StatusCode.AlreadyExists,
         Core.Commit.CommitInProgressException => StatusCode.FailedPrecondition,

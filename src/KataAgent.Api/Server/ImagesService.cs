@@ -68,6 +68,7 @@ public sealed class ImagesService(Agent agent, ILogger<ImagesService> logger) : 
                 Name = string.IsNullOrEmpty(header.Name) ? null : header.Name,
                 TempDirectory = spoolDir,
                 Replace = header.Replace,
+                MaxExpandedBytes = agent.Options.ImageMaxExpandedBytes,
             }, ct);
             var reply = new ImportImageReply();
             foreach (var image in imported)
@@ -108,7 +109,7 @@ public sealed class ImagesService(Agent agent, ILogger<ImagesService> logger) : 
             Progress = new TransferProgress { Phase = p.Phase.ToString().ToLowerInvariant(), CompletedBytes = p.CompletedBytes, TotalBytes = p.TotalBytes },
         });
         var pulled = await new ImagePuller(agent.Containerd, registry, logger).PullAsync(reference,
-            new PullOptions { Name = string.IsNullOrEmpty(request.Name) ? null : request.Name, Replace = request.Replace }, progress, context.CancellationToken);
+            new PullOptions { Name = string.IsNullOrEmpty(request.Name) ? null : request.Name, Replace = request.Replace, MaxExpandedBytes = agent.Options.ImageMaxExpandedBytes }, progress, context.CancellationToken);
         await progress.FlushAsync();
         logger.LogInformation("pulled {Reference} as {Image}", reference, pulled.Name);
         await responseStream.WriteAsync(new TransferReply { Image = await InfoAsync(pulled.Name, context.CancellationToken) }, context.CancellationToken);

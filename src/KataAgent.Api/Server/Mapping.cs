@@ -60,6 +60,7 @@ public static class Mapping
             Cpus = request.HasCpus ? request.Cpus : null,
             MemoryBytes = request.HasMemoryBytes ? request.MemoryBytes : null,
             ShmBytes = request.HasShmBytes ? request.ShmBytes : null,
+            ScratchBytes = request.HasScratchBytes ? request.ScratchBytes : null,
             Environment = new Dictionary<string, string>(request.Environment, StringComparer.Ordinal),
             Mounts = request.Mounts.Select(m => new MountRequest(m.HostPath, m.ContainerPath, m.ReadOnly)).ToList(),
             Labels = new Dictionary<string, string>(request.Labels, StringComparer.Ordinal),

@@ -10,6 +10,7 @@ internal sealed class SessionOptions
     public Option<string?> Runtime { get; } = new("--runtime", "-r") { Description = "Runtime class: kata, gvisor or runc (default: runtime.default_class)" };
     public Option<double?> Cpu { get; } = new("--cpu") { Description = "CPU cores (default: resources.default_cpus)" };
     public Option<string?> Memory { get; } = new("--mem", "-m") { Description = "Memory, e.g. 512m, 2GiB (default: resources.default_memory)" };
+    public Option<string?> Scratch { get; } = new("--scratch") { Description = "Hard size of /home/work, e.g. 1GiB (at least 16MiB; default: resources.default_scratch)" };
     public Option<string[]> Env { get; } = new("--env", "-e") { Description = "Environment variable K=V (repeatable; K alone takes it from here)" };
     public Option<string[]> Volume { get; } = new("--volume", "-v") { Description = "Bind mount HOST:CONTAINER[:ro] (repeatable; HOST under agent.allowed_mount_roots)" };
     public Option<string[]> Label { get; } = new("--label", "-l") { Description = "Label K=V on the session (repeatable)" };
@@ -18,7 +19,7 @@ internal sealed class SessionOptions
 
     public void AddTo(Command command)
     {
-        foreach (var option in new Option[] { Runtime, Cpu, Memory, Env, Volume, Label, Egress, CapAdd })
+        foreach (var option in new Option[] { Runtime, Cpu, Memory, Scratch, Env, Volume, Label, Egress, CapAdd })
             command.Options.Add(option);
     }
 
@@ -29,6 +30,8 @@ internal sealed class SessionOptions
             request.Cpus = cpus > 0 ? cpus : throw new CliException("--cpu: must be more than 0", 2);
         if (parse.GetValue(Memory) is { } mem)
             request.MemoryBytes = Sizes.TryParse(mem, out var bytes) && bytes > 0 ? bytes : throw new CliException($"--mem: '{mem}' is not a size like 512m or 2GiB", 2);
+        if (parse.GetValue(Scratch) is { } scratch)
+            request.ScratchBytes = Sizes.TryParse(scratch, out var scratchBytes) && scratchBytes > 0 ? scratchBytes : throw new CliException($"--scratch: '{scratch}' is not a size like 512m or 2GiB", 2);
         foreach (var item in parse.GetValue(Env) ?? [])
         {
             var eq = item.IndexOf('=', StringComparison.Ordinal);

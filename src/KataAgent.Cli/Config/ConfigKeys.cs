@@ -49,7 +49,7 @@ internal static class ConfigKeys
         new("agent", "allowed_capabilities", (b, v) => b.Agent = b.Agent with { AllowedCapabilities = Capabilities(v) }),
         new("agent", "allowed_mount_roots", (b, v) => b.Agent = b.Agent with { AllowedMountRoots = AbsolutePaths(v) }),
         new("agent", "upload_max", (b, v) => b.Agent = b.Agent with { UploadMaxBytes = v.Size(min: 1) }),
-        new("agent", "session_log_max", (b, v) => b.Agent = b.Agent with { SessionLogMaxBytes = v.Size(min: 4096) }),
+        new("agent", "session_log_max", (b, v) => b.Agent = b.Agent with { SessionLogMaxBytes = v.Size(min: 128 * 1024) }),
 
         new("limits", "runner_message_max", (b, v) => b.Agent = b.Agent with { RunnerMessageMaxBytes = v.Size(min: 64 * 1024) }),
         new("limits", "ports_per_session", (b, v) => b.Agent = b.Agent with { MaxServicePortsPerSession = v.Int(0, 65535) }),
@@ -89,7 +89,10 @@ internal static class ConfigKeys
         new("resources", "default_cpus", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { DefaultCpus = v.Double(0.01, 4096) } }),
         new("resources", "default_memory", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { DefaultMemoryBytes = v.Size(min: 16L << 20) } }),
         new("resources", "default_shm", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { DefaultShmBytes = v.Size() } }),
+        new("resources", "default_scratch", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { DefaultScratchBytes = ScratchSize(v) } }),
         new("resources", "pids_limit", (b, v) => b.Agent = b.Agent with { Resources = b.Agent.Resources with { PidsLimit = v.Long(16) } }),
+
+        new("images", "max_expanded", (b, v) => b.Agent = b.Agent with { ImageMaxExpandedBytes = v.Size() is var n && n > 0 ? n : null }),
 
         new("timeouts", "runner_ready", (b, v) => b.Agent = b.Agent with { RunnerReadyTimeout = v.Duration(TimeSpan.FromSeconds(1)) }),
         new("timeouts", "stop_grace", (b, v) => b.Agent = b.Agent with { StopGracePeriod = v.Duration() }),
@@ -118,6 +121,15 @@ internal static class ConfigKeys
     public static readonly IReadOnlyDictionary<string, IReadOnlyDictionary<string, ConfigKey>> BySection =
         All.GroupBy(k => k.Section).ToDictionary(g => g.Key, g => (IReadOnlyDictionary<string, ConfigKey>)g.ToDictionary(k => k.Key, StringComparer.Ordinal),
             StringComparer.Ordinal);
+
+    // 0 turns the scratch disk off; anything else must fit ext4's metadata.
+    private static long ScratchSize(ConfigValue v)
+    {
+        var size = v.Size();
+        if (size != 0 && size < Core.ScratchQuota.ScratchDisks.MinimumBytes)
+            throw new FormatException($"{v.Key} ({v.Source}): {size} bytes is below the {Core.ScratchQuota.ScratchDisks.MinimumBytes >> 20} MiB minimum (0 turns the limit off)");
+        return size;
+    }
 
     private static List<string> AbsolutePaths(ConfigValue v)
     {

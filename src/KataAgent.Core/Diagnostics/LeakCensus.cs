@@ -26,6 +26,15 @@ public sealed record LeakCensus(
     IReadOnlyList<string> GuardEntries,
     IReadOnlyList<string> StagingMounts)
 {
+    /// <summary>Session scratch disks still mounted under the scratch root.</summary>
+    public IReadOnlyList<string> ScratchMounts { get; init; } = [];
+    /// <summary>Loop devices backed by a scratch disk image.</summary>
+    public IReadOnlyList<string> LoopDevices { get; init; } = [];
+    /// <summary>Scratch disk image files.</summary>
+    public IReadOnlyList<string> ScratchDiskImages { get; init; } = [];
+    /// <summary>Running log relays and their FIFOs.</summary>
+    public IReadOnlyList<string> LogRelays { get; init; } = [];
+
     public bool IsClean => Counts.Values.All(c => c == 0);
 
     public IReadOnlyDictionary<string, int> Counts => new Dictionary<string, int>
@@ -45,6 +54,10 @@ public sealed record LeakCensus(
         ["session cgroups"] = SessionCgroups.Count,
         ["guard entries"] = GuardEntries.Count,
         ["staging mounts"] = StagingMounts.Count,
+        ["scratch mounts"] = ScratchMounts.Count,
+        ["loop devices"] = LoopDevices.Count,
+        ["scratch disk images"] = ScratchDiskImages.Count,
+        ["log relays"] = LogRelays.Count,
     };
 
     public override string ToString() => string.Join(", ", Counts.Select(kv => $"{kv.Key}={kv.Value}")) +
@@ -54,7 +67,7 @@ public sealed record LeakCensus(
             Describe("content", UnreferencedContent), Describe("netns", NetworkNamespaces), Describe("chains", CniChains),
             Describe("shims", ShimProcesses), Describe("scratch", ScratchDirs), Describe("ports", AllocatedPorts.Select(p => p.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToList()),
             Describe("allocations", ResourceAllocations), Describe("records", SessionRecords), Describe("cgroups", SessionCgroups), Describe("guard", GuardEntries),
-            Describe("staging", StagingMounts),
+            Describe("staging", StagingMounts), Describe("scratch mounts", ScratchMounts), Describe("loop devices", LoopDevices), Describe("scratch disk images", ScratchDiskImages), Describe("log relays", LogRelays),
         }.Where(s => s.Length > 0)));
 
     private static string Describe(string name, IReadOnlyList<string> items) => items.Count == 0 ? "" : $"{name}: {string.Join(", ", items.Take(5))}";
@@ -73,11 +86,18 @@ public sealed record LeakCensus(
         var chains = await CniChainsAsync(agent.Options.NetworkName, cancellationToken).ConfigureAwait(false);
         var shims = ShimsOf(client.Address);
         var scratch = Directory.Exists(agent.Options.ScratchRoot) ? Directory.GetDirectories(agent.Options.ScratchRoot).Select(Path.GetFileName).OfType<string>().ToList() : [];
+        var disks = ScratchQuota.ScratchDisks.For(agent.Options, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         var records = (await agent.Services.Store.LoadAllAsync(cancellationToken).ConfigureAwait(false)).Select(r => r.KernelId).ToList();
         return new LeakCensus(containers, tasks, snapshots, leases, unreferenced, netns, chains, shims, scratch,
             agent.Services.Ports.InUse, agent.Resources.Allocations.Select(a => a.KernelId).ToList(), records, agent.Services.Cgroups.Children(),
             agent.Services.Network.Guard is { } guard ? await guard.ListEntriesAsync(cancellationToken).ConfigureAwait(false) : [],
-            agent.Services.MountStaging.Leftovers());
+            agent.Services.MountStaging.Leftovers())
+        {
+            ScratchMounts = disks.Mounts(),
+            LoopDevices = disks.LoopDevices(),
+            ScratchDiskImages = disks.Images(),
+            LogRelays = [.. agent.Services.LogRelays.Running.Select(id => "relay " + id), .. agent.Services.LogRelays.Fifos()],
+        };
     }
 
     /// <summary>Content that no image reaches through containerd's own GC reference labels.</summary>

@@ -7,6 +7,7 @@ using KataAgent.Core.Mounts;
 using KataAgent.Core.Resources;
 using KataAgent.Core.Runtime;
 using KataAgent.Core.Scratch;
+using KataAgent.Core.ScratchQuota;
 using KataAgent.Images;
 using KataAgent.Network;
 using KataAgent.Oci;
@@ -32,7 +33,7 @@ public sealed partial class SessionCreator(SessionServices services)
     public string? FailBeforeStep { get; set; }
 
     public static IReadOnlyList<string> StepNames { get; } =
-        ["validate", "resolve-image", "mounts", "allocate-resources", "allocate-ports", "scratch", "network", "container", "wait-runner", "register"];
+        ["validate", "resolve-image", "mounts", "allocate-resources", "allocate-ports", "scratch", "scratch-disk", "network", "container", "wait-runner", "register"];
 
     public async Task<Session> CreateAsync(SessionRequest request, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
     {
@@ -118,6 +119,7 @@ public sealed partial class SessionCreator(SessionServices services)
         "allocate-resources" => AllocateResourcesAsync(state, undo),
         "allocate-ports" => AllocatePortsAsync(state, undo),
         "scratch" => PrepareScratchAsync(state, undo, ct),
+        "scratch-disk" => MountScratchDiskAsync(state, undo, ct),
         "network" => AttachNetworkAsync(state, undo, ct),
         "mounts" => PinMountsAsync(state, undo),
         "container" => StartContainerAsync(state, undo, ct),
@@ -167,6 +169,8 @@ public sealed partial class SessionCreator(SessionServices services)
             problems.Add($"memory {mem} bytes is below the 16 MiB minimum");
         if (request.ShmBytes is { } shm && shm <= 0)
             problems.Add($"shared memory {shm} must be > 0");
+        if (request.ScratchBytes is { } scratchBytes && scratchBytes < ScratchDisks.MinimumBytes)
+            problems.Add($"scratch size {scratchBytes} bytes is below the {ScratchDisks.MinimumBytes >> 20} MiB minimum");
         foreach (var key in request.Environment.Keys.Where(k => !EnvNamePattern().IsMatch(k)))
             problems.Add($"environment variable name '{key}' is invalid");
         foreach (var (key, value) in request.Environment.Where(kv => kv.Value.Contains('\n', StringComparison.Ordinal) || kv.Value.Contains('\0', StringComparison.Ordinal)))
@@ -335,6 +339,16 @@ public sealed partial class SessionCreator(SessionServices services)
         });
     }
 
+    private async Task MountScratchDiskAsync(CreateState state, UndoStack undo, CancellationToken ct)
+    {
+        var size = state.Request.ScratchBytes ?? services.Options.Resources.DefaultScratchBytes;
+        if (size == 0)
+            return; // configured off: the work dir shares the host's disk
+        var disks = ScratchDisks.For(services.Options, services.Logger);
+        undo.Push("scratch-disk", undoCt => disks.UnmountAsync(state.KernelId, state.Scratch!.WorkPath, undoCt));
+        await disks.MountAsync(state.KernelId, state.Scratch!.WorkPath, size, state.Request.Uid ?? 0, state.Request.Gid ?? 0, ct).ConfigureAwait(false);
+    }
+
     private async Task AttachNetworkAsync(CreateState state, UndoStack undo, CancellationToken ct)
     {
         var mappings = state.Ports.Select(p => new PortMapping(p.HostIp, p.HostPort, p.ContainerPort, "tcp")).ToList();
@@ -412,11 +426,27 @@ public sealed partial class SessionCreator(SessionServices services)
             Args = [RunnerBinary],
             SpecOpts = specOpts,
             Labels = SessionLabels.For(record, options.AgentId, request.Labels),
-            Io = TaskIo.ToFiles(state.LogPath, state.LogPath),
         };
-        await new ContainerLauncher(services.Containerd, services.Logger).LaunchAsync(launch, ct).ConfigureAwait(false);
+        await new ContainerLauncher(services.Containerd, services.Logger).LaunchAsync(launch with { Io = StartLogRelay(state, undo) }, ct).ConfigureAwait(false);
         undo.Push("container", undoCt =>
             TaskReaper.ReapContainerAsync(services.Containerd, kernelId, TaskReaper.SigKill, TimeSpan.Zero, services.Logger, undoCt));
+    }
+
+    /// <summary>
+    /// The shim writes the container's stdout and stderr into a FIFO that the agent carries into the log under its cap
+    /// (Logs/LogRelay), not into the log file itself: a file the shim appends to can only be cut after the fact.
+    /// </summary>
+    private TaskIo StartLogRelay(CreateState state, UndoStack undo)
+    {
+        var kernelId = state.KernelId;
+        // Pushed before the container's undo, so it runs after it: the shim has let go of the FIFO by then.
+        undo.Push("log-relay", _ =>
+        {
+            services.LogRelays.Stop(kernelId, removeFifo: true);
+            return Task.CompletedTask;
+        });
+        var fifo = services.LogRelays.Start(kernelId, state.LogPath);
+        return new TaskIo(Stdout: fifo, Stderr: fifo);
     }
 
     private async Task WaitForRunnerAsync(CreateState state, UndoStack undo, CancellationToken ct)

@@ -1,6 +1,7 @@
 using System.Globalization;
 using KataAgent.Core.Containers;
 using KataAgent.Core.Scratch;
+using KataAgent.Core.ScratchQuota;
 using Microsoft.Extensions.Logging;
 
 namespace KataAgent.Core.Sessions;
@@ -30,6 +31,11 @@ public sealed class SessionDestroyer(SessionServices services)
 
         await Step("container", () => TaskReaper.ReapContainerAsync(services.Containerd, record.ContainerId, ParseSignal(record.StopSignal),
             grace ?? services.Options.StopGracePeriod, services.Logger, cancellationToken)).ConfigureAwait(false);
+        await Step("log-relay", () =>
+        {
+            services.LogRelays.Stop(record.KernelId, removeFifo: true);
+            return Task.CompletedTask;
+        }).ConfigureAwait(false);
         // After the container: nothing uses the staged mounts any more.
         await Step("mounts", () =>
         {
@@ -38,6 +44,13 @@ public sealed class SessionDestroyer(SessionServices services)
             return Task.CompletedTask;
         }).ConfigureAwait(false);
         await Step("network", () => services.Network.DetachAsync(record.KernelId, cancellationToken)).ConfigureAwait(false);
+        // Before the scratch dir: the remover does not cross into a mounted disk.
+        await Step("scratch-disk", async () =>
+        {
+            if (!keepScratch && ScratchDirectory.IsValidSessionId(record.KernelId))
+                await ScratchDisks.For(services.Options, services.Logger)
+                    .UnmountAsync(record.KernelId, ScratchDirectory.Open(services.Options.ScratchRoot, record.KernelId).WorkPath, cancellationToken).ConfigureAwait(false);
+        }).ConfigureAwait(false);
         await Step("scratch", async () =>
         {
             if (ScratchDirectory.IsValidSessionId(record.KernelId))

@@ -13,6 +13,8 @@ public sealed record SessionRequest
     public double? Cpus { get; init; }
     public long? MemoryBytes { get; init; }
     public long? ShmBytes { get; init; }
+    /// <summary>Hard size limit of the work dir (/home/work); null: the agent's default.</summary>
+    public long? ScratchBytes { get; init; }
     public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
     public IReadOnlyList<MountRequest> Mounts { get; init; } = [];
     public IReadOnlyDictionary<string, string> Labels { get; init; } = new Dictionary<string, string>();

@@ -26,4 +26,6 @@ public sealed record SessionServices(
 
     /// <summary>Pins requested host mounts and stages them for the runtime.</summary>
     public Mounts.MountStaging MountStaging { get; init; } = new(Options.MountStagingRoot, Logger);
+    /// <summary>Carry each session's container stdout/stderr into its capped log.</summary>
+    public required Logs.LogRelays LogRelays { get; init; }
 }

@@ -14,6 +14,9 @@ public sealed record OciArchiveOptions
     /// <summary>Where a gzip/zstd-compressed archive is decompressed to before reading. Default: the system temp dir.</summary>
     public string? TempDirectory { get; init; }
 
+    /// <summary>A compressed archive that decompresses to more than this is refused (and its temp file removed); null: no cap.</summary>
+    public long? MaxDecompressedBytes { get; init; }
+
     /// <summary>Largest manifest, index or config blob read into memory.</summary>
     public long MaxJsonBlobSize { get; init; } = 16 * 1024 * 1024;
 }
@@ -777,7 +780,10 @@ public sealed class OciArchive : IAsyncDisposable, IDisposable
                     var output = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
                     await using (output.ConfigureAwait(false))
                     {
-                        await decompressed.CopyToAsync(output, cancellationToken).ConfigureAwait(false);
+                        if (options.MaxDecompressedBytes is { } max)
+                            await ExpansionLimit.CopyAsync(decompressed, output, max, $"the {compression}-compressed archive {path}", cancellationToken).ConfigureAwait(false);
+                        else
+                            await decompressed.CopyToAsync(output, cancellationToken).ConfigureAwait(false);
                     }
                 }
             }

@@ -32,6 +32,8 @@ public sealed record ImportOptions
 
     /// <summary>Let the import point an existing name at other content; otherwise that fails naming the image (<see cref="ImageNameGuard"/>).</summary>
     public bool Replace { get; init; }
+    /// <summary>How far the image's layers (and a compressed archive) may expand; null: no cap. See <see cref="ExpansionLimit"/>.</summary>
+    public long? MaxExpandedBytes { get; init; }
 }
 
 /// <summary>What an import did.</summary>
@@ -77,7 +79,7 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
     {
         options ??= new ImportOptions();
         await using var archive = await OciArchive.OpenAsync(archivePath,
-            new OciArchiveOptions { Platform = options.Platform, TempDirectory = options.TempDirectory }, cancellationToken).ConfigureAwait(false);
+            new OciArchiveOptions { Platform = options.Platform, TempDirectory = options.TempDirectory, MaxDecompressedBytes = options.MaxExpandedBytes }, cancellationToken).ConfigureAwait(false);
         if (options.Name is not null && archive.Images.Count != 1)
         {
             throw new ArgumentException($"ImportOptions.Name is set but {archivePath} holds {archive.Images.Count} images", nameof(options));
@@ -108,6 +110,10 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         await RefuseTakeoverAsync(name, image, options, cancellationToken).ConfigureAwait(false);
         var stopwatch = Stopwatch.StartNew();
+        // Before the lease: a refused image has written nothing.
+        if (options.Unpack && options.MaxExpandedBytes is { } maxExpanded)
+            await ExpansionLimit.CheckLayersAsync(image.Layers, (layer, _) => Task.FromResult(archive.OpenBlob(layer)), maxExpanded, $"importing {name}",
+                cancellationToken).ConfigureAwait(false);
         var lease = await client.Leases.CreateAsync(
             $"kata-agent-import-{Guid.NewGuid():N}", options.LeaseExpiry,
             new Dictionary<string, string> { [LeaseLabel] = name }, cancellationToken).ConfigureAwait(false);

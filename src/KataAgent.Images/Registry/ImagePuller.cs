@@ -37,6 +37,9 @@ public sealed record PullOptions
 
     /// <summary>False: a failed pull of any kind removes everything it fetched (no resume).</summary>
     public bool KeepPartialForResume { get; init; } = true;
+
+    /// <summary>How far the layers may expand when unpacked; null: no cap. See <see cref="ExpansionLimit"/>.</summary>
+    public long? MaxExpandedBytes { get; init; }
 }
 
 /// <summary>What a pull did.</summary>
@@ -372,6 +375,9 @@ public sealed class ImagePuller(ContainerdClient client, RegistryClient registry
             {
                 phase = PullPhase.Unpacking;
                 book.Phase();
+                if (options.MaxExpandedBytes is { } maxExpanded)
+                    await ExpansionLimit.CheckLayersAsync(manifest.Layers, (layer, ct) => Task.FromResult(ContentReadStream.Open(leased, layer.Digest, ct)),
+                        maxExpanded, $"pulling {name}", cancellationToken).ConfigureAwait(false);
                 await state.Unpacker.UnpackAsync(manifest.Layers, diffIds, manifest.Config,
                     (i, done) => book.Update(manifest.Layers[i], manifest.Layers[i].Size, done ? BlobState.Unpacked : BlobState.Unpacking), cancellationToken).ConfigureAwait(false);
             }
