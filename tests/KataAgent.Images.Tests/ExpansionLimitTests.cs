@@ -13,7 +13,7 @@ namespace KataAgent.Images.Tests;
 /// </summary>
 public sealed class ExpansionLimitTests : IClassFixture<ContainerdFixture>, IAsyncLifetime, IDisposable
 {
-    private const long BombBytes = 20L << 30;
+    internal const long BombBytes = 20L << 30;
     private const long Cap = 256L << 20;
 
     private readonly ContainerdFixture _containerd;
@@ -105,7 +105,7 @@ public sealed class ExpansionLimitTests : IClassFixture<ContainerdFixture>, IAsy
     }
 
     /// <summary>A ustar header for one regular file of <paramref name="size"/> bytes (size in GNU base-256: it passes 8 GiB).</summary>
-    private static byte[] TarHeader(string name, long size)
+    internal static byte[] TarHeader(string name, long size)
     {
         var header = new byte[512];
         Encoding.ASCII.GetBytes(name).CopyTo(header, 0);
@@ -127,7 +127,7 @@ public sealed class ExpansionLimitTests : IClassFixture<ContainerdFixture>, IAsy
     /// <paramref name="prefix"/> then <see cref="BombBytes"/> zeros, gzip-compressed without ever holding them: one compressed
     /// 64 MiB member of zeros repeated (a multi-member gzip stream is one stream to a reader).
     /// </summary>
-    private static byte[] GzipBomb(byte[] prefix)
+    internal static byte[] GzipBomb(byte[] prefix)
     {
         const int chunk = 64 << 20;
         var zeros = new MemoryStream();
