@@ -16,6 +16,9 @@ public sealed record MountSource(string HostPath, bool ReadOnly);
 public sealed class MountStaging(string root, ILogger logger, bool useMountSetattr = true)
 {
     private static readonly Lock RootSetup = new();
+    private const int AtFdCwd = -100;
+    private const uint OwnerOnlyDirectory = 0x1C0; // 0700
+    private const uint OwnerOnlyFile = 0x180; // 0600
 
     public string Root { get; } = root.TrimEnd('/');
 
@@ -41,7 +44,7 @@ public sealed class MountStaging(string root, ILogger logger, bool useMountSetat
                 pinned.Add(MountSourceOpener.Open(source.HostPath, allowedRoots));
             EnsureRoot();
             // Never adopt a directory some other create left: its mounts are not ours to release on failure.
-            if (Scratch.Native.MkdirAt(-100, sessionDir, Convert.ToUInt32("700", 8)) != 0)
+            if (Scratch.Native.MkdirAt(AtFdCwd, sessionDir, OwnerOnlyDirectory) != 0)
                 throw new IOException($"cannot create staging directory {sessionDir}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())} (is another session using kernel id '{kernelId}'?)");
             try
             {
@@ -125,13 +128,13 @@ public sealed class MountStaging(string root, ILogger logger, bool useMountSetat
         // The target is created by the agent in its own 0700 directory: nothing else can put a link there.
         if (source.Kind == MountSourceKind.Directory)
         {
-            if (Scratch.Native.MkdirAt(-100, target, Convert.ToUInt32("700", 8)) != 0)
+            if (Scratch.Native.MkdirAt(AtFdCwd, target, OwnerOnlyDirectory) != 0)
                 throw MountNative.Error($"create staging directory {target}");
         }
         else
         {
-            var fd = Scratch.Native.OpenAt(-100, target, Scratch.Native.O_WRONLY | Scratch.Native.O_CREAT | Scratch.Native.O_EXCL | Scratch.Native.O_NOFOLLOW | Scratch.Native.O_CLOEXEC,
-                Convert.ToUInt32("600", 8));
+            var fd = Scratch.Native.OpenAt(AtFdCwd, target, Scratch.Native.O_WRONLY | Scratch.Native.O_CREAT | Scratch.Native.O_EXCL | Scratch.Native.O_NOFOLLOW | Scratch.Native.O_CLOEXEC,
+                OwnerOnlyFile);
             if (fd < 0)
                 throw MountNative.Error($"create staging file {target}");
             Scratch.Native.Close(fd);
@@ -141,7 +144,7 @@ public sealed class MountStaging(string root, ILogger logger, bool useMountSetat
             throw new MountSourceException(source.Path.Original, $"could not be bind-mounted into {target}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
         SetAttributes(target, readOnly);
         // Belt and braces: the staged mount is the pinned inode.
-        if (Scratch.Native.StatxAt(-100, target, Scratch.Native.AT_SYMLINK_NOFOLLOW, Scratch.Native.STATX_BASIC_STATS, out var st) != 0 || !st.SameInode(source.Stat))
+        if (Scratch.Native.StatxAt(AtFdCwd, target, Scratch.Native.AT_SYMLINK_NOFOLLOW, Scratch.Native.STATX_BASIC_STATS, out var st) != 0 || !st.SameInode(source.Stat))
             throw new IOException($"staged mount {target} is not the inode that was checked for '{source.Path.Original}'");
         return target;
     }
