@@ -26,7 +26,12 @@ internal static class BenchAgent
         NetnsPrefix = $"kab{slot}-",
         ReconcileInterval = TimeSpan.Zero,
         StopGracePeriod = TimeSpan.FromSeconds(2),
-        Resources = new ResourceOptions { TotalCpus = 256, DefaultCpus = 0.25, DefaultMemoryBytes = 256L << 20, ReservedMemoryBytes = 0 },
+        Resources = new ResourceOptions
+        {
+            TotalCpus = 256, DefaultCpus = 0.25, DefaultMemoryBytes = 256L << 20, ReservedMemoryBytes = 0,
+            // KATA_BENCH_SCRATCH_BYTES=0 measures create without the per-session scratch disk (mkfs + loop mount).
+            DefaultScratchBytes = long.TryParse(Environment.GetEnvironmentVariable("KATA_BENCH_SCRATCH_BYTES"), out var scratch) ? scratch : new ResourceOptions().DefaultScratchBytes,
+        },
     };
 
     public static async Task<(Agent Agent, string Image)> StartAsync(string dataDir, int slot = 0)

@@ -140,6 +140,8 @@ public sealed class ScratchDisks(string imageDir, string scratchRoot, ILogger lo
             if (exit != 0)
                 logger.LogWarning("losetup --detach {Device} ({Image}) failed: {Output}", device, image, output);
         }
-        File.Delete(image);
+        // A session made without a quota (or an agent that never made a disk) has no image, nor maybe the folder.
+        if (File.Exists(image))
+            File.Delete(image);
     }
 }
