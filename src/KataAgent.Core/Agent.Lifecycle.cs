@@ -61,7 +61,7 @@ public sealed partial class Agent
             if (_sessions.ContainsKey(container.Id) || _creating.ContainsKey(container.Id))
                 continue;
             _logger.LogWarning("reaping stray container {Id}", container.Id);
-            if (container.Labels.TryGetValue(SessionLabels.Record, out var json))
+            if (SessionLabels.TryReadRecord(container.Labels, out var json))
                 await Destroyer.DestroyAsync(SessionRecord.FromJson(json), keepScratch: false, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
             else
                 await TaskReaper.ReapContainerAsync(Containerd, container.Id, TaskReaper.SigKill, TimeSpan.Zero, _logger, cancellationToken).ConfigureAwait(false);

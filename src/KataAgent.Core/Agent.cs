@@ -170,7 +170,7 @@ public sealed partial class Agent : IAsyncDisposable
         var records = (await Services.Store.LoadAllAsync(cancellationToken).ConfigureAwait(false)).ToDictionary(r => r.KernelId, StringComparer.Ordinal);
         foreach (var container in await Containerd.Containers.ListAsync(cancellationToken).ConfigureAwait(false))
         {
-            if (container.Labels.TryGetValue(SessionLabels.Record, out var json) && !records.ContainsKey(container.Id))
+            if (SessionLabels.TryReadRecord(container.Labels, out var json) && !records.ContainsKey(container.Id))
             {
                 try
                 {
@@ -337,7 +337,7 @@ public sealed partial class Agent : IAsyncDisposable
             return;
         }
         var container = await Containerd.Containers.FindAsync(kernelId, cancellationToken).ConfigureAwait(false);
-        if (container is not null && container.Labels.TryGetValue(SessionLabels.Record, out var json))
+        if (container is not null && SessionLabels.TryReadRecord(container.Labels, out var json))
             await Destroyer.DestroyAsync(SessionRecord.FromJson(json), keepScratch, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
     }
 

@@ -24,7 +24,52 @@ public static class SessionLabels
         labels[Owner] = owner;
         labels[RuntimeClass] = record.RuntimeClass;
         // Labels are readable through containerd's API: the runner keys stay in the 0600 record file.
-        labels[Record] = record.WithoutSecrets().ToJson();
+        var json = record.WithoutSecrets().ToJson();
+        var parts = SplitUtf8(json, MaxRecordPartBytes);
+        for (var i = 0; i < parts.Count; i++)
+            labels[i == 0 ? Record : $"{Record}.{i}"] = parts[i];
         return labels;
+    }
+
+    /// <summary>
+    /// containerd refuses a label whose key and value pass 4096 bytes, and a record with many ports or a
+    /// long bootstrap script does: the record is split over <c>io.kata-agent.session</c>, <c>.1</c>, <c>.2</c>, …
+    /// </summary>
+    public const int MaxRecordPartBytes = 4000;
+
+    /// <summary>The record's JSON, joined back from its parts; false when the container carries none.</summary>
+    public static bool TryReadRecord(IReadOnlyDictionary<string, string> labels, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out string? json)
+    {
+        if (!labels.TryGetValue(Record, out var first))
+        {
+            json = null;
+            return false;
+        }
+        var joined = new System.Text.StringBuilder(first);
+        for (var i = 1; labels.TryGetValue($"{Record}.{i}", out var part); i++)
+            joined.Append(part);
+        json = joined.ToString();
+        return true;
+    }
+
+    private static List<string> SplitUtf8(string text, int maxBytes)
+    {
+        var parts = new List<string>();
+        var start = 0;
+        var bytes = 0;
+        for (var i = 0; i < text.Length; i++)
+        {
+            var width = char.IsHighSurrogate(text[i]) ? 4 : char.IsLowSurrogate(text[i]) ? 0 : text[i] < 0x80 ? 1 : text[i] < 0x800 ? 2 : 3;
+            // Never between the halves of a surrogate pair.
+            if (bytes + width > maxBytes && width > 0)
+            {
+                parts.Add(text[start..i]);
+                start = i;
+                bytes = 0;
+            }
+            bytes += width;
+        }
+        parts.Add(text[start..]);
+        return parts;
     }
 }
