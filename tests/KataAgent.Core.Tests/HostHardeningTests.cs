@@ -105,7 +105,11 @@ public abstract class HostHardeningTestsBase(AgentFixture fixture, string runtim
         finally
         {
             await Agent.DestroySessionAsync(session.KernelId);
-            await KataAgent.Core.Scratch.ScratchDirectory.Open(Agent.Options.ScratchRoot, session.KernelId).RemoveAsync();
+            // A kept scratch dir keeps its scratch disk mounted: off first, then the dir.
+            var kept = KataAgent.Core.Scratch.ScratchDirectory.Open(Agent.Options.ScratchRoot, session.KernelId);
+            await KataAgent.Core.ScratchQuota.ScratchDisks.For(Agent.Options, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance)
+                .UnmountAsync(session.KernelId, kept.WorkPath, CancellationToken.None);
+            await kept.RemoveAsync();
             if (Directory.Exists(control))
                 Directory.Delete(control, recursive: true);
         }

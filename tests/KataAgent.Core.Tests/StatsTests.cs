@@ -138,7 +138,9 @@ public abstract class StatsTestsBase(FastStatsAgentFixture fixture, string runti
         "import os, mmap\nbuf = mmap.mmap(-1, 1 << 20)\nbuf.write(os.urandom(1 << 20))\n" +
         "def write(path, flags):\n    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flags)\n" +
         "    try:\n        for _ in range(32):\n            os.write(fd, buf)\n        os.fsync(fd)\n    finally:\n        os.close(fd)\n" +
-        "try:\n    write('/home/work/io-test.bin', os.O_DIRECT)\nexcept OSError:\n    write('/root/io-test.bin', 0)";
+        // Not /home/work: that is the session's loop-mounted scratch disk, whose I/O the kernel's loop worker does
+        // outside the session's cgroup (docs/DISK.md).
+        "try:\n    write('/root/io-test.bin', os.O_DIRECT)\nexcept OSError:\n    write('/root/io-test.bin', 0)";
 
     /// <summary>
     /// With cgroup v1, Linux 6.x counts a cgroup's blkio bytes only once blk-throttle is active on the device's queue, i.e.
