@@ -7,7 +7,7 @@ namespace KataAgent.Images;
 public sealed record ProcessResult(int ExitCode, string Output);
 
 /// <summary>Runs a child process asynchronously, capturing its output; cancellation kills its whole process tree.</summary>
-internal static class ChildProcess
+public static class ChildProcess
 {
     private const int MaxCapturedChars = 64 * 1024;
 
