@@ -11,31 +11,15 @@ namespace KataAgent.Images.Tests;
 /// zeros is refused once the expansion passes the cap, and leaves nothing behind: no image, lease, snapshot, content,
 /// ingest or temp file, and no more than a few MiB of the host's disk used meanwhile.
 /// </summary>
-public sealed class ExpansionLimitTests : IClassFixture<ContainerdFixture>, IAsyncLifetime, IDisposable
+public sealed class ExpansionLimitTests : ContainerdNamespaceTests, IClassFixture<ContainerdFixture>
 {
     internal const long BombBytes = 20L << 30;
     private const long Cap = 256L << 20;
 
-    private readonly ContainerdFixture _containerd;
-    private readonly TempDir _dir = new();
-    private ContainerdClient _client = null!;
 
-    public ExpansionLimitTests(ContainerdFixture containerd) => _containerd = containerd;
-
-    public async Task InitializeAsync()
+    public ExpansionLimitTests(ContainerdFixture containerd) : base(containerd, "bomb")
     {
-        var ns = "bomb-" + Guid.NewGuid().ToString("N")[..10];
-        _client = _containerd.Client.WithNamespace(ns);
-        await _client.Namespaces.EnsureAsync(ns);
     }
-
-    public Task DisposeAsync()
-    {
-        _client.Dispose();
-        return Task.CompletedTask;
-    }
-
-    public void Dispose() => _dir.Dispose();
 
     [Fact]
     public async Task A_layer_that_expands_past_the_cap_is_refused_before_unpacking_and_leaves_nothing()
@@ -46,13 +30,13 @@ public sealed class ExpansionLimitTests : IClassFixture<ContainerdFixture>, IAsy
         var layout = new TestImages.Layout();
         layout.IndexManifests.Add(layout.AddImage([TestImages.MakeLayer(LayerCompression.Gzip, ("ok.txt", "ok")), bomb]).Manifest
             with { Annotations = new Dictionary<string, string> { ["org.opencontainers.image.ref.name"] = "test/bomb:1" } });
-        var path = _dir.File("bomb.tar");
+        var path = Dir.File("bomb.tar");
         layout.Write(path);
         Assert.InRange(new FileInfo(path).Length, 1, 64L << 20);
-        var temp = Directory.CreateDirectory(_dir.File("temp")).FullName;
+        var temp = Directory.CreateDirectory(Dir.File("temp")).FullName;
 
         var e = await Assert.ThrowsAsync<ExpansionLimitException>(() =>
-            new ImageImporter(_client).ImportAsync(path, new ImportOptions { MaxExpandedBytes = Cap, TempDirectory = temp }));
+            new ImageImporter(Client).ImportAsync(path, new ImportOptions { MaxExpandedBytes = Cap, TempDirectory = temp }));
         Assert.Contains($"importing test/bomb:1: the layers expand to more than {Cap} bytes", e.Message, StringComparison.Ordinal);
         Assert.Contains("layer 1", e.Message, StringComparison.Ordinal);
         Assert.Contains(bomb.Digest, e.Message, StringComparison.Ordinal);
@@ -64,13 +48,13 @@ public sealed class ExpansionLimitTests : IClassFixture<ContainerdFixture>, IAsy
     public async Task A_compressed_archive_that_expands_past_the_cap_is_refused_and_its_temp_file_goes()
     {
         // The archive itself is the bomb: a tar.gz whose first entry is 20 GiB of zeros.
-        var path = _dir.File("bomb.tar.gz");
+        var path = Dir.File("bomb.tar.gz");
         await File.WriteAllBytesAsync(path, GzipBomb(TarHeader("blobs/sha256/zeros", BombBytes)));
-        var temp = Directory.CreateDirectory(_dir.File("temp")).FullName;
+        var temp = Directory.CreateDirectory(Dir.File("temp")).FullName;
         var freeBefore = new DriveInfo(temp).AvailableFreeSpace;
 
         var e = await Assert.ThrowsAsync<ExpansionLimitException>(() =>
-            new ImageImporter(_client).ImportAsync(path, new ImportOptions { MaxExpandedBytes = Cap, TempDirectory = temp }));
+            new ImageImporter(Client).ImportAsync(path, new ImportOptions { MaxExpandedBytes = Cap, TempDirectory = temp }));
         Assert.Contains($"expands to more than {Cap} bytes", e.Message, StringComparison.Ordinal);
         // Other processes share the disk: only a gross change (the bomb's 20 GiB) would say the cap failed.
         Assert.True(new DriveInfo(temp).AvailableFreeSpace > freeBefore - (4L << 30), "the decompression ate the disk");
@@ -85,22 +69,22 @@ public sealed class ExpansionLimitTests : IClassFixture<ContainerdFixture>, IAsy
         var layout = new TestImages.Layout();
         layout.IndexManifests.Add(layout.AddImage([layer]).Manifest
             with { Annotations = new Dictionary<string, string> { ["org.opencontainers.image.ref.name"] = "test/small:1" } });
-        var path = _dir.File("small.tar");
+        var path = Dir.File("small.tar");
         layout.Write(path);
 
-        var imported = await new ImageImporter(_client).ImportAsync(path, new ImportOptions { MaxExpandedBytes = layer.Tar.Length });
+        var imported = await new ImageImporter(Client).ImportAsync(path, new ImportOptions { MaxExpandedBytes = layer.Tar.Length });
         Assert.Equal("test/small:1", imported.Single().Name);
         var refused = await Assert.ThrowsAsync<ExpansionLimitException>(() =>
-            new ImageImporter(_client).ImportAsync(path, new ImportOptions { Name = "test/small:2", MaxExpandedBytes = layer.Tar.Length - 1 }));
+            new ImageImporter(Client).ImportAsync(path, new ImportOptions { Name = "test/small:2", MaxExpandedBytes = layer.Tar.Length - 1 }));
         Assert.Contains($"more than {layer.Tar.Length - 1} bytes", refused.Message, StringComparison.Ordinal);
     }
 
     private async Task AssertNothingLeftAsync(string temp)
     {
-        Assert.Empty(await _client.Images.ListAsync());
-        Assert.Empty(await _client.Leases.ListAsync());
-        Assert.Empty(await _client.Snapshots.ListAsync());
-        Assert.Empty(await _client.Content.ListAsync());
+        Assert.Empty(await Client.Images.ListAsync());
+        Assert.Empty(await Client.Leases.ListAsync());
+        Assert.Empty(await Client.Snapshots.ListAsync());
+        Assert.Empty(await Client.Content.ListAsync());
         Assert.Empty(Directory.GetFileSystemEntries(temp));
     }
 

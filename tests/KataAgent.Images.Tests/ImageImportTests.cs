@@ -8,56 +8,40 @@ using KataAgent.Testing;
 namespace KataAgent.Images.Tests;
 
 /// <summary>Image import and inspection against a real private containerd. Each test works in its own namespace.</summary>
-public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncLifetime, IDisposable
+public sealed class ImageImportTests : ContainerdNamespaceTests, IClassFixture<ContainerdFixture>
 {
-    private readonly ContainerdFixture _containerd;
-    private readonly TempDir _dir = new();
-    private ContainerdClient _client = null!;
 
-    public ImageImportTests(ContainerdFixture containerd) => _containerd = containerd;
-
-    public async Task InitializeAsync()
+    public ImageImportTests(ContainerdFixture containerd) : base(containerd, "imp")
     {
-        var ns = "imp-" + Guid.NewGuid().ToString("N")[..10];
-        _client = _containerd.Client.WithNamespace(ns);
-        await _client.Namespaces.EnsureAsync(ns);
     }
-
-    public Task DisposeAsync()
-    {
-        _client.Dispose();
-        return Task.CompletedTask;
-    }
-
-    public void Dispose() => _dir.Dispose();
 
     private async Task<string> BusyboxArchiveAsync()
     {
         Skip.IfNot(File.Exists("/bin/busybox"), "needs /bin/busybox (Debian package busybox-static)");
-        return (await new BaseImageBuilder(_dir.File("cache")).BuildBusyboxAsync()).ArchivePath;
+        return (await new BaseImageBuilder(Dir.File("cache")).BuildBusyboxAsync()).ArchivePath;
     }
 
     private async Task<(List<string> Content, List<string> Snapshots, List<string> Images, List<string> Leases)> StateAsync()
     {
-        var content = (await _client.Content.ListAsync()).Select(c => $"{c.Digest} {string.Join(',', c.Labels.OrderBy(kv => kv.Key).Select(kv => kv.Key + "=" + kv.Value))}").Order().ToList();
-        var snapshots = (await _client.Snapshots.ListAsync()).Select(s => $"{s.Name} {s.Kind} parent={s.Parent}").Order().ToList();
-        var images = (await _client.Images.ListAsync()).Select(i => $"{i.Name} {i.Target.Digest} {i.UpdatedAt}").Order().ToList();
-        var leases = (await _client.Leases.ListAsync()).Select(l => l.Id).ToList();
+        var content = (await Client.Content.ListAsync()).Select(c => $"{c.Digest} {string.Join(',', c.Labels.OrderBy(kv => kv.Key).Select(kv => kv.Key + "=" + kv.Value))}").Order().ToList();
+        var snapshots = (await Client.Snapshots.ListAsync()).Select(s => $"{s.Name} {s.Kind} parent={s.Parent}").Order().ToList();
+        var images = (await Client.Images.ListAsync()).Select(i => $"{i.Name} {i.Target.Digest} {i.UpdatedAt}").Order().ToList();
+        var leases = (await Client.Leases.ListAsync()).Select(l => l.Id).ToList();
         return (content, snapshots, images, leases);
     }
 
     /// <summary>Runs a GC pass: deleting a lease with sync collects garbage before returning.</summary>
     private async Task CollectGarbageAsync()
     {
-        var lease = await _client.Leases.CreateAsync();
-        await _client.Leases.DeleteAsync(lease.Id, sync: true);
+        var lease = await Client.Leases.CreateAsync();
+        await Client.Leases.DeleteAsync(lease.Id, sync: true);
     }
 
     [SkippableFact]
     public async Task ImportTwice_GivesOneImage_NoDuplicateContent_AndTheSecondIsANoOp()
     {
         var archive = await BusyboxArchiveAsync();
-        var importer = new ImageImporter(_client);
+        var importer = new ImageImporter(Client);
 
         var first = Assert.Single(await importer.ImportAsync(archive));
         Assert.Equal("kata-agent/busybox:latest", first.Name);
@@ -78,7 +62,7 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
         Assert.Equal(3, afterSecond.Content.Count);
         Assert.Single(afterSecond.Snapshots);
         Assert.Empty(afterSecond.Leases);
-        var census = await LeakCensus.TakeAsync(_client, _containerd.Containerd.SocketPath);
+        var census = await LeakCensus.TakeAsync(Client, Containerd.Containerd.SocketPath);
         Assert.True(census.IsClean, census.ToString());
     }
 
@@ -86,15 +70,15 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
     public async Task ImportedImage_CarriesGcLabels_SurvivesGc_AndGoesWithItsRecord()
     {
         var archive = await BusyboxArchiveAsync();
-        var imported = Assert.Single(await new ImageImporter(_client).ImportAsync(archive));
-        var details = await new ImageInspector(_client).InspectAsync(imported.Name);
+        var imported = Assert.Single(await new ImageImporter(Client).ImportAsync(archive));
+        var details = await new ImageInspector(Client).InspectAsync(imported.Name);
 
-        var manifest = await _client.Content.InfoAsync(details.Manifest.Digest);
+        var manifest = await Client.Content.InfoAsync(details.Manifest.Digest);
         Assert.Equal(details.ConfigDescriptor.Digest, manifest.Labels[GcLabels.ContentConfig]);
         Assert.Equal(details.Layers[0].Digest, manifest.Labels[GcLabels.ContentLayerPrefix + "0"]);
-        var config = await _client.Content.InfoAsync(details.ConfigDescriptor.Digest);
+        var config = await Client.Content.InfoAsync(details.ConfigDescriptor.Digest);
         Assert.Equal(details.ChainId, config.Labels["containerd.io/gc.ref.snapshot.overlayfs"]);
-        var layer = await _client.Content.InfoAsync(details.Layers[0].Digest);
+        var layer = await Client.Content.InfoAsync(details.Layers[0].Digest);
         Assert.Equal(details.DiffIds[0], layer.Labels[GcLabels.Uncompressed]);
 
         await CollectGarbageAsync();
@@ -102,7 +86,7 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
         Assert.Equal(3, kept.Content.Count);
         Assert.Single(kept.Snapshots);
 
-        await _client.Images.DeleteAsync(imported.Name, sync: true);
+        await Client.Images.DeleteAsync(imported.Name, sync: true);
         var gone = await StateAsync();
         Assert.Empty(gone.Content);
         Assert.Empty(gone.Snapshots);
@@ -120,14 +104,14 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
         var layout = new TestImages.Layout();
         var (manifest, _) = layout.AddImage(layers, labels: new Dictionary<string, string> { ["ai.backend.kernelspec"] = "1" });
         layout.IndexManifests.Add(manifest with { Annotations = new Dictionary<string, string> { ["org.opencontainers.image.ref.name"] = "test/three:1" } });
-        var path = _dir.File("three.tar");
+        var path = Dir.File("three.tar");
         layout.Write(path);
 
-        var imported = Assert.Single(await new ImageImporter(_client).ImportAsync(path, new ImportOptions { Labels = new Dictionary<string, string> { ["origin"] = "test" } }));
+        var imported = Assert.Single(await new ImageImporter(Client).ImportAsync(path, new ImportOptions { Labels = new Dictionary<string, string> { ["origin"] = "test" } }));
         Assert.Equal(3, imported.SnapshotsCommitted);
         Assert.Equal(ChainId.Of(layers.Select(l => l.DiffId).ToList()), imported.ChainId);
 
-        var details = await new ImageInspector(_client).InspectAsync("test/three:1");
+        var details = await new ImageInspector(Client).InspectAsync("test/three:1");
         Assert.Equal(manifest.Digest, details.Target.Digest);
         Assert.Equal(imported.ChainId, details.ChainId);
         Assert.True(details.Unpacked);
@@ -138,7 +122,7 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
         Assert.Equal(layers.Select(l => l.DiffId), details.DiffIds);
 
         var chain = ChainId.Compute(layers.Select(l => l.DiffId).ToList());
-        var snapshots = (await _client.Snapshots.ListAsync()).ToDictionary(s => s.Name);
+        var snapshots = (await Client.Snapshots.ListAsync()).ToDictionary(s => s.Name);
         Assert.Equal(chain[1], snapshots[chain[2]].Parent);
         Assert.Equal(chain[0], snapshots[chain[1]].Parent);
         Assert.All(snapshots.Values, s => Assert.Equal(Kind.Committed, s.Kind));
@@ -153,7 +137,7 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
         var layer = TestImages.MakeLayer(LayerCompression.None, ("hello.txt", "from docker save"));
         var config = TestImages.ConfigJson([layer.DiffId]);
         var configName = OciDigest.Hex(OciDigest.Compute(config)) + ".json";
-        var path = _dir.File("docker.tar");
+        var path = Dir.File("docker.tar");
         TestImages.WriteTar(path,
         [
             (configName, config),
@@ -161,9 +145,9 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
             ("manifest.json", Encoding.UTF8.GetBytes($"[{{\"Config\":\"{configName}\",\"RepoTags\":[\"docker.io/library/saved:1\"],\"Layers\":[\"0123/layer.tar\"]}}]")),
         ]);
 
-        var imported = Assert.Single(await new ImageImporter(_client).ImportAsync(path));
+        var imported = Assert.Single(await new ImageImporter(Client).ImportAsync(path));
         Assert.Equal("docker.io/library/saved:1", imported.Name);
-        var details = await new ImageInspector(_client).InspectAsync(imported.Name);
+        var details = await new ImageInspector(Client).InspectAsync(imported.Name);
         Assert.Equal(MediaTypes.OciManifest, details.Target.MediaType);
         Assert.Equal(["from docker save"], await ReadThroughViewAsync(details.ChainId, "hello.txt"));
     }
@@ -178,7 +162,7 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
         ];
         var layout = new TestImages.Layout();
         layout.IndexManifests.Add(layout.AddImage(layers).Manifest with { Annotations = new Dictionary<string, string> { ["org.opencontainers.image.ref.name"] = "test/corrupt:1" } });
-        var path = _dir.File("corrupt.tar");
+        var path = Dir.File("corrupt.tar");
         layout.Write(path, (digest, data) =>
         {
             if (digest != layers[1].Digest)
@@ -191,7 +175,7 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
             return copy;
         });
 
-        var e = await Assert.ThrowsAsync<ImageArchiveException>(() => new ImageImporter(_client).ImportAsync(path));
+        var e = await Assert.ThrowsAsync<ImageArchiveException>(() => new ImageImporter(Client).ImportAsync(path));
         Assert.Equal(ArchiveProblem.DigestMismatch, e.Problem);
         Assert.Equal(layers[1].Digest, e.BlobDigest);
 
@@ -204,10 +188,10 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
         var layers = new[] { TestImages.MakeLayer(LayerCompression.Zstd, ("x.txt", "x")) };
         var layout = new TestImages.Layout();
         layout.IndexManifests.Add(layout.AddImage(layers).Manifest with { Annotations = new Dictionary<string, string> { ["org.opencontainers.image.ref.name"] = "test/short:1" } });
-        var path = _dir.File("short.tar");
+        var path = Dir.File("short.tar");
         layout.Write(path, (digest, data) => digest == layers[0].Digest ? data[..^3] : data);
 
-        var e = await Assert.ThrowsAsync<ImageArchiveException>(() => new ImageImporter(_client).ImportAsync(path));
+        var e = await Assert.ThrowsAsync<ImageArchiveException>(() => new ImageImporter(Client).ImportAsync(path));
         Assert.Equal(ArchiveProblem.Truncated, e.Problem);
         Assert.Contains(layers[0].Digest, e.Message, StringComparison.Ordinal);
         await AssertNothingRegisteredAsync();
@@ -221,10 +205,10 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
         var liar = bad with { DiffId = TestImages.MakeLayer(LayerCompression.None, ("other.txt", "?")).DiffId }; // blob intact, diff_id wrong
         var layout = new TestImages.Layout();
         layout.IndexManifests.Add(layout.AddImage([good, liar]).Manifest with { Annotations = new Dictionary<string, string> { ["org.opencontainers.image.ref.name"] = "test/liar:1" } });
-        var path = _dir.File("liar.tar");
+        var path = Dir.File("liar.tar");
         layout.Write(path);
 
-        var e = await Assert.ThrowsAsync<ImageImportException>(() => new ImageImporter(_client).ImportAsync(path));
+        var e = await Assert.ThrowsAsync<ImageImportException>(() => new ImageImporter(Client).ImportAsync(path));
         Assert.Contains("layer 1", e.Message, StringComparison.Ordinal);
         Assert.Contains(bad.Digest, e.Message, StringComparison.Ordinal);
         Assert.Contains("diff_id", e.Message, StringComparison.Ordinal);
@@ -239,26 +223,26 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
         {
             var layout = new TestImages.Layout();
             layout.IndexManifests.Add(layout.AddImage([TestImages.MakeLayer(LayerCompression.Gzip, ("version.txt", content))]).Manifest);
-            var path = _dir.File(file);
+            var path = Dir.File(file);
             layout.Write(path);
             return path;
         }
 
-        var importer = new ImageImporter(_client);
+        var importer = new ImageImporter(Client);
         var v1Archive = Archive("v1.tar", "1");
         var v1 = Assert.Single(await importer.ImportAsync(v1Archive, new ImportOptions { Name = "test/app:latest" }));
         // Without Replace the name keeps its content (issue 13): the error names the image, nothing of v2 stays.
         var refused = await Assert.ThrowsAsync<ImageNameTakenException>(() => importer.ImportAsync(Archive("v2.tar", "2"), new ImportOptions { Name = "test/app:latest" }));
         Assert.Contains("'test/app:latest'", refused.Message, StringComparison.Ordinal);
         Assert.Contains("--replace", refused.Message, StringComparison.Ordinal);
-        Assert.Equal(v1.Target.Digest, Assert.Single(await _client.Images.ListAsync()).Target.Digest);
+        Assert.Equal(v1.Target.Digest, Assert.Single(await Client.Images.ListAsync()).Target.Digest);
         // The same archive again is no takeover: still allowed, still a no-op.
         Assert.False(Assert.Single(await importer.ImportAsync(v1Archive, new ImportOptions { Name = "test/app:latest" })).RecordChanged);
         var v2 = Assert.Single(await importer.ImportAsync(Archive("v2.tar", "2"), new ImportOptions { Name = "test/app:latest", Replace = true }));
         Assert.NotEqual(v1.Target.Digest, v2.Target.Digest);
         Assert.True(v2.RecordChanged);
 
-        var record = Assert.Single(await _client.Images.ListAsync());
+        var record = Assert.Single(await Client.Images.ListAsync());
         Assert.Equal(v2.Target.Digest, record.Target.Digest);
         Assert.Equal(["2"], await ReadThroughViewAsync(v2.ChainId, "version.txt"));
 
@@ -272,7 +256,7 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
     [Fact]
     public async Task Inspect_UnknownImage_IsNullOrNotFound()
     {
-        var inspector = new ImageInspector(_client);
+        var inspector = new ImageInspector(Client);
         Assert.Null(await inspector.FindAsync("no/such:image"));
         await Assert.ThrowsAsync<ContainerdNotFoundException>(() => inspector.InspectAsync("no/such:image"));
     }
@@ -283,8 +267,8 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
     {
         Skip.IfNot(Environment.IsPrivilegedProcess && File.Exists("/usr/sbin/debootstrap"), "building the python image needs root and debootstrap");
         var built = await new BaseImageBuilder().BuildPythonAsync(); // cached after the first run
-        var imported = Assert.Single(await new ImageImporter(_client).ImportAsync(built.ArchivePath));
-        var details = await new ImageInspector(_client).InspectAsync(imported.Name);
+        var imported = Assert.Single(await new ImageImporter(Client).ImportAsync(built.ArchivePath));
+        var details = await new ImageInspector(Client).InspectAsync(imported.Name);
         Assert.Equal("kata-agent/python:3-bookworm", details.Name);
         Assert.Equal("python", details.Labels["ai.backend.runtime-type"]);
         Assert.Equal("/home/work", details.Config.Config!.WorkingDir);
@@ -310,10 +294,10 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
     private async Task<List<string>> ReadThroughViewAsync(string chainId, string[] files, bool probeOnly)
     {
         var key = "test-view-" + Guid.NewGuid().ToString("N")[..8];
-        var target = Directory.CreateDirectory(_dir.File(key)).FullName;
+        var target = Directory.CreateDirectory(Dir.File(key)).FullName;
         // a snapshot nothing references is garbage: hold the view under a lease, as a container would be
-        var lease = await _client.Leases.CreateAsync(expiresAfter: TimeSpan.FromMinutes(10));
-        using var leased = _client.WithLease(lease.Id);
+        var lease = await Client.Leases.CreateAsync(expiresAfter: TimeSpan.FromMinutes(10));
+        using var leased = Client.WithLease(lease.Id);
         var mounts = await leased.Snapshots.ViewAsync(key, chainId);
         try
         {
@@ -337,8 +321,8 @@ public sealed class ImageImportTests : IClassFixture<ContainerdFixture>, IAsyncL
         }
         finally
         {
-            await _client.Snapshots.RemoveAsync(key);
-            await _client.Leases.DeleteAsync(lease.Id);
+            await Client.Snapshots.RemoveAsync(key);
+            await Client.Leases.DeleteAsync(lease.Id);
         }
     }
 

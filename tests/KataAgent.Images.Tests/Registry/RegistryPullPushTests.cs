@@ -11,38 +11,19 @@ namespace KataAgent.Images.Tests.Registry;
 /// Push and pull against Debian's docker-registry on 127.0.0.1 (one open, one with htpasswd basic auth), with a private
 /// containerd. Each test works in its own containerd namespace and its own repository.
 /// </summary>
-public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IClassFixture<RegistryFixture>, IAsyncLifetime, IDisposable
+public sealed class RegistryPullPushTests : ContainerdNamespaceTests, IClassFixture<ContainerdFixture>, IClassFixture<RegistryFixture>
 {
     private const int LayerSize = 3 * 1024 * 1024;
-    private readonly ContainerdFixture _containerd;
     private readonly RegistryFixture _registries;
     private readonly ITestOutputHelper _output;
-    private readonly TempDir _dir = new();
-    private ContainerdClient _client = null!;
 
-    public RegistryPullPushTests(ContainerdFixture containerd, RegistryFixture registries, ITestOutputHelper output)
+    public RegistryPullPushTests(ContainerdFixture containerd, RegistryFixture registries, ITestOutputHelper output) : base(containerd, "reg")
     {
-        _containerd = containerd;
         _registries = registries;
         _output = output;
     }
 
-    public async Task InitializeAsync()
-    {
-        var ns = "reg-" + Guid.NewGuid().ToString("N")[..10];
-        _client = _containerd.Client.WithNamespace(ns);
-        await _client.Namespaces.EnsureAsync(ns);
-    }
-
-    public Task DisposeAsync()
-    {
-        _client.Dispose();
-        return Task.CompletedTask;
-    }
-
-    public void Dispose() => _dir.Dispose();
-
-    private string Socket => _containerd.Containerd.SocketPath;
+    private string Socket => Containerd.Containerd.SocketPath;
 
     private static string Repo() => "test/r" + Guid.NewGuid().ToString("N")[..10];
 
@@ -52,12 +33,12 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
     {
         var layers = ThreeLayers(LayerSize, seed);
         var local = "local/three:" + seed;
-        var imported = await ImportAsync(_client, _dir, local, layers);
+        var imported = await ImportAsync(Client, Dir, local, layers);
         var reference = ImageReference.Parse($"{host}/{Repo()}:v1");
-        var config = (await new ImageInspector(_client).InspectAsync(local)).ConfigDescriptor.Digest;
-        await new ImagePusher(_client, registry).PushAsync(local, reference, push);
-        await RemoveImageAsync(_client, local);
-        Assert.Empty((await StateAsync(_client)).Content);
+        var config = (await new ImageInspector(Client).InspectAsync(local)).ConfigDescriptor.Digest;
+        await new ImagePusher(Client, registry).PushAsync(local, reference, push);
+        await RemoveImageAsync(Client, local);
+        Assert.Empty((await StateAsync(Client)).Content);
         return (reference, new Published(imported.Target, config), layers);
     }
 
@@ -69,13 +50,13 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
     public async Task PythonImage_Push_RemoveLocally_PullBack_HasPython3_AndPullingAgainChangesNothing()
     {
         var registryHost = _registries.Open.Host;
-        var python = await KataAgent.Testing.TestImages.ImportPythonAsync(_client);
+        var python = await KataAgent.Testing.TestImages.ImportPythonAsync(Client);
         using var registry = OpenClient();
         var reference = ImageReference.Parse($"{registryHost}/kata/python:{Guid.NewGuid().ToString("N")[..8]}");
 
         // chunked upload (PATCH) with small chunks, so the layer takes several
         var pushEvents = new Recorder<PushProgress>();
-        var pushed = await new ImagePusher(_client, registry).PushAsync(python.Name, reference,
+        var pushed = await new ImagePusher(Client, registry).PushAsync(python.Name, reference,
             new PushOptions { UploadMode = BlobUploadMode.Chunked, ChunkSize = 8 * 1024 * 1024 }, pushEvents);
         Assert.Equal(python.Target.Digest, pushed.Target.Digest);
         Assert.Equal(0, pushed.BlobsSkipped);
@@ -84,23 +65,23 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
         Assert.Equal(PushPhase.Done, pushEvents.Events[^1].Event.Phase);
 
         // the registry now holds the very bytes: pushing again uploads nothing
-        var again = await new ImagePusher(_client, registry).PushAsync(python.Name, reference);
+        var again = await new ImagePusher(Client, registry).PushAsync(python.Name, reference);
         Assert.Equal((0, pushed.BlobsUploaded), (again.BlobsUploaded, again.BlobsSkipped));
 
-        await RemoveImageAsync(_client, python.Name);
-        var empty = await StateAsync(_client);
+        await RemoveImageAsync(Client, python.Name);
+        var empty = await StateAsync(Client);
         Assert.Empty(empty.Content);
         Assert.Empty(empty.Snapshots);
 
         var pullEvents = new Recorder<PullProgress>();
-        var pulled = await new ImagePuller(_client, registry).PullAsync(reference, new PullOptions { Name = python.Name }, pullEvents);
+        var pulled = await new ImagePuller(Client, registry).PullAsync(reference, new PullOptions { Name = python.Name }, pullEvents);
         Assert.False(pulled.AlreadyPresent);
         Assert.Equal(python.Target.Digest, pulled.Target.Digest);
         Assert.Equal(python.ChainId, pulled.ChainId);
         Assert.Equal(registryHost, pulled.Source);
         Assert.True(pulled.RecordChanged);
-        Assert.Equal(["yes", "yes"], await ReadThroughViewAsync(_client, _dir, pulled.ChainId, ["usr/bin/python3", "etc/os-release"], probeOnly: true));
-        var details = await new ImageInspector(_client).InspectAsync(python.Name);
+        Assert.Equal(["yes", "yes"], await ReadThroughViewAsync(Client, Dir, pulled.ChainId, ["usr/bin/python3", "etc/os-release"], probeOnly: true));
+        var details = await new ImageInspector(Client).InspectAsync(python.Name);
         Assert.True(details.Unpacked);
         Assert.Equal(python.Config.Config?.Cmd, details.Config.Config?.Cmd);
 
@@ -128,16 +109,16 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
         Assert.Equal(details.Layers.Sum(l => l.Size) + details.ConfigDescriptor.Size, total);
 
         // pulling what is complete locally: quick, nothing changes (record not even touched)
-        var before = await StateAsync(_client);
+        var before = await StateAsync(Client);
         var stopwatch = Stopwatch.StartNew();
-        var second = await new ImagePuller(_client, registry).PullAsync(reference, new PullOptions { Name = python.Name });
+        var second = await new ImagePuller(Client, registry).PullAsync(reference, new PullOptions { Name = python.Name });
         stopwatch.Stop();
         Assert.True(second.AlreadyPresent);
         Assert.Equal((0, 0L, 0, false), (second.BlobsFetched, second.BytesDownloaded, second.SnapshotsCommitted, second.RecordChanged));
-        Assert.Equal(before, await StateAsync(_client), new StateComparer());
+        Assert.Equal(before, await StateAsync(Client), new StateComparer());
         _output.WriteLine($"second pull (already present): {stopwatch.Elapsed.TotalMilliseconds:F0} ms");
         Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(10), $"a no-op pull took {stopwatch.Elapsed}");
-        var census = await LeakCensus.TakeAsync(_client, Socket);
+        var census = await LeakCensus.TakeAsync(Client, Socket);
         Assert.True(census.IsClean, census.ToString());
     }
 
@@ -178,7 +159,7 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
         using var registry = OpenClient();
         var (reference, image, layers) = await PublishThreeLayersAsync(_registries.Open.Host, registry, seed: 10, new PushOptions { UploadMode = BlobUploadMode.Monolithic });
 
-        var byTag = await new ImagePuller(_client, registry).PullAsync(reference);
+        var byTag = await new ImagePuller(Client, registry).PullAsync(reference);
         Assert.Equal(reference.ToString(), byTag.Name);
         Assert.Equal(image.Target.Digest, byTag.Target.Digest);
         Assert.Equal(3, byTag.SnapshotsCommitted);
@@ -186,34 +167,34 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
         var hashes = new List<string>();
         foreach (var file in new[] { "plain.bin", "gzip.bin", "zstd.bin" })
         {
-            hashes.Add(await HashThroughViewAsync(_client, _dir, byTag.ChainId, file));
+            hashes.Add(await HashThroughViewAsync(Client, Dir, byTag.ChainId, file));
         }
 
         Assert.Equal(layers.Select(l => ExpectedFileDigest(l)), hashes);
 
         // by digest: a record named by the digest reference; the blobs are shared, so nothing is downloaded again
         var pinned = reference.WithDigest(image.Target.Digest);
-        var byDigest = await new ImagePuller(_client, registry).PullAsync(pinned.ToString());
+        var byDigest = await new ImagePuller(Client, registry).PullAsync(pinned.ToString());
         Assert.Equal($"{reference.Name}@{image.Target.Digest}", byDigest.Name);
         Assert.Equal(image.Target.Digest, byDigest.Target.Digest);
         Assert.Equal((0, 0L, 0), (byDigest.BlobsFetched, byDigest.BytesDownloaded, byDigest.SnapshotsCommitted));
         Assert.True(byDigest.RecordChanged);
-        var record = await _client.Images.GetAsync(byDigest.Name);
+        var record = await Client.Images.GetAsync(byDigest.Name);
         Assert.Equal(image.Target.Digest, record.Target.Digest);
 
         // a pinned digest complete locally needs no registry at all: point the reference at a port nobody listens on
         var nowhere = ImageReference.Parse($"127.0.0.1:{RegistryServer.FreePort()}/{reference.Repository}@{image.Target.Digest}");
-        var offline = await new ImagePuller(_client, registry).PullAsync(nowhere, new PullOptions { Name = byDigest.Name });
+        var offline = await new ImagePuller(Client, registry).PullAsync(nowhere, new PullOptions { Name = byDigest.Name });
         Assert.True(offline.AlreadyPresent);
 
         // a digest the registry does not have: a clear not-found naming it
         var unknown = reference.WithDigest(OciDigest.Compute("nothing"u8));
-        var error = await Assert.ThrowsAsync<RegistryNotFoundException>(() => new ImagePuller(_client, registry).PullAsync(unknown));
+        var error = await Assert.ThrowsAsync<RegistryNotFoundException>(() => new ImagePuller(Client, registry).PullAsync(unknown));
         Assert.Contains(OciDigest.Compute("nothing"u8), error.Message);
         Assert.Contains("MANIFEST_UNKNOWN", error.ErrorCodes);
-        var missingTag = await Assert.ThrowsAsync<RegistryNotFoundException>(() => new ImagePuller(_client, registry).PullAsync(reference.WithTag("nope")));
+        var missingTag = await Assert.ThrowsAsync<RegistryNotFoundException>(() => new ImagePuller(Client, registry).PullAsync(reference.WithTag("nope")));
         Assert.Contains(":nope", missingTag.Message);
-        Assert.Empty((await StateAsync(_client)).Leases);
+        Assert.Empty((await StateAsync(Client)).Leases);
     }
 
     private static string ExpectedFileDigest(TestImages.Layer layer)
@@ -238,29 +219,29 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
         await repository.PutManifestAsync("multi", MediaTypes.DockerManifestList, list);
 
         var reference = ImageReference.Parse($"{_registries.Open.Host}/{repository.Name}:multi");
-        var pulled = await new ImagePuller(_client, registry).PullAsync(reference);
+        var pulled = await new ImagePuller(Client, registry).PullAsync(reference);
         Assert.Equal(MediaTypes.DockerManifestList, pulled.Target.MediaType);
         Assert.Equal(OciDigest.Compute(list), pulled.Target.Digest);
         Assert.Equal(amd64.Manifest.Digest, pulled.Manifest.Digest);
         Assert.Equal(MediaTypes.DockerManifest, pulled.Manifest.MediaType);
         Assert.Equal("amd64", pulled.Config.Architecture);
-        Assert.Null(await _client.Content.FindAsync(arm64.Layer.Digest));
-        Assert.Null(await _client.Content.FindAsync(arm64.Manifest.Digest));
-        Assert.Equal(["amd64"], await ReadThroughViewAsync(_client, _dir, pulled.ChainId, ["arch.txt"]));
+        Assert.Null(await Client.Content.FindAsync(arm64.Layer.Digest));
+        Assert.Null(await Client.Content.FindAsync(arm64.Manifest.Digest));
+        Assert.Equal(["amd64"], await ReadThroughViewAsync(Client, Dir, pulled.ChainId, ["arch.txt"]));
 
         // the index carries GC references to its manifests: the image survives a GC and goes with its record
-        var index = await _client.Content.InfoAsync(pulled.Target.Digest);
+        var index = await Client.Content.InfoAsync(pulled.Target.Digest);
         Assert.Equal(amd64.Manifest.Digest, index.Labels[GcLabels.ContentManifestPrefix + "1"]);
-        var lease = await _client.Leases.CreateAsync();
-        await _client.Leases.DeleteAsync(lease.Id, sync: true);
-        Assert.Equal(4, (await StateAsync(_client)).Content.Count); // index, manifest, config, layer
-        var details = await new ImageInspector(_client).InspectAsync(pulled.Name, platform: OciPlatform.LinuxAmd64);
+        var lease = await Client.Leases.CreateAsync();
+        await Client.Leases.DeleteAsync(lease.Id, sync: true);
+        Assert.Equal(4, (await StateAsync(Client)).Content.Count); // index, manifest, config, layer
+        var details = await new ImageInspector(Client).InspectAsync(pulled.Name, platform: OciPlatform.LinuxAmd64);
         Assert.Equal(pulled.ChainId, details.ChainId);
-        await RemoveImageAsync(_client, pulled.Name);
-        Assert.Empty((await StateAsync(_client)).Content);
+        await RemoveImageAsync(Client, pulled.Name);
+        Assert.Empty((await StateAsync(Client)).Content);
 
         // a platform the list lacks: a clear error naming what there is
-        var error = await Assert.ThrowsAsync<ImageTransferException>(() => new ImagePuller(_client, registry).PullAsync(reference,
+        var error = await Assert.ThrowsAsync<ImageTransferException>(() => new ImagePuller(Client, registry).PullAsync(reference,
             new PullOptions { Platform = new OciPlatform { OS = "linux", Architecture = "s390x" } }));
         Assert.Contains("linux/s390x", error.Message);
         Assert.Contains("linux/arm64/v8", error.Message);
@@ -297,26 +278,26 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
 
         var layers = new[] { TestImages.MakeLayer(LayerCompression.Gzip, ("hello.txt", "auth")) };
         var local = "local/auth:1";
-        await ImportAsync(_client, _dir, local, layers);
+        await ImportAsync(Client, Dir, local, layers);
         var reference = ImageReference.Parse($"{host}/{Repo()}:1");
 
-        var denied = await Assert.ThrowsAsync<RegistryAuthenticationException>(() => new ImagePusher(_client, badClient).PushAsync(local, reference));
+        var denied = await Assert.ThrowsAsync<RegistryAuthenticationException>(() => new ImagePusher(Client, badClient).PushAsync(local, reference));
         Assert.Contains($"registry {host} rejected the credentials of user '{RegistryFixture.User}'", denied.Message);
-        var anonymousPush = await Assert.ThrowsAsync<RegistryAuthenticationException>(() => new ImagePusher(_client, anonymous).PushAsync(local, reference));
+        var anonymousPush = await Assert.ThrowsAsync<RegistryAuthenticationException>(() => new ImagePusher(Client, anonymous).PushAsync(local, reference));
         Assert.Contains($"registry {host} requires credentials", anonymousPush.Message);
 
-        await new ImagePusher(_client, goodClient).PushAsync(local, reference);
-        await RemoveImageAsync(_client, local);
+        await new ImagePusher(Client, goodClient).PushAsync(local, reference);
+        await RemoveImageAsync(Client, local);
 
-        var wrong = await Assert.ThrowsAsync<RegistryAuthenticationException>(() => new ImagePuller(_client, badClient).PullAsync(reference));
+        var wrong = await Assert.ThrowsAsync<RegistryAuthenticationException>(() => new ImagePuller(Client, badClient).PullAsync(reference));
         Assert.Contains("rejected the credentials", wrong.Message);
         Assert.Contains(host, wrong.Message);
-        var none = await Assert.ThrowsAsync<RegistryAuthenticationException>(() => new ImagePuller(_client, anonymous).PullAsync(reference));
+        var none = await Assert.ThrowsAsync<RegistryAuthenticationException>(() => new ImagePuller(Client, anonymous).PullAsync(reference));
         Assert.Contains("requires credentials", none.Message);
-        await AssertNothingLeftAsync(_client, Socket, layers.Select(l => l.Digest));
+        await AssertNothingLeftAsync(Client, Socket, layers.Select(l => l.Digest));
 
-        var pulled = await new ImagePuller(_client, goodClient).PullAsync(reference);
-        Assert.Equal(["auth"], await ReadThroughViewAsync(_client, _dir, pulled.ChainId, ["hello.txt"]));
+        var pulled = await new ImagePuller(Client, goodClient).PullAsync(reference);
+        Assert.Equal(["auth"], await ReadThroughViewAsync(Client, Dir, pulled.ChainId, ["hello.txt"]));
     }
 
     // ---------------------------------------------------------------- corruption, interruption
@@ -331,15 +312,15 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
         proxy.Corrupt(corrupted);
         var viaProxy = ImageReference.Parse($"{proxy.Host}/{reference.Repository}:{reference.Tag}");
 
-        var error = await Assert.ThrowsAsync<BlobDigestMismatchException>(() => new ImagePuller(_client, registry).PullAsync(viaProxy));
+        var error = await Assert.ThrowsAsync<BlobDigestMismatchException>(() => new ImagePuller(Client, registry).PullAsync(viaProxy));
         Assert.Equal(corrupted, error.Digest);
         Assert.Contains(corrupted, error.Message);
         Assert.Contains("corrupt", error.Message);
-        await AssertNothingLeftAsync(_client, Socket, layers.Select(l => l.Digest).Append(image.Target.Digest));
+        await AssertNothingLeftAsync(Client, Socket, layers.Select(l => l.Digest).Append(image.Target.Digest));
 
         // a registry that serves good bytes again: the same pull works
         proxy.Reset();
-        var pulled = await new ImagePuller(_client, registry).PullAsync(viaProxy);
+        var pulled = await new ImagePuller(Client, registry).PullAsync(viaProxy);
         Assert.Equal(image.Target.Digest, pulled.Target.Digest);
     }
 
@@ -355,10 +336,10 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
 
         proxy.Reset();
         proxy.Corrupt(target.Digest); // the rest of the blob, sent for the Range request, has a flipped byte
-        var error = await Assert.ThrowsAsync<BlobDigestMismatchException>(() => new ImagePuller(_client, registry).PullAsync(viaProxy));
+        var error = await Assert.ThrowsAsync<BlobDigestMismatchException>(() => new ImagePuller(Client, registry).PullAsync(viaProxy));
         Assert.Equal(target.Digest, error.Digest);
         Assert.Contains(proxy.Requests, r => r.Contains(target.Digest, StringComparison.Ordinal) && r.Contains("bytes=", StringComparison.Ordinal));
-        await AssertNothingLeftAsync(_client, Socket, layers.Select(l => l.Digest));
+        await AssertNothingLeftAsync(Client, Socket, layers.Select(l => l.Digest));
     }
 
     /// <summary>Starts a pull through the proxy, stalls <paramref name="target"/> after <paramref name="after"/> bytes, waits until
@@ -367,7 +348,7 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
     {
         proxy.StallAfter(target.Digest, after);
         using var cancel = new CancellationTokenSource();
-        var pull = new ImagePuller(_client, registry).PullAsync(viaProxy, cancellationToken: cancel.Token);
+        var pull = new ImagePuller(Client, registry).PullAsync(viaProxy, cancellationToken: cancel.Token);
         await proxy.Stalled.WaitAsync(TimeSpan.FromSeconds(60));
         var reference = ImagePuller.IngestRef(target.Digest);
         long offset = 0;
@@ -375,7 +356,7 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
         while (deadline.Elapsed < TimeSpan.FromSeconds(30))
         {
             // the downloader hands bytes to containerd in pieces: wait until it has all it can get
-            var status = await _client.Content.StatusAsync(reference);
+            var status = await Client.Content.StatusAsync(reference);
             if (status is not null && status.Offset > 0 && status.Offset == offset)
             {
                 break;
@@ -402,24 +383,24 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
         var stalled = layers[1];
 
         var offset = await InterruptAsync(registry, proxy, viaProxy, stalled, stalled.Blob.Length / 2);
-        Assert.NotNull(await _client.Content.FindAsync(layers[0].Digest));
-        Assert.Null(await _client.Content.FindAsync(stalled.Digest));
-        Assert.Null(await _client.Content.FindAsync(layers[2].Digest));
-        var kept = await StateAsync(_client);
+        Assert.NotNull(await Client.Content.FindAsync(layers[0].Digest));
+        Assert.Null(await Client.Content.FindAsync(stalled.Digest));
+        Assert.Null(await Client.Content.FindAsync(layers[2].Digest));
+        var kept = await StateAsync(Client);
         Assert.Empty(kept.Images);
-        var keptLease = Assert.Single(await _client.Leases.ListAsync());
+        var keptLease = Assert.Single(await Client.Leases.ListAsync());
         Assert.Equal(image.Target.Digest, keptLease.Labels[ImagePuller.ManifestLabel]);
-        Assert.Contains(await _client.Leases.ListResourcesAsync(keptLease.Id), r => r.Type == "ingests" && r.Id == ImagePuller.IngestRef(stalled.Digest));
+        Assert.Contains(await Client.Leases.ListResourcesAsync(keptLease.Id), r => r.Type == "ingests" && r.Id == ImagePuller.IngestRef(stalled.Digest));
         _output.WriteLine($"interrupted: layer 1 ingest at {offset} of {stalled.Blob.Length} bytes");
 
         // survives a GC while interrupted (the lease holds it)
-        var gc = await _client.Leases.CreateAsync();
-        await _client.Leases.DeleteAsync(gc.Id, sync: true);
-        Assert.Equal(offset, (await _client.Content.StatusAsync(ImagePuller.IngestRef(stalled.Digest)))!.Offset);
+        var gc = await Client.Leases.CreateAsync();
+        await Client.Leases.DeleteAsync(gc.Id, sync: true);
+        Assert.Equal(offset, (await Client.Content.StatusAsync(ImagePuller.IngestRef(stalled.Digest)))!.Offset);
 
         proxy.Reset();
         var events = new Recorder<PullProgress>();
-        var pulled = await new ImagePuller(_client, registry).PullAsync(viaProxy, progress: events);
+        var pulled = await new ImagePuller(Client, registry).PullAsync(viaProxy, progress: events);
         Assert.Equal(image.Target.Digest, pulled.Target.Digest);
         Assert.Equal(0, proxy.ServedFor(layers[0].Digest)); // finished blob: not downloaded again
         Assert.Equal(0, proxy.ServedFor(image.ConfigDigest));
@@ -432,11 +413,11 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
         Assert.Contains(events.Events, e => e.Event.Blob is { State: BlobState.Transferring } b && b.Digest == stalled.Digest && b.Transferred == offset);
 
         Assert.Equal(layers.Select(ExpectedFileDigest).ToList(), [
-            await HashThroughViewAsync(_client, _dir, pulled.ChainId, "plain.bin"),
-            await HashThroughViewAsync(_client, _dir, pulled.ChainId, "gzip.bin"),
-            await HashThroughViewAsync(_client, _dir, pulled.ChainId, "zstd.bin"),
+            await HashThroughViewAsync(Client, Dir, pulled.ChainId, "plain.bin"),
+            await HashThroughViewAsync(Client, Dir, pulled.ChainId, "gzip.bin"),
+            await HashThroughViewAsync(Client, Dir, pulled.ChainId, "zstd.bin"),
         ]);
-        var census = await LeakCensus.TakeAsync(_client, Socket);
+        var census = await LeakCensus.TakeAsync(Client, Socket);
         Assert.True(census.IsClean, census.ToString());
     }
 
@@ -457,7 +438,7 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
         };
         using var registry = new RegistryClient(options);
         var viaMirror = ImageReference.Parse($"{upstream}/{reference.Repository}:{reference.Tag}");
-        var pulled = await new ImagePuller(_client, registry).PullAsync(viaMirror);
+        var pulled = await new ImagePuller(Client, registry).PullAsync(viaMirror);
         Assert.Equal(_registries.Open.Host, pulled.Source);
         Assert.Equal(image.Target.Digest, pulled.Target.Digest);
         Assert.Equal(viaMirror.ToString(), pulled.Name);
@@ -468,7 +449,7 @@ public sealed class RegistryPullPushTests : IClassFixture<ContainerdFixture>, IC
             Hosts = new Dictionary<string, RegistryHostOptions> { [_registries.Open.Host] = new() { Mirrors = [deadMirror] } },
         };
         using var withDeadMirror = new RegistryClient(fallback);
-        var direct = await new ImagePuller(_client, withDeadMirror).PullAsync(reference);
+        var direct = await new ImagePuller(Client, withDeadMirror).PullAsync(reference);
         Assert.Equal(_registries.Open.Host, direct.Source);
     }
 
