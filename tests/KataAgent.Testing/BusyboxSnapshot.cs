@@ -20,7 +20,10 @@ public static class BusyboxSnapshot
             throw new InvalidOperationException($"{BusyboxPath} is missing: install the Debian package busybox-static (scripts/setup.sh does)");
 
         var key = name + "-prepare-" + Guid.NewGuid().ToString("N")[..6];
-        var mounts = await client.Snapshots.PrepareAsync(key, parent: null, cancellationToken: cancellationToken);
+        // Nothing references a bare snapshot, so it must be a GC root or containerd collects it (also while it is
+        // being filled: another test's delete can trigger a collection between prepare and commit).
+        var labels = new Dictionary<string, string> { ["containerd.io/gc.root"] = DateTimeOffset.UtcNow.ToString("O") };
+        var mounts = await client.Snapshots.PrepareAsync(key, parent: null, labels: labels, cancellationToken: cancellationToken);
         var bind = mounts.Single(m => m.Type == "bind");
         var root = bind.Source;
         foreach (var dir in new[] { "bin", "proc", "sys", "dev", "etc", "tmp", "home/work", "home/config", "root" })
@@ -31,8 +34,6 @@ public static class BusyboxSnapshot
             File.CreateSymbolicLink(Path.Combine(root, "bin", applet), "busybox");
         await File.WriteAllTextAsync(Path.Combine(root, "etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nwork:x:1000:1000::/home/work:/bin/sh\n", cancellationToken);
         await File.WriteAllTextAsync(Path.Combine(root, "etc/group"), "root:x:0:\nwork:x:1000:\n", cancellationToken);
-        // Nothing references a bare snapshot, so it must be a GC root or containerd collects it.
-        var labels = new Dictionary<string, string> { ["containerd.io/gc.root"] = DateTimeOffset.UtcNow.ToString("O") };
         await client.Snapshots.CommitAsync(name, key, labels: labels, cancellationToken: cancellationToken);
         return name;
     }
