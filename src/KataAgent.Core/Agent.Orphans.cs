@@ -65,6 +65,8 @@ public sealed partial class Agent
             _logger.LogInformation("detaching network of vanished session {KernelId}", attachment.SessionId);
             await Services.Network.DetachAsync(attachment.SessionId, cancellationToken).ConfigureAwait(false);
         }
+        // Rules no attachment accounts for (a plugin that finished after its agent died) would still map host ports.
+        await Services.Network.RemoveStaleRulesAsync(known, cancellationToken).ConfigureAwait(false);
 
         // Disks first: the scratch dirs below hold their mount points.
         await ScratchQuota.ScratchDisks.For(Options, _logger).CleanOrphansAsync(known, cancellationToken).ConfigureAwait(false);

@@ -283,6 +283,19 @@ public sealed partial class SessionNetwork
         await Guard.ReplaceEntriesAsync(entries, cancellationToken);
     }
 
+    /// <summary>
+    /// Removes the CNI iptables rules of this network that belong to none of <paramref name="liveSessionIds"/>: what a
+    /// plugin left behind, or finished after its agent died. Call it when no attach is in flight (agent start-up).
+    /// </summary>
+    public async Task<int> RemoveStaleRulesAsync(IReadOnlySet<string> liveSessionIds, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(liveSessionIds);
+        int removed = await CniRuleLeftovers.RemoveAsync(_options.Network.NetworkName, id => !liveSessionIds.Contains(id), _options.PluginTimeout, cancellationToken);
+        if (removed > 0)
+            _logger.LogWarning("removed {Count} iptables rules and chains of network {Network} that belonged to no live session", removed, _options.Network.NetworkName);
+        return removed;
+    }
+
     private async Task TeardownAsync(AttachmentState state, bool removeNetns, CancellationToken cancellationToken)
     {
         if (Guard is not null && TryGuardEntryOf(state) is { } entry)
@@ -291,7 +304,7 @@ public sealed partial class SessionNetwork
         // by container id, bridge ignores a missing netns, portmap deletes chains by name).
         await Cni.DeleteAsync(state.ConfigList, state.RuntimeConfig, state.Result, cancellationToken);
         if (_options.RemoveMasqueradeLeftovers)
-            await MasqueradeLeftovers.RemoveAsync((string)state.ConfigList["name"]!, state.SessionId, _options.PluginTimeout, cancellationToken);
+            await CniRuleLeftovers.RemoveAsync((string)state.ConfigList["name"]!, id => id == state.SessionId, _options.PluginTimeout, cancellationToken);
         if (removeNetns)
             Namespaces.Delete(state.NetnsName);
         File.Delete(StatePathOf(state.SessionId));

@@ -18,8 +18,8 @@ public sealed record SessionNetworkOptions
     /// </summary>
     public IReadOnlyList<string> CheckSkipsPlugins { get; init; } = ["portmap"];
     /// <summary>
-    /// After DEL, remove nat rules still commented with this network and session (bridge's ipMasq chain, which
-    /// bridge 1.1.x leaves when the session's interface vanished before DEL).
+    /// After DEL, remove iptables rules still commented with this network and session (bridge's ipMasq chain, which
+    /// bridge 1.1.x leaves when the session's interface vanished before DEL; a portmap chain a failed DEL left).
     /// </summary>
     public bool RemoveMasqueradeLeftovers { get; init; } = true;
     /// <summary>The walls around sessions (nftables); null only for tests of CNI itself.</summary>
