@@ -58,6 +58,45 @@ public sealed class RecoveryTests(RecoveryAgentFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task A_port_mapping_no_session_owns_is_removed_at_start_and_live_sessions_keep_theirs()
+    {
+        var keep = await fixture.Agent.CreateSessionAsync(new SessionRequest { Image = fixture.ImageName, RuntimeClass = "runc" });
+        // What a portmap ADD that finished after its agent died leaves: a DNAT chain for a host port of this agent's
+        // range, reached from CNI-HOSTPORT-DNAT by a rule tagged with this network and an id no session has.
+        var staleId = "stale" + Guid.NewGuid().ToString("N")[..12];
+        var chain = "CNI-DN-" + Guid.NewGuid().ToString("N")[..21];
+        var port = fixture.Options.PortRangeEnd.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var comment = $"dnat name: \"{fixture.Options.NetworkName}\" id: \"{staleId}\"";
+        await HostNetwork.RunAsync("iptables", "-w", "-t", "nat", "-N", "CNI-HOSTPORT-DNAT"); // exists once any session published a port
+        await HostNetwork.RunCheckedAsync("iptables", "-w", "-t", "nat", "-N", chain);
+        try
+        {
+            await HostNetwork.RunCheckedAsync("iptables", "-w", "-t", "nat", "-A", chain, "-d", "127.0.0.1/32", "-p", "tcp", "-m", "tcp", "--dport", port,
+                "-j", "DNAT", "--to-destination", "10.201.0.250:2000");
+            await HostNetwork.RunCheckedAsync("iptables", "-w", "-t", "nat", "-A", "CNI-HOSTPORT-DNAT", "-p", "tcp", "-m", "comment", "--comment", comment,
+                "-m", "multiport", "--dports", port, "-j", chain);
+            var keepChains = await HostNetwork.RulesMentioningAsync(keep.KernelId);
+            Assert.NotEmpty(keepChains);
+
+            await fixture.RestartAgentAsync();
+
+            var nat = await HostNetwork.RunAsync("iptables-save", "-t", "nat");
+            Assert.DoesNotContain(chain, nat, StringComparison.Ordinal);
+            Assert.DoesNotContain(staleId, nat, StringComparison.Ordinal);
+            Assert.Equal(keepChains, await HostNetwork.RulesMentioningAsync(keep.KernelId));
+            Assert.Equal("kept\n", await RunAsync(fixture.Agent, keep.KernelId, "print('kept')"));
+        }
+        finally
+        {
+            await HostNetwork.RunAsync("iptables", "-w", "-t", "nat", "-D", "CNI-HOSTPORT-DNAT", "-p", "tcp", "-m", "comment", "--comment", comment,
+                "-m", "multiport", "--dports", port, "-j", chain);
+            await HostNetwork.RunAsync("iptables", "-w", "-t", "nat", "-F", chain);
+            await HostNetwork.RunAsync("iptables", "-w", "-t", "nat", "-X", chain);
+            await fixture.Agent.DestroySessionAsync(keep.KernelId);
+        }
+    }
+
+    [Fact]
     public async Task A_session_known_only_from_its_label_gets_its_runner_key_back_from_the_config_dir()
     {
         var session = await fixture.Agent.CreateSessionAsync(new SessionRequest { Image = fixture.ImageName, RuntimeClass = "runc" });
