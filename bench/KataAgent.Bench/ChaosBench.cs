@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using KataAgent.Core;
-using KataAgent.Core.Diagnostics;
+using KataAgent.Testing;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -76,7 +76,7 @@ internal static class ChaosBench
             }
             foreach (var session in survivors)
                 await agent.DestroySessionAsync(session.KernelId);
-            var census = await LeakCensus.TakeAsync(agent);
+            var census = await AgentLeakCensus.TakeAsync(agent);
             report.AppendLine(CultureInfo.InvariantCulture,
                 $"Chaos: agent killed -9 {kills} times mid-create, containerd killed {containerdRestarts} times; {survivors.Count} sessions recovered, {working} of them still executed code.");
             SoakBench.AppendCensus(report, census);

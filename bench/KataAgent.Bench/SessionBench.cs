@@ -4,7 +4,7 @@ using System.Text;
 using KataAgent.Containerd.Runtime;
 using KataAgent.Core;
 using KataAgent.Core.Containers;
-using KataAgent.Core.Diagnostics;
+using KataAgent.Testing;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -158,9 +158,10 @@ internal static class SessionBench
                     var victim = await agent.CreateSessionAsync(new SessionRequest { Image = image, RuntimeClass = runtime });
                     using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
                     var seen = new TaskCompletionSource<DateTimeOffset>();
+                    using var subscription = agent.Subscribe();
                     var watch = Task.Run(async () =>
                     {
-                        await foreach (var e in agent.SubscribeAsync(timeout.Token))
+                        await foreach (var e in subscription.ReadAllAsync(timeout.Token))
                         {
                             if (e.KernelId == victim.KernelId && e.Kind == "exited")
                             {
@@ -169,7 +170,6 @@ internal static class SessionBench
                             }
                         }
                     });
-                    await Task.Delay(50);
                     var task = await agent.Containerd.Tasks.GetAsync(victim.Record.ContainerId);
                     var sw = Stopwatch.StartNew();
                     _ = Posix.Kill((int)task.Pid, 9);
@@ -223,7 +223,7 @@ internal static class SessionBench
                 $"Idle agent with {agent.Sessions.Count} live sessions for {idle.TotalSeconds:0} s: RSS {Rss() / (1024.0 * 1024):0} MiB, CPU {cpu.TotalMilliseconds:0} ms ({cpu.TotalMilliseconds / idle.TotalMilliseconds * 100:0.00} % of one core).");
             foreach (var s in agent.Sessions)
                 await agent.DestroySessionAsync(s.KernelId);
-            report.AppendLine(CultureInfo.InvariantCulture, $"\nLeak census after the bench: {await LeakCensus.TakeAsync(agent)}");
+            report.AppendLine(CultureInfo.InvariantCulture, $"\nLeak census after the bench: {await AgentLeakCensus.TakeAsync(agent)}");
         }
         finally
         {

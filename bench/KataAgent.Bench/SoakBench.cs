@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Text;
-using KataAgent.Core.Diagnostics;
+using KataAgent.Testing;
 
 namespace KataAgent.Bench;
 
@@ -32,7 +32,7 @@ internal static class SoakBench
         }
     }
 
-    public static void AppendCensus(StringBuilder report, LeakCensus census)
+    public static void AppendCensus(StringBuilder report, AgentLeakCensus census)
     {
         report.AppendLine("\n| leak census | count |");
         report.AppendLine("|---|---|");

@@ -1,12 +1,7 @@
-using System.Runtime.CompilerServices;
-using KataAgent.Core.Containers;
+using KataAgent.Core.Reconciliation;
 using KataAgent.Core.Sessions;
-using Microsoft.Extensions.Logging;
 
 namespace KataAgent.Core;
-
-/// <summary>What reconciliation did in one round.</summary>
-public sealed record ReconcileReport(IReadOnlyList<string> ReapedStrays, IReadOnlyList<string> CleanedVanished);
 
 public sealed partial class Agent
 {
@@ -14,19 +9,19 @@ public sealed partial class Agent
     public async Task<Session> RestartSessionAsync(string kernelId, CancellationToken cancellationToken = default)
     {
         var old = GetSession(kernelId);
-        if (!_creating.TryAdd(kernelId, 0))
+        if (!_registry.TryBeginCreating(kernelId))
             throw new SessionRequestException($"session {kernelId} is already being created or restarted");
         try
         {
             await old.DisposeAsync().ConfigureAwait(false);
             var restarted = await Creator.RestartAsync(old.Record, cancellationToken).ConfigureAwait(false);
-            Register(restarted);
-            Publish(new SessionEvent(kernelId, "restarted", restarted.State, null, DateTimeOffset.UtcNow));
+            _registry.Register(restarted);
+            _registry.Publish(new SessionEvent(kernelId, "restarted", restarted.State, null, DateTimeOffset.UtcNow));
             return restarted;
         }
         finally
         {
-            _creating.TryRemove(kernelId, out _);
+            _registry.EndCreating(kernelId);
         }
     }
 
@@ -50,70 +45,6 @@ public sealed partial class Agent
     /// One round: containers in our namespace that no session owns are reaped; sessions whose
     /// container vanished are cleaned up. Live sessions are never touched.
     /// </summary>
-    public async Task<ReconcileReport> ReconcileAsync(CancellationToken cancellationToken = default)
-    {
-        var reaped = new List<string>();
-        var cleaned = new List<string>();
-        var containers = await Containerd.Containers.ListAsync(cancellationToken).ConfigureAwait(false);
-        var containerIds = containers.Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
-        foreach (var container in containers)
-        {
-            if (_sessions.ContainsKey(container.Id) || _creating.ContainsKey(container.Id))
-                continue;
-            _logger.LogWarning("reaping stray container {Id}", container.Id);
-            if (SessionLabels.TryReadRecord(container.Labels, out var json))
-                await Destroyer.DestroyAsync(SessionRecord.FromJson(json), keepScratch: false, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
-            else
-                await TaskReaper.ReapContainerAsync(Containerd, container.Id, TaskReaper.SigKill, TimeSpan.Zero, _logger, cancellationToken).ConfigureAwait(false);
-            reaped.Add(container.Id);
-        }
-        foreach (var session in _sessions.Values)
-        {
-            if (containerIds.Contains(session.Record.ContainerId) || _creating.ContainsKey(session.KernelId) || session.State >= SessionState.Destroying)
-                continue;
-            _logger.LogWarning("session {KernelId} lost its container; cleaning up", session.KernelId);
-            await DestroySessionAsync(session.KernelId, cancellationToken: cancellationToken).ConfigureAwait(false);
-            cleaned.Add(session.KernelId);
-        }
-        foreach (var session in _sessions.Values)
-            await SessionLog.EnforceCapAsync(session.Record.LogPath, Options.SessionLogMaxBytes, cancellationToken).ConfigureAwait(false);
-        return new ReconcileReport(reaped, cleaned);
-    }
-
-    private async Task ReconcileLoopAsync(TimeSpan interval, CancellationToken cancellationToken)
-    {
-        using var timer = new PeriodicTimer(interval);
-        try
-        {
-            while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
-            {
-                try
-                {
-                    await ReconcileAsync(cancellationToken).ConfigureAwait(false);
-                }
-                catch (Exception e) when (e is not OperationCanceledException)
-                {
-                    _logger.LogWarning(e, "reconciliation failed");
-                }
-            }
-        }
-        catch (OperationCanceledException)
-        {
-        }
-    }
-
-    /// <summary>After the event stream broke, exits may have been missed: ask containerd directly.</summary>
-    private async Task ReconcileAfterGapAsync(CancellationToken cancellationToken)
-    {
-        foreach (var session in _sessions.Values.Where(s => s.State == SessionState.Running))
-        {
-            var task = await Containerd.Tasks.FindAsync(session.Record.ContainerId, cancellationToken).ConfigureAwait(false);
-            if (task is null || task.Status == global::Containerd.V1.Types.Status.Stopped)
-            {
-                var code = (int?)task?.ExitStatus;
-                if (session.TryTransition(SessionState.Exited, code))
-                    Publish(new SessionEvent(session.KernelId, "exited", SessionState.Exited, code, DateTimeOffset.UtcNow, "seen after the event stream resumed"));
-            }
-        }
-    }
+    public Task<ReconcileReport> ReconcileAsync(CancellationToken cancellationToken = default) =>
+        _reconciler.ReconcileAsync(cancellationToken);
 }

@@ -55,10 +55,10 @@ public sealed partial class Agent
     }
 
     /// <summary>The latest host totals (from the collector; read from /proc when it has none yet).</summary>
-    public HostStats HostStats => StatsCollector.Host(_sessions.Count);
+    public HostStats HostStats => StatsCollector.Host(_registry.Count);
 
     private IReadOnlyList<SessionRecord> StatsSessions() =>
-        _sessions.Values.Where(s => s.State is SessionState.Running or SessionState.Exited).Select(s => s.Record).ToList();
+        _registry.Sessions.Where(s => s.State is SessionState.Running or SessionState.Exited).Select(s => s.Record).ToList();
 
     /// <summary>Hook for <see cref="DisposeAsync"/>: waits for the collector loop to end (it also ends by itself on shutdown).</summary>
     internal async ValueTask StopStatsAsync()

@@ -1,11 +1,11 @@
-using System.Collections.Concurrent;
-using System.Threading.Channels;
 using KataAgent.Containerd;
 using KataAgent.Containerd.Private;
 using KataAgent.Core.Cgroups;
 using KataAgent.Core.Events;
 using KataAgent.Core.HostDirectories;
 using KataAgent.Core.Locking;
+using KataAgent.Core.Reconciliation;
+using KataAgent.Core.Registry;
 using KataAgent.Core.Resources;
 using KataAgent.Core.Runtime;
 using KataAgent.Core.Scratch;
@@ -21,13 +21,13 @@ namespace KataAgent.Core;
 /// <summary>
 /// The agent: sessions on top of containerd, CNI and the kernel runner. One per host. Starts (or
 /// connects to) containerd, recovers the sessions it finds, and follows containerd's events.
+/// The facade the API and CLI use: the sessions and their events live in <see cref="SessionRegistry"/>,
+/// recovery and reconciliation in <see cref="SessionReconciler"/>.
 /// </summary>
 public sealed partial class Agent : IAsyncDisposable
 {
-    private readonly ConcurrentDictionary<string, Session> _sessions = new(StringComparer.Ordinal);
-    // Containers of sessions still being created: reconciliation must not mistake them for strays.
-    private readonly ConcurrentDictionary<string, byte> _creating = new(StringComparer.Ordinal);
-    private readonly List<Channel<SessionEvent>> _subscribers = [];
+    private readonly SessionRegistry _registry;
+    private readonly SessionReconciler _reconciler;
     private readonly CancellationTokenSource _stop = new();
     private PrivateContainerd? _privateContainerd;
     private readonly DataDirLock _dataDirLock;
@@ -47,6 +47,9 @@ public sealed partial class Agent : IAsyncDisposable
         _monitor = new TaskEventMonitor(services.Containerd, logger);
         Creator = new SessionCreator(services);
         Destroyer = new SessionDestroyer(services);
+        _registry = new SessionRegistry(logger);
+        _reconciler = new SessionReconciler(options, services, Destroyer, _registry,
+            (kernelId, cancellationToken) => DestroySessionAsync(kernelId, cancellationToken: cancellationToken), logger);
     }
 
     public AgentOptions Options { get; }
@@ -158,87 +161,10 @@ public sealed partial class Agent : IAsyncDisposable
     {
         await _monitor.StartAsync(cancellationToken).ConfigureAwait(false);
         _eventPump = Task.Run(() => PumpEventsAsync(_stop.Token), CancellationToken.None);
-        _monitor.Resubscribed += () => ReconcileAfterGapAsync(_stop.Token);
-        await RecoverAsync(cancellationToken).ConfigureAwait(false);
+        _monitor.Resubscribed += () => _reconciler.ReconcileAfterGapAsync(_stop.Token);
+        await _reconciler.RecoverAsync(cancellationToken).ConfigureAwait(false);
         if (Options.ReconcileInterval > TimeSpan.Zero)
-            _reconcileLoop = Task.Run(() => ReconcileLoopAsync(Options.ReconcileInterval, _stop.Token), CancellationToken.None);
-    }
-
-    /// <summary>Rebuilds sessions from their records (and container labels) after a restart.</summary>
-    private async Task RecoverAsync(CancellationToken cancellationToken)
-    {
-        var records = (await Services.Store.LoadAllAsync(cancellationToken).ConfigureAwait(false)).ToDictionary(r => r.KernelId, StringComparer.Ordinal);
-        foreach (var container in await Containerd.Containers.ListAsync(cancellationToken).ConfigureAwait(false))
-        {
-            if (SessionLabels.TryReadRecord(container.Labels, out var json) && !records.ContainsKey(container.Id))
-            {
-                try
-                {
-                    records[container.Id] = WithRunnerKeysFromScratch(SessionRecord.FromJson(json));
-                }
-                catch (System.Text.Json.JsonException e)
-                {
-                    _logger.LogWarning("container {Id} carries an unreadable session record: {Message}", container.Id, e.Message);
-                }
-            }
-        }
-        foreach (var record in records.Values)
-        {
-            var task = await Containerd.Tasks.FindAsync(record.ContainerId, cancellationToken).ConfigureAwait(false);
-            if (task is null || task.Status == global::Containerd.V1.Types.Status.Stopped)
-            {
-                _logger.LogInformation("session {KernelId} did not survive; cleaning up", record.KernelId);
-                await Destroyer.DestroyAsync(record, keepScratch: false, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
-                continue;
-            }
-            Services.Ports.MarkInUse(record.Ports.Select(p => p.HostPort));
-            Services.Resources.Restore(new ResourceAllocation(record.KernelId, new ResourceSlots(record.Cpus, record.MemoryBytes),
-                RuntimeClasses.Known(record.RuntimeClass).Class.RuntimeType.Contains("kata", StringComparison.Ordinal) ? Services.Resources.KataVmOverheadBytes : 0)
-            {
-                CpuSet = record.CpuSet,
-            });
-            await Services.Store.SaveAsync(record, cancellationToken).ConfigureAwait(false);
-            Register(new Session(record, NewRunnerClient(record)));
-            Services.LogRelays.Start(record.KernelId, record.LogPath);
-            _logger.LogInformation("recovered session {KernelId}", record.KernelId);
-        }
-        await ReconcileAsync(cancellationToken).ConfigureAwait(false);
-        await CleanOrphansAsync(cancellationToken).ConfigureAwait(false);
-    }
-
-    private KernelRunnerClient NewRunnerClient(SessionRecord record) => new(new KernelRunnerClientOptions
-    {
-        InputPort = record.ReplInPort,
-        OutputPort = record.ReplOutPort,
-        Curve = record.RunnerCurve,
-        MaxMessageSize = Options.RunnerMessageMaxBytes,
-    });
-
-    /// <summary>
-    /// Makes a session known, and turns what goes wrong on its runner channel (a run cut short by a lost
-    /// connection or an oversized message, a failure on the client's thread) into a log line and an event.
-    /// </summary>
-    private void Register(Session session)
-    {
-        var kernelId = session.KernelId;
-        session.Runner.Faulted += reason =>
-        {
-            _logger.LogWarning("session {KernelId}: {Reason}", kernelId, reason);
-            Publish(new SessionEvent(kernelId, "run-error", session.State, null, DateTimeOffset.UtcNow, reason));
-        };
-        _sessions[kernelId] = session;
-    }
-
-    /// <summary>
-    /// A record taken from a container label carries no keys (the agent stopped before it stored the
-    /// record file): read the runner's key back from the session's config dir.
-    /// </summary>
-    private SessionRecord WithRunnerKeysFromScratch(SessionRecord record)
-    {
-        var keyFile = Path.Combine(ScratchDirectory.Open(Options.ScratchRoot, record.KernelId).ConfigPath, ScratchDirectory.RunnerCurveKeyFile);
-        if (record.RunnerCurve is not null || !File.Exists(keyFile))
-            return record;
-        return record with { RunnerCurve = RunnerCurveKeys.FromRunnerFile(File.ReadAllText(keyFile)) };
+            _reconcileLoop = Task.Run(() => _reconciler.RunLoopAsync(Options.ReconcileInterval, _stop.Token), CancellationToken.None);
     }
 
     private async Task PumpEventsAsync(CancellationToken cancellationToken)
@@ -247,17 +173,17 @@ public sealed partial class Agent : IAsyncDisposable
         {
             await foreach (var e in _monitor.Events.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {
-                if (!_sessions.TryGetValue(e.ContainerId, out var session))
+                if (!_registry.TryGet(e.ContainerId, out var session))
                     continue;
                 switch (e)
                 {
                     case TaskExited exited when session.TryTransition(SessionState.Exited, exited.ExitCode):
-                        Publish(new SessionEvent(session.KernelId, "exited", SessionState.Exited, exited.ExitCode, exited.At,
+                        _registry.Publish(new SessionEvent(session.KernelId, "exited", SessionState.Exited, exited.ExitCode, exited.At,
                             session.OutOfMemory ? "out of memory" : null));
                         break;
                     case TaskOutOfMemory oom:
                         session.MarkOutOfMemory();
-                        Publish(new SessionEvent(session.KernelId, "oom", session.State, null, oom.At));
+                        _registry.Publish(new SessionEvent(session.KernelId, "oom", session.State, null, oom.At));
                         break;
                 }
             }
@@ -267,73 +193,50 @@ public sealed partial class Agent : IAsyncDisposable
         }
     }
 
-    private void Publish(SessionEvent e)
-    {
-        lock (_subscribers)
-        {
-            foreach (var subscriber in _subscribers)
-                subscriber.Writer.TryWrite(e);
-        }
-    }
-
-    /// <summary>Lifecycle events from now on, until the token is cancelled.</summary>
-    public async IAsyncEnumerable<SessionEvent> SubscribeAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
-    {
-        // Bounded: a subscriber that stops reading loses its oldest events, not the agent's memory.
-        var channel = Channel.CreateBounded<SessionEvent>(new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.DropOldest });
-        lock (_subscribers)
-            _subscribers.Add(channel);
-        try
-        {
-            await foreach (var e in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
-                yield return e;
-        }
-        finally
-        {
-            lock (_subscribers)
-                _subscribers.Remove(channel);
-        }
-    }
+    /// <summary>
+    /// Lifecycle events from now on: the subscription is registered before this returns, so nothing
+    /// published after the call is missed. Read it with <see cref="SessionSubscription.ReadAllAsync"/>; dispose it to stop.
+    /// </summary>
+    public SessionSubscription Subscribe() => _registry.Subscribe();
 
     public async Task<Session> CreateSessionAsync(SessionRequest request, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
     {
         request = request with { KernelId = request.KernelId ?? Guid.NewGuid().ToString("N") };
-        if (_sessions.ContainsKey(request.KernelId) || !_creating.TryAdd(request.KernelId, 0))
+        if (_registry.Contains(request.KernelId) || !_registry.TryBeginCreating(request.KernelId))
             throw new SessionRequestException($"a session with kernel id '{request.KernelId}' already exists");
         Session session;
         try
         {
             session = await Creator.CreateAsync(request, progress, cancellationToken).ConfigureAwait(false);
-            Register(session);
+            _registry.Register(session);
         }
         finally
         {
-            _creating.TryRemove(request.KernelId, out _);
+            _registry.EndCreating(request.KernelId);
         }
         // The task may have died between readiness and registration: the event was dropped then.
         var task = await Containerd.Tasks.FindAsync(session.Record.ContainerId, cancellationToken).ConfigureAwait(false);
         if (task is null || task.Status == global::Containerd.V1.Types.Status.Stopped)
             session.TryTransition(SessionState.Exited, (int?)task?.ExitStatus);
-        Publish(new SessionEvent(session.KernelId, "started", session.State, null, DateTimeOffset.UtcNow));
+        _registry.Publish(new SessionEvent(session.KernelId, "started", session.State, null, DateTimeOffset.UtcNow));
         return session;
     }
 
-    public IReadOnlyList<Session> Sessions => _sessions.Values.OrderBy(s => s.Record.CreatedAt).ToList();
+    public IReadOnlyList<Session> Sessions => _registry.Sessions.OrderBy(s => s.Record.CreatedAt).ToList();
 
-    public Session GetSession(string kernelId) =>
-        _sessions.TryGetValue(kernelId, out var session) ? session : throw new SessionNotFoundException(kernelId);
+    public Session GetSession(string kernelId) => _registry.Get(kernelId);
 
     /// <summary>Idempotent: destroying an unknown session cleans whatever containerd still has under that id.</summary>
     public async Task DestroySessionAsync(string kernelId, bool keepScratch = false, CancellationToken cancellationToken = default)
     {
-        if (_sessions.TryGetValue(kernelId, out var session))
+        if (_registry.TryGet(kernelId, out var session))
         {
             session.TryTransition(SessionState.Destroying);
             await session.DisposeAsync().ConfigureAwait(false);
             await Destroyer.DestroyAsync(session.Record, keepScratch, cancellationToken: cancellationToken).ConfigureAwait(false);
-            _sessions.TryRemove(kernelId, out _);
+            _registry.Remove(kernelId);
             session.TryTransition(SessionState.Destroyed);
-            Publish(new SessionEvent(kernelId, "destroyed", SessionState.Destroyed, session.ExitCode, DateTimeOffset.UtcNow));
+            _registry.Publish(new SessionEvent(kernelId, "destroyed", SessionState.Destroyed, session.ExitCode, DateTimeOffset.UtcNow));
             return;
         }
         var container = await Containerd.Containers.FindAsync(kernelId, cancellationToken).ConfigureAwait(false);
@@ -365,7 +268,7 @@ public sealed partial class Agent : IAsyncDisposable
             await _eventPump.ConfigureAwait(false);
         if (_reconcileLoop is not null)
             await _reconcileLoop.ConfigureAwait(false);
-        foreach (var session in _sessions.Values)
+        foreach (var session in _registry.Sessions)
             await session.DisposeAsync().ConfigureAwait(false);
         // The FIFOs stay: the sessions run on, and the next agent carries their logs again.
         Services.LogRelays.Dispose();

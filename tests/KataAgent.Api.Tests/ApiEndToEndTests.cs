@@ -219,7 +219,8 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
         using var watchCancel = new CancellationTokenSource(TimeSpan.FromMinutes(3));
         using var watch = client.Agent.WatchEvents(new WatchEventsRequest(), cancellationToken: watchCancel.Token);
         var events = new List<SessionEvent>();
-        var headersSeen = watch.ResponseHeadersAsync;
+        // The server sends the headers once it has subscribed: every event after this is seen.
+        await watch.ResponseHeadersAsync;
         var session = await CreateAsync(client);
         try
         {

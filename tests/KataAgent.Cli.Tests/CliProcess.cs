@@ -151,10 +151,10 @@ public class CliEnvironment : IAsyncLifetime
     };
 
     /// <summary>What this environment's runs left behind, counted by a fresh agent on its data dir (no agent may hold it).</summary>
-    public async Task<Core.Diagnostics.LeakCensus> CensusAsync()
+    public async Task<AgentLeakCensus> CensusAsync()
     {
         await using var agent = await Agent.StartAsync(CleanupAgentOptions(), NullLoggerFactory.Instance);
-        return await Core.Diagnostics.LeakCensus.TakeAsync(agent);
+        return await AgentLeakCensus.TakeAsync(agent);
     }
 
     public virtual async Task DisposeAsync()

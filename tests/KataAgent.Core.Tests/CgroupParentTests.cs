@@ -1,5 +1,5 @@
 using KataAgent.Core.Cgroups;
-using KataAgent.Core.Diagnostics;
+using KataAgent.Testing;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
 
@@ -127,7 +127,7 @@ public abstract class FreshCgroupTestsBase(AgentFixture fixture, string runtime)
         {
             await agent.DestroySessionAsync(session.KernelId);
         }
-        var census = await LeakCensus.TakeAsync(agent);
+        var census = await AgentLeakCensus.TakeAsync(agent);
         Assert.True(census.IsClean, census.ToString());
     }
 }

@@ -3,6 +3,7 @@ using System.Text;
 using KataAgent.Core.HostDirectories;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
+using KataAgent.Testing;
 
 namespace KataAgent.Core.Tests;
 
@@ -113,7 +114,7 @@ public abstract class HostHardeningTestsBase(AgentFixture fixture, string runtim
             if (Directory.Exists(control))
                 Directory.Delete(control, recursive: true);
         }
-        var census = await Diagnostics.LeakCensus.TakeAsync(Agent);
+        var census = await AgentLeakCensus.TakeAsync(Agent);
         Assert.True(census.IsClean, census.ToString());
     }
 

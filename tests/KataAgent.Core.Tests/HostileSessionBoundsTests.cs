@@ -5,6 +5,7 @@ using KataAgent.Core.Scratch;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
 using Xunit.Abstractions;
+using KataAgent.Testing;
 
 namespace KataAgent.Core.Tests;
 
@@ -173,7 +174,7 @@ public sealed class HostileSessionBoundsRuncTests(BoundsRuncFixture fixture, ITe
         Assert.Contains("at most 32", error.Message);
         Assert.Contains("limits.ports_per_session", error.Message);
         Assert.Equal(before, Agent.Services.Ports.InUse.ToList());
-        var census = await Diagnostics.LeakCensus.TakeAsync(Agent);
+        var census = await AgentLeakCensus.TakeAsync(Agent);
         Assert.True(census.IsClean, census.ToString());
 
         // At the limit is fine: the session record (34 ports) passes containerd's 4 KiB label limit and is
@@ -241,7 +242,7 @@ public sealed class HostileSessionBoundsRuncTests(BoundsRuncFixture fixture, ITe
             Output.WriteLine($"destroy: {removal.Elapsed.TotalSeconds:0} s, peak RSS +{(peak - baseline) / 1024} MiB");
             Assert.False(Directory.Exists(workPath));
             Assert.True(peak - baseline < 200 * 1024, $"destroy grew the peak RSS by {(peak - baseline) / 1024} MiB");
-            var census = await Diagnostics.LeakCensus.TakeAsync(Agent);
+            var census = await AgentLeakCensus.TakeAsync(Agent);
             Assert.True(census.IsClean, census.ToString());
         }
         finally

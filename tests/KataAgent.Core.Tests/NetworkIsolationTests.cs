@@ -350,7 +350,7 @@ public abstract class NetworkIsolationTestsBase(AgentFixture fixture, string run
 
     private async Task AssertNothingLeftAsync()
     {
-        var census = await Diagnostics.LeakCensus.TakeAsync(Agent);
+        var census = await AgentLeakCensus.TakeAsync(Agent);
         Assert.True(census.IsClean, census.ToString());
     }
 

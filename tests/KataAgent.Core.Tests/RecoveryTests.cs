@@ -128,9 +128,10 @@ public sealed class RecoveryTests(RecoveryAgentFixture fixture) : IClassFixture<
         {
             await fixture.Agent.RestartContainerdAsync();
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+            using var subscription = fixture.Agent.Subscribe();
             var exited = Task.Run(async () =>
             {
-                await foreach (var e in fixture.Agent.SubscribeAsync(timeout.Token))
+                await foreach (var e in subscription.ReadAllAsync(timeout.Token))
                 {
                     if (e.KernelId == session.KernelId && e.Kind == "exited")
                         return e;

@@ -109,7 +109,7 @@ public abstract class ScratchDiskTestsBase(AgentFixture fixture, string runtime,
         await Agent.DestroySessionAsync(full.KernelId);
         await Agent.DestroySessionAsync(other.KernelId);
         Assert.False(File.Exists(image), "image left");
-        var census = await Diagnostics.LeakCensus.TakeAsync(Agent);
+        var census = await AgentLeakCensus.TakeAsync(Agent);
         Assert.True(census.IsClean, census.ToString());
     }
 
@@ -180,7 +180,7 @@ public sealed class RuncScratchDiskTests(ScratchDiskRuncFixture fixture, ITestOu
         Assert.Equal("kept", (await ExecuteAsync(live.KernelId, "print(open('/home/work/kept').read())")).Trim());
 
         await Agent.DestroySessionAsync(live.KernelId);
-        var census = await Diagnostics.LeakCensus.TakeAsync(Agent);
+        var census = await AgentLeakCensus.TakeAsync(Agent);
         Assert.True(census.IsClean, census.ToString());
     }
 

@@ -3,6 +3,7 @@ using System.Text;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
 using Xunit.Abstractions;
+using KataAgent.Testing;
 
 namespace KataAgent.Core.Tests;
 
@@ -99,7 +100,7 @@ public abstract class SessionLogCapTestsBase(AgentFixture fixture, string runtim
         {
             await Agent.DestroySessionAsync(session.KernelId);
         }
-        var census = await Diagnostics.LeakCensus.TakeAsync(Agent);
+        var census = await AgentLeakCensus.TakeAsync(Agent);
         Assert.True(census.IsClean, census.ToString());
     }
 }
@@ -125,7 +126,7 @@ public sealed class RuncSessionLogCapTests(LogCapRuncFixture fixture, ITestOutpu
         {
             await Agent.DestroySessionAsync(session.KernelId);
         }
-        var census = await Diagnostics.LeakCensus.TakeAsync(Agent);
+        var census = await AgentLeakCensus.TakeAsync(Agent);
         Assert.True(census.IsClean, census.ToString());
     }
 }

@@ -264,16 +264,16 @@ public abstract class SessionTestsBase(AgentFixture fixture, string runtime)
         try
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            using var subscription = Agent.Subscribe();
             var exited = Task.Run(async () =>
             {
-                await foreach (var e in Agent.SubscribeAsync(timeout.Token))
+                await foreach (var e in subscription.ReadAllAsync(timeout.Token))
                 {
                     if (e.KernelId == session.KernelId && e.Kind == "exited")
                         return e;
                 }
                 throw new InvalidOperationException("no exit event");
             });
-            await Task.Delay(200);
             await Agent.Containerd.Tasks.KillAsync(session.Record.ContainerId, 9, all: true);
             var e = await exited;
             Assert.Equal(SessionState.Exited, session.State);

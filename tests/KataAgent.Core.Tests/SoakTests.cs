@@ -1,4 +1,4 @@
-using KataAgent.Core.Diagnostics;
+using KataAgent.Testing;
 
 namespace KataAgent.Core.Tests;
 

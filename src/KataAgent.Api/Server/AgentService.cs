@@ -67,9 +67,12 @@ public sealed class AgentService(CoreAgent agent, IHostApplicationLifetime lifet
     {
         // An endless stream: it ends when the server shuts down, so that graceful shutdown is not held up by it.
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
+        using var subscription = agent.Subscribe();
         try
         {
-            await foreach (var e in agent.SubscribeAsync(linked.Token))
+            // The headers go out once the subscription stands: a client that awaits them misses no event published after.
+            await context.WriteResponseHeadersAsync(new Metadata());
+            await foreach (var e in subscription.ReadAllAsync(linked.Token))
                 await responseStream.WriteAsync(Mapping.ToProto(e), linked.Token);
         }
         catch (OperationCanceledException) when (lifetime.ApplicationStopping.IsCancellationRequested)

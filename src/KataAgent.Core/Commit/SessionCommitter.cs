@@ -37,10 +37,10 @@ public sealed class SessionCommitter(ContainerdClient client, ImageInspector ima
     public const string Snapshotter = "overlayfs";
 
     /// <summary>Test hook: throws right before the named step: preparing, pausing, diffing, writing (unpacks the layer), config, register.</summary>
-    public string? FailBeforeStep { get; set; }
+    internal string? FailBeforeStep { get; set; }
 
     /// <summary>Test hook: called after each phase change, while the commit waits for it.</summary>
-    public Func<CommitPhase, CancellationToken, Task>? OnPhase { get; set; }
+    internal Func<CommitPhase, CancellationToken, Task>? OnPhase { get; set; }
 
     public async Task<CommittedImage> CommitAsync(SessionRecord record, string imageName, bool replace,
         Action<CommitPhase>? report = null, CancellationToken cancellationToken = default)

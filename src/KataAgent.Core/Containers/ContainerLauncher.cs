@@ -12,10 +12,10 @@ namespace KataAgent.Core.Containers;
 public sealed class ContainerLauncher(ContainerdClient client, ILogger logger)
 {
     /// <summary>Test hook: throws before the named step runs, to prove rollback.</summary>
-    public string? FailBeforeStep { get; set; }
+    internal string? FailBeforeStep { get; set; }
 
     /// <summary>Test hook: observes the state after each step (spec-level checks of what was created).</summary>
-    public Func<string, CancellationToken, Task>? AfterStep { get; set; }
+    internal Func<string, CancellationToken, Task>? AfterStep { get; set; }
 
     public async Task<LaunchedContainer> LaunchAsync(ContainerLaunch launch, CancellationToken cancellationToken = default)
     {

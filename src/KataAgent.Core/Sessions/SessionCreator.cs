@@ -30,7 +30,7 @@ public sealed partial class SessionCreator(SessionServices services)
     private static readonly string[] ReservedContainerPaths = [ScratchDirectory.GuestWorkPath, ScratchDirectory.GuestConfigPath, RunnerMountPath];
 
     /// <summary>Test hook: fails right before the named step, to prove rollback.</summary>
-    public string? FailBeforeStep { get; set; }
+    internal string? FailBeforeStep { get; set; }
 
     public static IReadOnlyList<string> StepNames { get; } =
         ["validate", "resolve-image", "mounts", "allocate-resources", "allocate-ports", "scratch", "scratch-disk", "network", "container", "wait-runner", "register"];

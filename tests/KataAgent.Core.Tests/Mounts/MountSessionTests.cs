@@ -61,7 +61,7 @@ public abstract class MountSessionTestsBase(MountAgentFixture fixture, string ru
 
     protected async Task AssertNothingLeftAsync()
     {
-        var census = await Diagnostics.LeakCensus.TakeAsync(Agent);
+        var census = await AgentLeakCensus.TakeAsync(Agent);
         Assert.True(census.IsClean, census.ToString());
     }
 

@@ -1,15 +1,15 @@
 using KataAgent.Core.Scratch;
 using Microsoft.Extensions.Logging;
 
-namespace KataAgent.Core;
+namespace KataAgent.Core.Reconciliation;
 
-public sealed partial class Agent
+internal sealed partial class SessionReconciler
 {
     /// <summary>
     /// At start-up nothing is being created, so whatever an earlier, killed agent left half-made —
     /// leases, prepared snapshots, CNI attachments, scratch dirs, staged mounts, logs — belongs to no session and goes.
     /// </summary>
-    private async Task CleanOrphansAsync(CancellationToken cancellationToken)
+    public async Task CleanOrphansAsync(CancellationToken cancellationToken)
     {
         foreach (var lease in await Containerd.Leases.ListAsync(cancellationToken).ConfigureAwait(false))
         {
@@ -57,40 +57,40 @@ public sealed partial class Agent
             }
         }
 
-        var known = _sessions.Keys.ToHashSet(StringComparer.Ordinal);
-        foreach (var attachment in await Services.Network.ListAsync(cancellationToken).ConfigureAwait(false))
+        var known = _registry.KernelIds.ToHashSet(StringComparer.Ordinal);
+        foreach (var attachment in await _services.Network.ListAsync(cancellationToken).ConfigureAwait(false))
         {
             if (known.Contains(attachment.SessionId))
                 continue;
             _logger.LogInformation("detaching network of vanished session {KernelId}", attachment.SessionId);
-            await Services.Network.DetachAsync(attachment.SessionId, cancellationToken).ConfigureAwait(false);
+            await _services.Network.DetachAsync(attachment.SessionId, cancellationToken).ConfigureAwait(false);
         }
         // Rules no attachment accounts for (a plugin that finished after its agent died) would still map host ports.
         await Services.Network.RemoveStaleRulesAsync(known, cancellationToken).ConfigureAwait(false);
 
         // Disks first: the scratch dirs below hold their mount points.
-        await ScratchQuota.ScratchDisks.For(Options, _logger).CleanOrphansAsync(known, cancellationToken).ConfigureAwait(false);
-        if (Directory.Exists(Options.ScratchRoot))
+        await ScratchQuota.ScratchDisks.For(_options, _logger).CleanOrphansAsync(known, cancellationToken).ConfigureAwait(false);
+        if (Directory.Exists(_options.ScratchRoot))
         {
-            foreach (var dir in Directory.GetDirectories(Options.ScratchRoot))
+            foreach (var dir in Directory.GetDirectories(_options.ScratchRoot))
             {
                 var id = Path.GetFileName(dir);
                 if (known.Contains(id) || !ScratchDirectory.IsValidSessionId(id))
                     continue;
                 _logger.LogInformation("removing scratch dir of vanished session {KernelId}", id);
-                await ScratchDirectory.Open(Options.ScratchRoot, id).RemoveAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+                await ScratchDirectory.Open(_options.ScratchRoot, id).RemoveAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
             }
         }
-        foreach (var id in Services.MountStaging.Sessions())
+        foreach (var id in _services.MountStaging.Sessions())
         {
             if (known.Contains(id) || !ScratchDirectory.IsValidSessionId(id))
                 continue;
             _logger.LogInformation("releasing staged mounts of vanished session {KernelId}", id);
-            Services.MountStaging.Release(id);
+            _services.MountStaging.Release(id);
         }
-        if (Directory.Exists(Options.LogDir))
+        if (Directory.Exists(_options.LogDir))
         {
-            foreach (var log in Directory.GetFiles(Options.LogDir, "*.log").Concat(Directory.GetFiles(Options.LogDir, "*" + Logs.LogRelays.FifoExtension)))
+            foreach (var log in Directory.GetFiles(_options.LogDir, "*.log").Concat(Directory.GetFiles(_options.LogDir, "*" + Logs.LogRelays.FifoExtension)))
             {
                 if (!known.Contains(Path.GetFileNameWithoutExtension(log)))
                     File.Delete(log);

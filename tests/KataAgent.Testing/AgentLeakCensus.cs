@@ -1,15 +1,16 @@
 using System.Diagnostics;
 using System.Text.RegularExpressions;
 using KataAgent.Containerd.Services;
+using KataAgent.Core;
 
-namespace KataAgent.Core.Diagnostics;
+namespace KataAgent.Testing;
 
 /// <summary>
 /// Everything a session can leave behind, counted from the source of truth for each (containerd,
 /// /proc, /proc/self/mountinfo, /var/run/netns, iptables, the data dir, the agent's own books). After all sessions are
-/// destroyed every list must be empty.
+/// destroyed every list must be empty. (<see cref="LeakCensus"/> is the containerd-only census for tests below the agent.)
 /// </summary>
-public sealed record LeakCensus(
+public sealed record AgentLeakCensus(
     IReadOnlyList<string> Containers,
     IReadOnlyList<string> Tasks,
     IReadOnlyList<string> ActiveSnapshots,
@@ -72,7 +73,7 @@ public sealed record LeakCensus(
 
     private static string Describe(string name, IReadOnlyList<string> items) => items.Count == 0 ? "" : $"{name}: {string.Join(", ", items.Take(5))}";
 
-    public static async Task<LeakCensus> TakeAsync(Agent agent, CancellationToken cancellationToken = default)
+    public static async Task<AgentLeakCensus> TakeAsync(Agent agent, CancellationToken cancellationToken = default)
     {
         var client = agent.Containerd;
         var containers = (await client.Containers.ListAsync(cancellationToken).ConfigureAwait(false)).Select(c => c.Id).ToList();
@@ -86,9 +87,9 @@ public sealed record LeakCensus(
         var chains = await CniChainsAsync(agent.Options.NetworkName, cancellationToken).ConfigureAwait(false);
         var shims = ShimsOf(client.Address);
         var scratch = Directory.Exists(agent.Options.ScratchRoot) ? Directory.GetDirectories(agent.Options.ScratchRoot).Select(Path.GetFileName).OfType<string>().ToList() : [];
-        var disks = ScratchQuota.ScratchDisks.For(agent.Options, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var disks = Core.ScratchQuota.ScratchDisks.For(agent.Options, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         var records = (await agent.Services.Store.LoadAllAsync(cancellationToken).ConfigureAwait(false)).Select(r => r.KernelId).ToList();
-        return new LeakCensus(containers, tasks, snapshots, leases, unreferenced, netns, chains, shims, scratch,
+        return new AgentLeakCensus(containers, tasks, snapshots, leases, unreferenced, netns, chains, shims, scratch,
             agent.Services.Ports.InUse, agent.Resources.Allocations.Select(a => a.KernelId).ToList(), records, agent.Services.Cgroups.Children(),
             agent.Services.Network.Guard is { } guard ? await guard.ListEntriesAsync(cancellationToken).ConfigureAwait(false) : [],
             agent.Services.MountStaging.Leftovers())

@@ -1,11 +1,12 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
+using KataAgent.Core;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
 
-namespace KataAgent.Core.Diagnostics;
+namespace KataAgent.Testing;
 
-public sealed record SoakReport(int Cycles, int Failures, TimeSpan Elapsed, IReadOnlyList<string> Errors, LeakCensus Census);
+public sealed record SoakReport(int Cycles, int Failures, TimeSpan Elapsed, IReadOnlyList<string> Errors, AgentLeakCensus Census);
 
 /// <summary>Create, execute, upload, download, destroy — N times — then count what was left behind.</summary>
 public static class Soak
@@ -63,7 +64,7 @@ public static class Soak
             }
             progress?.Report(i + 1);
         }
-        var census = await LeakCensus.TakeAsync(agent, cancellationToken).ConfigureAwait(false);
+        var census = await AgentLeakCensus.TakeAsync(agent, cancellationToken).ConfigureAwait(false);
         return new SoakReport(cycles, errors.Count, stopwatch.Elapsed, errors, census);
     }
 }
