@@ -107,10 +107,9 @@ public sealed partial class Agent
     {
         foreach (var session in _sessions.Values.Where(s => s.State == SessionState.Running))
         {
-            var task = await Containerd.Tasks.FindAsync(session.Record.ContainerId, cancellationToken).ConfigureAwait(false);
-            if (task is null || task.Status == global::Containerd.V1.Types.Status.Stopped)
+            if (await Containerd.Tasks.FindEndedAsync(session.Record.ContainerId, cancellationToken).ConfigureAwait(false) is { } ended)
             {
-                var code = (int?)task?.ExitStatus;
+                var code = ended.Code;
                 if (session.TryTransition(SessionState.Exited, code))
                     Publish(new SessionEvent(session.KernelId, "exited", SessionState.Exited, code, DateTimeOffset.UtcNow, "seen after the event stream resumed"));
             }

@@ -184,8 +184,7 @@ public sealed partial class Agent : IAsyncDisposable
         }
         foreach (var record in records.Values)
         {
-            var task = await Containerd.Tasks.FindAsync(record.ContainerId, cancellationToken).ConfigureAwait(false);
-            if (task is null || task.Status == global::Containerd.V1.Types.Status.Stopped)
+            if (await Containerd.Tasks.FindEndedAsync(record.ContainerId, cancellationToken).ConfigureAwait(false) is not null)
             {
                 _logger.LogInformation("session {KernelId} did not survive; cleaning up", record.KernelId);
                 await Destroyer.DestroyAsync(record, keepScratch: false, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
@@ -311,9 +310,8 @@ public sealed partial class Agent : IAsyncDisposable
             _creating.TryRemove(request.KernelId, out _);
         }
         // The task may have died between readiness and registration: the event was dropped then.
-        var task = await Containerd.Tasks.FindAsync(session.Record.ContainerId, cancellationToken).ConfigureAwait(false);
-        if (task is null || task.Status == global::Containerd.V1.Types.Status.Stopped)
-            session.TryTransition(SessionState.Exited, (int?)task?.ExitStatus);
+        if (await Containerd.Tasks.FindEndedAsync(session.Record.ContainerId, cancellationToken).ConfigureAwait(false) is { } ended)
+            session.TryTransition(SessionState.Exited, ended.Code);
         Publish(new SessionEvent(session.KernelId, "started", session.State, null, DateTimeOffset.UtcNow));
         return session;
     }
