@@ -215,9 +215,8 @@ public sealed partial class Agent : IAsyncDisposable
             _registry.EndCreating(request.KernelId);
         }
         // The task may have died between readiness and registration: the event was dropped then.
-        var task = await Containerd.Tasks.FindAsync(session.Record.ContainerId, cancellationToken).ConfigureAwait(false);
-        if (task is null || task.Status == global::Containerd.V1.Types.Status.Stopped)
-            session.TryTransition(SessionState.Exited, (int?)task?.ExitStatus);
+        if (await Containerd.Tasks.FindEndedAsync(session.Record.ContainerId, cancellationToken).ConfigureAwait(false) is { } ended)
+            session.TryTransition(SessionState.Exited, ended.Code);
         _registry.Publish(new SessionEvent(session.KernelId, "started", session.State, null, DateTimeOffset.UtcNow));
         return session;
     }

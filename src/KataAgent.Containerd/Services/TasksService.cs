@@ -22,6 +22,12 @@ public sealed record TaskExit(uint ExitStatus, DateTimeOffset ExitedAt)
     public int Code => (int)ExitStatus;
 }
 
+/// <summary>A container's task that no longer runs: gone (exit status unknown) or stopped (containerd still holds its status).</summary>
+public sealed record EndedTask(uint? ExitStatus)
+{
+    public int? Code => (int?)ExitStatus;
+}
+
 public sealed class TasksService(CallInvoker invoker)
 {
     private readonly Tasks.TasksClient _client = new(invoker);
@@ -89,6 +95,18 @@ public sealed class TasksService(CallInvoker invoker)
         {
             return null;
         }
+    }
+
+    /// <summary>
+    /// The container's task if it has ended — there is none, or it is stopped; null while it is created, running or
+    /// paused. The one place that reads a task's status for "is it still alive".
+    /// </summary>
+    public async Task<EndedTask?> FindEndedAsync(string containerId, CancellationToken cancellationToken = default)
+    {
+        var task = await FindAsync(containerId, cancellationToken).ConfigureAwait(false);
+        if (task is null)
+            return new EndedTask(null);
+        return task.Status == global::Containerd.V1.Types.Status.Stopped ? new EndedTask(task.ExitStatus) : null;
     }
 
     public Task<IReadOnlyList<Process>> ListAsync(string filter = "", CancellationToken cancellationToken = default) =>

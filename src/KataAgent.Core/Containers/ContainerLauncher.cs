@@ -31,86 +31,66 @@ public sealed class ContainerLauncher(ContainerdClient client, ILogger logger)
         }
     }
 
-    private async Task<LaunchedContainer> LaunchUnderLeaseAsync(ContainerLaunch launch, ContainerdClient leased, CancellationToken cancellationToken)
-    {
-        await using var undo = new UndoStack(logger);
-        var state = new LaunchState(launch, leased);
-        foreach (var (name, step) in Steps)
+    private Task<LaunchedContainer> LaunchUnderLeaseAsync(ContainerLaunch launch, ContainerdClient leased, CancellationToken cancellationToken) =>
+        Steps.RunAsync(this, new Leased(launch, leased), new StepRunOptions
         {
-            try
-            {
-                if (FailBeforeStep == name)
-                    throw new InvalidOperationException($"injected failure before step '{name}'");
-                await step(this, state, undo, cancellationToken).ConfigureAwait(false);
-                if (AfterStep is not null)
-                    await AfterStep(name, cancellationToken).ConfigureAwait(false);
-            }
-            catch (Exception e)
-            {
-                var failures = await undo.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
-                var error = new ContainerLaunchException(launch.Id, name, e);
-                if (failures.Count > 0)
-                    throw new AggregateException(error.Message + $" (and {failures.Count} undo step(s) failed)", [error, .. failures]);
-                throw error;
-            }
-        }
-        undo.Commit();
-        return new LaunchedContainer(launch.Id, state.Pid);
-    }
+            Wrap = (step, e) => new ContainerLaunchException(launch.Id, step, e),
+            FailBeforeStep = FailBeforeStep,
+            AfterStep = AfterStep,
+        }, logger, cancellationToken);
 
-    private delegate Task Step(ContainerLauncher self, LaunchState state, UndoStack undo, CancellationToken cancellationToken);
+    private static readonly StepPipeline<ContainerLauncher, Leased, LaunchedContainer> Steps = StepPipeline.Start<ContainerLauncher, Leased>()
+        .Then("snapshot", static (s, leased, undo, ct) => s.PrepareSnapshotAsync(leased, undo, ct))
+        .Then("spec", static (_, prepared, _, ct) => GenerateSpecAsync(prepared, ct))
+        .Then("container", static (s, specified, undo, ct) => s.CreateContainerAsync(specified, undo, ct))
+        .Then("task", static (s, prepared, undo, ct) => s.CreateTaskAsync(prepared, undo, ct))
+        .Then("start", static (s, launched, _, ct) => s.StartTaskAsync(launched, ct));
 
-    private static readonly (string Name, Step Run)[] Steps =
-    [
-        ("snapshot", (s, st, u, ct) => s.PrepareSnapshotAsync(st, u, ct)),
-        ("spec", (s, st, u, ct) => s.GenerateSpecAsync(st, ct)),
-        ("container", (s, st, u, ct) => s.CreateContainerAsync(st, u, ct)),
-        ("task", (s, st, u, ct) => s.CreateTaskAsync(st, u, ct)),
-        ("start", (s, st, u, ct) => s.StartTaskAsync(st, ct)),
-    ];
+    /// <summary>The launch, and a client whose calls hold the lease.</summary>
+    private sealed record Leased(ContainerLaunch Launch, ContainerdClient Client);
 
-    private sealed class LaunchState(ContainerLaunch launch, ContainerdClient leased)
+    /// <summary>snapshot: the rootfs is prepared under the key <c>Launch.Id</c>.</summary>
+    private sealed record Prepared(ContainerLaunch Launch, IReadOnlyList<global::Containerd.Types.Mount> RootfsMounts)
     {
-        public ContainerLaunch Launch { get; } = launch;
-        public ContainerdClient Leased { get; } = leased;
         public string SnapshotKey => Launch.Id;
-        public IReadOnlyList<global::Containerd.Types.Mount> RootfsMounts { get; set; } = [];
-        public byte[] SpecJson { get; set; } = [];
-        public uint Pid { get; set; }
     }
 
-    private async Task PrepareSnapshotAsync(LaunchState state, UndoStack undo, CancellationToken cancellationToken)
+    /// <summary>spec: the OCI runtime spec, as JSON.</summary>
+    private sealed record Specified(Prepared Prepared, byte[] SpecJson);
+
+    private async Task<Prepared> PrepareSnapshotAsync(Leased leased, UndoStack undo, CancellationToken cancellationToken)
     {
-        state.RootfsMounts = await state.Leased.Snapshots.PrepareAsync(state.SnapshotKey, state.Launch.Image.ChainId, cancellationToken: cancellationToken)
+        var snapshotKey = leased.Launch.Id;
+        var rootfs = await leased.Client.Snapshots.PrepareAsync(snapshotKey, leased.Launch.Image.ChainId, cancellationToken: cancellationToken)
             .ConfigureAwait(false);
         undo.Push("snapshot", async ct =>
         {
             try
             {
-                await client.Snapshots.RemoveAsync(state.SnapshotKey, cancellationToken: ct).ConfigureAwait(false);
+                await client.Snapshots.RemoveAsync(snapshotKey, cancellationToken: ct).ConfigureAwait(false);
             }
             catch (ContainerdNotFoundException)
             {
             }
         });
+        return new Prepared(leased.Launch, rootfs);
     }
 
-    private Task GenerateSpecAsync(LaunchState state, CancellationToken cancellationToken)
+    private static Task<Specified> GenerateSpecAsync(Prepared prepared, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        SpecOpt[] opts = [ImageSpecOpts.WithImageConfig(state.Launch.Image.Config, state.Launch.Args), .. state.Launch.SpecOpts, SpecOpts.WithRlimitsCappedToCurrentProcess()];
+        SpecOpt[] opts = [ImageSpecOpts.WithImageConfig(prepared.Launch.Image.Config, prepared.Launch.Args), .. prepared.Launch.SpecOpts, SpecOpts.WithRlimitsCappedToCurrentProcess()];
         var spec = Specs.Generate(opts);
-        state.SpecJson = Specs.ToUtf8Json(spec);
-        return Task.CompletedTask;
+        return Task.FromResult(new Specified(prepared, Specs.ToUtf8Json(spec)));
     }
 
-    private async Task CreateContainerAsync(LaunchState state, UndoStack undo, CancellationToken cancellationToken)
+    private async Task<Prepared> CreateContainerAsync(Specified specified, UndoStack undo, CancellationToken cancellationToken)
     {
-        var launch = state.Launch;
-        await client.Containers.CreateAsync(new NewContainer(launch.Id, launch.Runtime, state.SpecJson)
+        var launch = specified.Prepared.Launch;
+        await client.Containers.CreateAsync(new NewContainer(launch.Id, launch.Runtime, specified.SpecJson)
         {
             Image = launch.Image.Name,
-            SnapshotKey = state.SnapshotKey,
+            SnapshotKey = specified.Prepared.SnapshotKey,
             Labels = launch.Labels,
         }, cancellationToken).ConfigureAwait(false);
         undo.Push("container", async ct =>
@@ -123,14 +103,16 @@ public sealed class ContainerLauncher(ContainerdClient client, ILogger logger)
             {
             }
         });
+        return specified.Prepared;
     }
 
-    private async Task CreateTaskAsync(LaunchState state, UndoStack undo, CancellationToken cancellationToken)
+    private async Task<LaunchedContainer> CreateTaskAsync(Prepared prepared, UndoStack undo, CancellationToken cancellationToken)
     {
-        var launch = state.Launch;
+        var launch = prepared.Launch;
         try
         {
-            state.Pid = await client.Tasks.CreateAsync(launch.Id, state.RootfsMounts, launch.Io, cancellationToken: cancellationToken).ConfigureAwait(false);
+            var pid = await client.Tasks.CreateAsync(launch.Id, prepared.RootfsMounts, launch.Io, cancellationToken: cancellationToken).ConfigureAwait(false);
+            return new LaunchedContainer(launch.Id, pid);
         }
         finally
         {
@@ -139,8 +121,9 @@ public sealed class ContainerLauncher(ContainerdClient client, ILogger logger)
         }
     }
 
-    private async Task StartTaskAsync(LaunchState state, CancellationToken cancellationToken)
+    private async Task<LaunchedContainer> StartTaskAsync(LaunchedContainer launched, CancellationToken cancellationToken)
     {
-        await client.Tasks.StartAsync(state.Launch.Id, cancellationToken: cancellationToken).ConfigureAwait(false);
+        await client.Tasks.StartAsync(launched.Id, cancellationToken: cancellationToken).ConfigureAwait(false);
+        return launched;
     }
 }

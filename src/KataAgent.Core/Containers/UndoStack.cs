@@ -39,6 +39,25 @@ public sealed class UndoStack(ILogger logger) : IAsyncDisposable
         return failures;
     }
 
+    /// <summary>
+    /// The one rollback of a failed step (create, restart, container launch): runs every undo, then returns what to
+    /// throw — the failure wrapped by <paramref name="wrap"/> to name the step, in an <see cref="AggregateException"/>
+    /// with the undo failures if any undo failed. A failure that is the caller's own (<paramref name="isCallersFault"/>,
+    /// e.g. bad input) comes back as it is when the rollback was clean: rethrow it unchanged.
+    /// </summary>
+    public async Task<Exception> RollBackAfterAsync(string step, Exception failure, Func<string, Exception, Exception> wrap,
+        Func<Exception, bool>? isCallersFault = null)
+    {
+        ArgumentNullException.ThrowIfNull(wrap);
+        var failures = await RollbackAsync(CancellationToken.None).ConfigureAwait(false);
+        if (failures.Count == 0 && isCallersFault?.Invoke(failure) == true)
+            return failure;
+        var error = wrap(step, failure);
+        return failures.Count > 0
+            ? new AggregateException(error.Message + $" (and {failures.Count} undo step(s) failed)", [error, .. failures])
+            : error;
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (!_committed)

@@ -38,6 +38,49 @@ public sealed class PinnedMountSource : IDisposable
     public void Dispose() => _fd.Dispose();
 }
 
+/// <summary>
+/// A request's mount sources, all opened and checked (<see cref="MountSourceOpener"/>) but not yet staged: the
+/// descriptors hold the inodes that <see cref="MountStaging.Stage(string, PinnedMountSources)"/> will mount, so
+/// the check and the mount can be separate steps without a window between them.
+/// </summary>
+public sealed class PinnedMountSources : IDisposable
+{
+    private readonly IReadOnlyList<(PinnedMountSource Source, bool ReadOnly)> _sources;
+
+    private PinnedMountSources(IReadOnlyList<(PinnedMountSource Source, bool ReadOnly)> sources) => _sources = sources;
+
+    public int Count => _sources.Count;
+
+    public (PinnedMountSource Source, bool ReadOnly) this[int index] => _sources[index];
+
+    /// <summary>Opens every source (request order), or refuses the first bad one, naming it; then nothing stays open.</summary>
+    /// <exception cref="MountSourceException">A source is not allowed, missing, or reached through a link or '..'.</exception>
+    public static PinnedMountSources Open(IReadOnlyList<MountSource> sources, IReadOnlyList<string> allowedRoots)
+    {
+        ArgumentNullException.ThrowIfNull(sources);
+        var opened = new List<(PinnedMountSource, bool)>();
+        try
+        {
+            foreach (var source in sources)
+                opened.Add((MountSourceOpener.Open(source.HostPath, allowedRoots), source.ReadOnly));
+            return new PinnedMountSources(opened);
+        }
+        catch
+        {
+            foreach (var (source, _) in opened)
+                source.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Closes the descriptors (idempotent). What was staged stays mounted.</summary>
+    public void Dispose()
+    {
+        foreach (var (source, _) in _sources)
+            source.Dispose();
+    }
+}
+
 /// <summary>Opens a requested host path as a <see cref="PinnedMountSource"/>, or refuses it naming the path and the component.</summary>
 public static class MountSourceOpener
 {

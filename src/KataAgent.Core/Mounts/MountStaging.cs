@@ -33,36 +33,37 @@ public sealed class MountStaging(string root, ILogger logger, bool useMountSetat
     /// </summary>
     public IReadOnlyList<string> Pin(string kernelId, IReadOnlyList<MountSource> sources, IReadOnlyList<string> allowedRoots)
     {
+        // Every source is checked before anything is mounted: a refusal costs nothing to undo.
+        using var opened = PinnedMountSources.Open(sources, allowedRoots);
+        return Stage(kernelId, opened);
+    }
+
+    /// <summary>
+    /// Stages sources opened earlier (<see cref="PinnedMountSources.Open"/>): bind-mounts the very inodes their
+    /// descriptors hold, whatever their paths name by now. Returns the staging paths in request order. On failure
+    /// nothing of this call is left behind. The caller still owns (and disposes) <paramref name="sources"/>.
+    /// </summary>
+    public IReadOnlyList<string> Stage(string kernelId, PinnedMountSources sources)
+    {
+        ArgumentNullException.ThrowIfNull(sources);
         if (sources.Count == 0)
             return [];
         var sessionDir = SessionDirectory(kernelId);
-        var pinned = new List<PinnedMountSource>();
+        EnsureRoot();
+        // Never adopt a directory some other create left: its mounts are not ours to release on failure.
+        if (Scratch.Native.MkdirAt(AtFdCwd, sessionDir, OwnerOnlyDirectory) != 0)
+            throw new IOException($"cannot create staging directory {sessionDir}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())} (is another session using kernel id '{kernelId}'?)");
         try
         {
-            // Every source is checked before anything is mounted: a refusal costs nothing to undo.
-            foreach (var source in sources)
-                pinned.Add(MountSourceOpener.Open(source.HostPath, allowedRoots));
-            EnsureRoot();
-            // Never adopt a directory some other create left: its mounts are not ours to release on failure.
-            if (Scratch.Native.MkdirAt(AtFdCwd, sessionDir, OwnerOnlyDirectory) != 0)
-                throw new IOException($"cannot create staging directory {sessionDir}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())} (is another session using kernel id '{kernelId}'?)");
-            try
-            {
-                var staged = new List<string>();
-                for (var i = 0; i < pinned.Count; i++)
-                    staged.Add(Stage(pinned[i], StagingPath(kernelId, i), sources[i].ReadOnly));
-                return staged;
-            }
-            catch
-            {
-                Release(kernelId);
-                throw;
-            }
+            var staged = new List<string>();
+            for (var i = 0; i < sources.Count; i++)
+                staged.Add(Stage(sources[i].Source, StagingPath(kernelId, i), sources[i].ReadOnly));
+            return staged;
         }
-        finally
+        catch
         {
-            foreach (var p in pinned)
-                p.Dispose();
+            Release(kernelId);
+            throw;
         }
     }
 

@@ -62,8 +62,7 @@ internal sealed partial class SessionReconciler
         }
         foreach (var record in records.Values)
         {
-            var task = await Containerd.Tasks.FindAsync(record.ContainerId, cancellationToken).ConfigureAwait(false);
-            if (task is null || task.Status == global::Containerd.V1.Types.Status.Stopped)
+            if (await Containerd.Tasks.FindEndedAsync(record.ContainerId, cancellationToken).ConfigureAwait(false) is not null)
             {
                 _logger.LogInformation("session {KernelId} did not survive; cleaning up", record.KernelId);
                 await _destroyer.DestroyAsync(record, keepScratch: false, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
@@ -166,10 +165,9 @@ internal sealed partial class SessionReconciler
     {
         foreach (var session in _registry.Sessions.Where(s => s.State == SessionState.Running))
         {
-            var task = await Containerd.Tasks.FindAsync(session.Record.ContainerId, cancellationToken).ConfigureAwait(false);
-            if (task is null || task.Status == global::Containerd.V1.Types.Status.Stopped)
+            if (await Containerd.Tasks.FindEndedAsync(session.Record.ContainerId, cancellationToken).ConfigureAwait(false) is { } ended)
             {
-                var code = (int?)task?.ExitStatus;
+                var code = ended.Code;
                 if (session.TryTransition(SessionState.Exited, code))
                     _registry.Publish(new SessionEvent(session.KernelId, "exited", SessionState.Exited, code, DateTimeOffset.UtcNow, "seen after the event stream resumed"));
             }

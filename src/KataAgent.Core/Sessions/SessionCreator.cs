@@ -17,8 +17,9 @@ using Microsoft.Extensions.Logging;
 namespace KataAgent.Core.Sessions;
 
 /// <summary>
-/// Creates a session as a list of named steps, each registering its undo. A failure at any
-/// step undoes every earlier one, so nothing is left behind.
+/// Creates a session as a table of named steps (<see cref="CreateSteps"/>), each taking what the step before it
+/// produced and registering its undo. A failure at any step undoes every earlier one, so nothing is left behind.
+/// What each step hands on is in SessionCreator.Stages.cs.
 /// </summary>
 public sealed partial class SessionCreator(SessionServices services)
 {
@@ -32,38 +33,42 @@ public sealed partial class SessionCreator(SessionServices services)
     /// <summary>Test hook: fails right before the named step, to prove rollback.</summary>
     internal string? FailBeforeStep { get; set; }
 
-    public static IReadOnlyList<string> StepNames { get; } =
-        ["validate", "resolve-image", "mounts", "allocate-resources", "allocate-ports", "scratch", "scratch-disk", "network", "container", "wait-runner", "register"];
+    /// <summary>Test hook: observes the state after each create step that completed.</summary>
+    public Func<string, CancellationToken, Task>? AfterStep { get; set; }
 
-    public async Task<Session> CreateAsync(SessionRequest request, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
+    /// <summary>The container and its runner: the tail of a create, and all of a restart.</summary>
+    private static readonly StepPipeline<SessionCreator, SessionParts, Session> LaunchSteps = StepPipeline.Start<SessionCreator, SessionParts>()
+        .Then("container", static (s, parts, undo, ct) => s.StartContainerAsync(parts, undo, ct))
+        .Then("wait-runner", static (s, record, undo, ct) => s.WaitForRunnerAsync(record, undo, ct));
+
+    private static readonly StepPipeline<SessionCreator, Requested, Session> CreateSteps = StepPipeline.Start<SessionCreator, Requested>()
+        .Then("validate", static (s, requested, undo, _) => s.ValidateAsync(requested, undo))
+        .Then("resolve-image", static (s, validated, _, ct) => s.ResolveImageAsync(validated, ct))
+        .Then("mounts", static (s, resolved, undo, _) => s.StageMountsAsync(resolved, undo))
+        .Then("allocate-resources", static (s, staged, undo, _) => s.AllocateResourcesAsync(staged, undo))
+        .Then("allocate-ports", static (s, allocated, undo, _) => s.AllocatePortsAsync(allocated, undo))
+        .Then("scratch", static (s, ports, undo, ct) => s.PrepareScratchAsync(ports, undo, ct))
+        .Then("scratch-disk", static (s, scratch, undo, ct) => s.MountScratchDiskAsync(scratch, undo, ct))
+        .Then("network", static (s, scratch, undo, ct) => s.AttachNetworkAsync(scratch, undo, ct))
+        .Then(LaunchSteps)
+        .Then("register", static (s, session, undo, ct) => s.RegisterAsync(session, undo, ct));
+
+    /// <summary>The create steps in the order they run (the progress stream reports these names).</summary>
+    public static IReadOnlyList<string> StepNames => CreateSteps.StepNames;
+
+    public Task<Session> CreateAsync(SessionRequest request, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
     {
-        var state = new CreateState(request);
-        await using var undo = new UndoStack(services.Logger);
-        foreach (var name in StepNames)
+        ArgumentNullException.ThrowIfNull(request);
+        var kernelId = request.KernelId ?? Guid.NewGuid().ToString("N");
+        return CreateSteps.RunAsync(this, new Requested(request, kernelId), new StepRunOptions
         {
-            progress?.Report(name);
-            try
-            {
-                if (FailBeforeStep == name)
-                    throw new InvalidOperationException($"injected failure before step '{name}'");
-                await RunStepAsync(name, state, undo, cancellationToken).ConfigureAwait(false);
-            }
-            catch (Exception e)
-            {
-                var failures = await undo.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
-                if (state.Runner is not null)
-                    await state.Runner.DisposeAsync().ConfigureAwait(false);
-                // Bad input is the caller's to fix: surface it as such, not as a failed step.
-                if (e is SessionRequestException or Resources.InsufficientResourcesException && failures.Count == 0)
-                    throw;
-                var error = new SessionCreateException(state.KernelId, name, e);
-                if (failures.Count > 0)
-                    throw new AggregateException(error.Message + $" (and {failures.Count} undo step(s) failed)", [error, .. failures]);
-                throw error;
-            }
-        }
-        undo.Commit();
-        return new Session(state.Record!, state.Runner!);
+            Wrap = (step, e) => new SessionCreateException(kernelId, step, e),
+            // Bad input is the caller's to fix: surface it as such, not as a failed step.
+            IsCallersFault = e => e is SessionRequestException or InsufficientResourcesException,
+            Progress = progress,
+            FailBeforeStep = FailBeforeStep,
+            AfterStep = AfterStep,
+        }, services.Logger, cancellationToken);
     }
 
     /// <summary>
@@ -72,79 +77,32 @@ public sealed partial class SessionCreator(SessionServices services)
     /// </summary>
     public async Task<Session> RestartAsync(SessionRecord record, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(record);
         var request = record.Request ?? throw new InvalidOperationException($"session {record.KernelId} has no stored request and cannot be restarted");
         await TaskReaper.ReapContainerAsync(services.Containerd, record.ContainerId, SessionDestroyer.ParseSignal(record.StopSignal),
             services.Options.StopGracePeriod, services.Logger, cancellationToken).ConfigureAwait(false);
-        var state = new CreateState(request)
-        {
-            KernelId = record.KernelId,
-            Runtime = services.RuntimeClasses.Resolve(record.RuntimeClass),
-            Image = await services.Images.FindAsync(record.Image, cancellationToken: cancellationToken).ConfigureAwait(false)
+        var parts = new SessionParts(
+            Request: request,
+            KernelId: record.KernelId,
+            Runtime: services.RuntimeClasses.Resolve(record.RuntimeClass),
+            Image: await services.Images.FindAsync(record.Image, cancellationToken: cancellationToken).ConfigureAwait(false)
                 ?? throw new SessionRequestException($"image '{record.Image}' of session {record.KernelId} is gone: cannot restart"),
-            Allocation = new ResourceAllocation(record.KernelId, new ResourceSlots(record.Cpus, record.MemoryBytes), 0),
-            Scratch = ScratchDirectory.Open(services.Options.ScratchRoot, record.KernelId),
-            Network = await services.Network.GetAsync(record.KernelId, cancellationToken).ConfigureAwait(false)
-                ?? throw new InvalidOperationException($"session {record.KernelId} has lost its network: destroy and recreate it"),
-            LogPath = record.LogPath,
+            Allocation: new ResourceAllocation(record.KernelId, new ResourceSlots(record.Cpus, record.MemoryBytes), 0),
+            Ports: record.Ports,
+            Scratch: ScratchDirectory.Open(services.Options.ScratchRoot, record.KernelId),
+            LogPath: record.LogPath,
             // The key file stays in the config dir: the new runner reads the same keys.
-            RunnerCurve = record.RunnerCurve,
-            StagedMounts = services.MountStaging.Existing(record.KernelId, request.Mounts.Count),
-        };
-        state.Ports.AddRange(record.Ports);
-        await using var undo = new UndoStack(services.Logger);
-        foreach (var name in new[] { "container", "wait-runner" })
+            RunnerCurve: record.RunnerCurve,
+            Network: await services.Network.GetAsync(record.KernelId, cancellationToken).ConfigureAwait(false)
+                ?? throw new InvalidOperationException($"session {record.KernelId} has lost its network: destroy and recreate it"),
+            StagedMounts: services.MountStaging.Existing(record.KernelId, request.Mounts.Count));
+        var session = await LaunchSteps.RunAsync(this, parts, new StepRunOptions
         {
-            try
-            {
-                await RunStepAsync(name, state, undo, cancellationToken).ConfigureAwait(false);
-            }
-            catch (Exception e)
-            {
-                await undo.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
-                if (state.Runner is not null)
-                    await state.Runner.DisposeAsync().ConfigureAwait(false);
-                throw new SessionCreateException(record.KernelId, name, e);
-            }
-        }
-        undo.Commit();
-        var restarted = state.Record! with { CreatedAt = record.CreatedAt };
+            Wrap = (step, e) => new SessionCreateException(record.KernelId, step, e),
+        }, services.Logger, cancellationToken).ConfigureAwait(false);
+        var restarted = session.Record with { CreatedAt = record.CreatedAt };
         await services.Store.SaveAsync(restarted, cancellationToken).ConfigureAwait(false);
-        return new Session(restarted, state.Runner!);
-    }
-
-    private Task RunStepAsync(string name, CreateState state, UndoStack undo, CancellationToken ct) => name switch
-    {
-        "validate" => ValidateAsync(state),
-        "resolve-image" => ResolveImageAsync(state, ct),
-        "allocate-resources" => AllocateResourcesAsync(state, undo),
-        "allocate-ports" => AllocatePortsAsync(state, undo),
-        "scratch" => PrepareScratchAsync(state, undo, ct),
-        "scratch-disk" => MountScratchDiskAsync(state, undo, ct),
-        "network" => AttachNetworkAsync(state, undo, ct),
-        "mounts" => PinMountsAsync(state, undo),
-        "container" => StartContainerAsync(state, undo, ct),
-        "wait-runner" => WaitForRunnerAsync(state, undo, ct),
-        "register" => RegisterAsync(state, undo, ct),
-        _ => throw new InvalidOperationException($"unknown step {name}"),
-    };
-
-    private sealed class CreateState(SessionRequest request)
-    {
-        public SessionRequest Request { get; } = request;
-        public string KernelId { get; set; } = request.KernelId ?? Guid.NewGuid().ToString("N");
-        public RuntimeClassStatus? Runtime { get; set; }
-        public ImageDetails? Image { get; set; }
-        public IReadOnlyList<ServicePortDefinition> Services { get; set; } = [];
-        public ResourceAllocation? Allocation { get; set; }
-        public List<PublishedPort> Ports { get; } = [];
-        public ScratchDirectory? Scratch { get; set; }
-        public NetworkAttachment? Network { get; set; }
-        public string LogPath { get; set; } = "";
-        public KernelRunnerClient? Runner { get; set; }
-        public RunnerCurveKeys? RunnerCurve { get; set; }
-        public SessionRecord? Record { get; set; }
-        /// <summary>Where each requested mount was staged (request order): what the runtime gets as the source.</summary>
-        public IReadOnlyList<string> StagedMounts { get; set; } = [];
+        return new Session(restarted, session.Runner);
     }
 
     [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -153,14 +111,19 @@ public sealed partial class SessionCreator(SessionServices services)
     [GeneratedRegex("^[A-Za-z_][A-Za-z0-9_]*$")]
     private static partial Regex EnvNamePattern();
 
-    private Task ValidateAsync(CreateState state)
+    /// <summary>
+    /// Everything about the request that can be wrong is found here, before anything is taken or attached: the fields,
+    /// the runtime class, and the mount sources, which are opened now (<see cref="PinnedMountSources"/>) and held until
+    /// step mounts stages those very inodes.
+    /// </summary>
+    private Task<Validated> ValidateAsync(Requested requested, UndoStack undo)
     {
-        var request = state.Request;
+        var (request, kernelId) = requested;
         var problems = new List<string>();
         if (string.IsNullOrWhiteSpace(request.Image))
             problems.Add("image is empty");
-        if (!IdPattern().IsMatch(state.KernelId) || !ScratchDirectory.IsValidSessionId(state.KernelId))
-            problems.Add($"kernel id '{state.KernelId}' must be 1-64 characters of letters, digits, '_', '.', '-'");
+        if (!IdPattern().IsMatch(kernelId) || !ScratchDirectory.IsValidSessionId(kernelId))
+            problems.Add($"kernel id '{kernelId}' must be 1-64 characters of letters, digits, '_', '.', '-'");
         if (request.SessionId is { } sid && !IdPattern().IsMatch(sid))
             problems.Add($"session id '{sid}' must be 1-64 characters of letters, digits, '_', '.', '-'");
         if (request.Cpus is { } cpus && (cpus <= 0 || double.IsNaN(cpus) || cpus > 1024))
@@ -186,15 +149,33 @@ public sealed partial class SessionCreator(SessionServices services)
         problems.AddRange(destinations.Select(g => $"mount destination '{g.Key}' is used twice"));
         if (problems.Count > 0)
             throw new SessionRequestException("invalid session request: " + string.Join("; ", problems));
+        RuntimeClassStatus runtime;
         try
         {
-            state.Runtime = services.RuntimeClasses.Resolve(request.RuntimeClass);
+            runtime = services.RuntimeClasses.Resolve(request.RuntimeClass);
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException)
         {
             throw new SessionRequestException(e.Message);
         }
-        return Task.CompletedTask;
+        // Last: a refusal above holds nothing open.
+        PinnedMountSources mountSources;
+        try
+        {
+            mountSources = PinnedMountSources.Open(request.Mounts.Select(m => new MountSource(m.HostPath, m.ReadOnly)).ToList(),
+                services.Options.AllowedMountRoots);
+        }
+        catch (MountSourceException e)
+        {
+            throw new SessionRequestException(e.Message);
+        }
+        // Step mounts closes them once staged; this closes them if a step before it fails.
+        undo.Push("mount-sources", _ =>
+        {
+            mountSources.Dispose();
+            return Task.CompletedTask;
+        });
+        return Task.FromResult(new Validated(requested, runtime, mountSources));
     }
 
     private IEnumerable<string> CheckMount(MountRequest mount)
@@ -209,22 +190,23 @@ public sealed partial class SessionCreator(SessionServices services)
             yield return "mount destination '/' is not allowed";
     }
 
-    private async Task ResolveImageAsync(CreateState state, CancellationToken ct)
+    private async Task<ImageResolved> ResolveImageAsync(Validated validated, CancellationToken ct)
     {
-        var image = await services.Images.FindAsync(state.Request.Image, cancellationToken: ct).ConfigureAwait(false)
-            ?? throw new SessionRequestException($"image '{state.Request.Image}' is not present on this agent: import or pull it first");
-        state.Image = image;
+        var request = validated.Request;
+        var image = await services.Images.FindAsync(request.Image, cancellationToken: ct).ConfigureAwait(false)
+            ?? throw new SessionRequestException($"image '{request.Image}' is not present on this agent: import or pull it first");
+        IReadOnlyList<ServicePortDefinition> servicePorts;
         try
         {
-            state.Services = ServicePortLabel.Parse(image.Labels.GetValueOrDefault(ServicePortLabel.LabelName));
+            servicePorts = ServicePortLabel.Parse(image.Labels.GetValueOrDefault(ServicePortLabel.LabelName));
         }
         catch (FormatException e)
         {
             throw new SessionRequestException($"image '{image.Name}' has a bad label: {e.Message}");
         }
-        if (state.Request.ServicePorts.Count > 0)
+        if (request.ServicePorts.Count > 0)
         {
-            var requested = string.Join(",", state.Request.ServicePorts.Select(s => $"{s.Name}:{s.Protocol}:[{string.Join(",", s.ContainerPorts)}]"));
+            var requested = string.Join(",", request.ServicePorts.Select(s => $"{s.Name}:{s.Protocol}:[{string.Join(",", s.ContainerPorts)}]"));
             try
             {
                 // The same rules as the label, and no clash with what the image declares.
@@ -234,35 +216,36 @@ public sealed partial class SessionCreator(SessionServices services)
             {
                 throw new SessionRequestException("bad service ports: " + e.Message.Replace(ServicePortLabel.LabelName + ": ", "", StringComparison.Ordinal));
             }
-            state.Services = [.. state.Services, .. state.Request.ServicePorts];
+            servicePorts = [.. servicePorts, .. request.ServicePorts];
         }
-        CheckServicePortCount(state);
+        CheckServicePortCount(servicePorts);
+        return new ImageResolved(validated, image, servicePorts);
     }
 
     // Before any port is taken: one session must not be able to drain the host's port pool.
-    private void CheckServicePortCount(CreateState state)
+    private void CheckServicePortCount(IReadOnlyList<ServicePortDefinition> servicePorts)
     {
-        var count = state.Services.Sum(s => s.ContainerPorts.Count);
+        var count = servicePorts.Sum(s => s.ContainerPorts.Count);
         var limit = services.Options.MaxServicePortsPerSession;
         if (count > limit)
             throw new SessionRequestException($"the session would publish {count} service ports (image label {ServicePortLabel.LabelName} " +
                 $"plus the request); at most {limit} are allowed per session (config limits.ports_per_session)");
     }
 
-    private Task AllocateResourcesAsync(CreateState state, UndoStack undo)
+    private Task<ResourcesAllocated> AllocateResourcesAsync(MountsStaged state, UndoStack undo)
     {
         var defaults = services.Options.Resources;
         var slots = new ResourceSlots(state.Request.Cpus ?? defaults.DefaultCpus, state.Request.MemoryBytes ?? defaults.DefaultMemoryBytes);
-        state.Allocation = services.Resources.Allocate(state.KernelId, slots, isVm: !state.Runtime!.Class.RuntimeType.Contains("runc", StringComparison.Ordinal));
+        var allocation = services.Resources.Allocate(state.KernelId, slots, isVm: !state.Runtime.Class.RuntimeType.Contains("runc", StringComparison.Ordinal));
         undo.Push("allocate-resources", _ =>
         {
             services.Resources.Release(state.KernelId);
             return Task.CompletedTask;
         });
-        return Task.CompletedTask;
+        return Task.FromResult(new ResourcesAllocated(state, allocation));
     }
 
-    private Task AllocatePortsAsync(CreateState state, UndoStack undo)
+    private Task<PortsAllocated> AllocatePortsAsync(ResourcesAllocated state, UndoStack undo)
     {
         var servicePorts = state.Services.SelectMany(s => s.ContainerPorts.Select(p => (s.Name, s.Protocol, Port: p))).ToList();
         var hostPorts = services.Ports.Allocate(2 + servicePorts.Count);
@@ -271,22 +254,25 @@ public sealed partial class SessionCreator(SessionServices services)
             services.Ports.Release(hostPorts);
             return Task.CompletedTask;
         });
-        state.Ports.Add(new PublishedPort("replin", "tcp", ReplInPort, "127.0.0.1", hostPorts[0]));
-        state.Ports.Add(new PublishedPort("replout", "tcp", ReplOutPort, "127.0.0.1", hostPorts[1]));
+        var ports = new List<PublishedPort>
+        {
+            new("replin", "tcp", ReplInPort, "127.0.0.1", hostPorts[0]),
+            new("replout", "tcp", ReplOutPort, "127.0.0.1", hostPorts[1]),
+        };
         for (var i = 0; i < servicePorts.Count; i++)
         {
             var (name, protocol, port) = servicePorts[i];
-            state.Ports.Add(new PublishedPort(name, protocol, port, services.Options.ServiceBindHost, hostPorts[2 + i]));
+            ports.Add(new PublishedPort(name, protocol, port, services.Options.ServiceBindHost, hostPorts[2 + i]));
         }
-        return Task.CompletedTask;
+        return Task.FromResult(new PortsAllocated(state, ports));
     }
 
-    private async Task PrepareScratchAsync(CreateState state, UndoStack undo, CancellationToken ct)
+    private async Task<ScratchReady> PrepareScratchAsync(PortsAllocated state, UndoStack undo, CancellationToken ct)
     {
         var request = state.Request;
-        var labels = state.Image!.Labels;
+        var labels = state.Image.Labels;
         var environ = new Dictionary<string, string>(request.Environment, StringComparer.Ordinal);
-        var cpus = state.Allocation!.Slots.Cpus;
+        var cpus = state.Allocation.Slots.Cpus;
         foreach (var name in (labels.GetValueOrDefault("ai.backend.envs.corecount") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
             environ.TryAdd(name, Math.Max(1, (int)Math.Ceiling(cpus)).ToString(CultureInfo.InvariantCulture));
         var runner = new JsonObject
@@ -303,7 +289,6 @@ public sealed partial class SessionCreator(SessionServices services)
             runner["gid"] = gid;
         // Per session: whoever reaches the published runner ports must not be able to drive this runner.
         var (curve, runnerKeyFile) = RunnerCurveKeys.Generate();
-        state.RunnerCurve = curve;
         var config = new ScratchConfig
         {
             Environ = environ,
@@ -312,7 +297,7 @@ public sealed partial class SessionCreator(SessionServices services)
                 ["CID"] = state.KernelId,
                 ["KERNEL_ID"] = state.KernelId,
                 ["SESSION_ID"] = request.SessionId ?? state.KernelId,
-                ["RUNTIME_CLASS"] = state.Runtime!.Class.Name,
+                ["RUNTIME_CLASS"] = state.Runtime.Class.Name,
                 ["CPU_SLOTS"] = cpus.ToString("0.##", CultureInfo.InvariantCulture),
                 ["MEM_SLOTS"] = state.Allocation.Slots.MemoryBytes.ToString(CultureInfo.InvariantCulture),
             },
@@ -326,92 +311,100 @@ public sealed partial class SessionCreator(SessionServices services)
             var existing = ScratchDirectory.Open(services.Options.ScratchRoot, state.KernelId);
             await existing.RemoveAsync(cancellationToken: undoCt).ConfigureAwait(false);
         });
-        state.Scratch = await ScratchDirectory.CreateAsync(services.Options.ScratchRoot, state.KernelId, config,
+        var scratch = await ScratchDirectory.CreateAsync(services.Options.ScratchRoot, state.KernelId, config,
             request.Uid ?? 0, request.Gid ?? 0, cancellationToken: ct).ConfigureAwait(false);
 
         Directory.CreateDirectory(services.Options.LogDir, HostDirectories.DataDirPermissions.PrivateDirectory);
-        state.LogPath = Path.Combine(services.Options.LogDir, state.KernelId + ".log");
-        SessionLog.Create(state.LogPath);
+        var logPath = Path.Combine(services.Options.LogDir, state.KernelId + ".log");
+        SessionLog.Create(logPath);
         undo.Push("session-log", _ =>
         {
-            File.Delete(state.LogPath);
+            File.Delete(logPath);
             return Task.CompletedTask;
         });
+        return new ScratchReady(state, scratch, logPath, curve);
     }
 
-    private async Task MountScratchDiskAsync(CreateState state, UndoStack undo, CancellationToken ct)
+    private async Task<ScratchReady> MountScratchDiskAsync(ScratchReady state, UndoStack undo, CancellationToken ct)
     {
         var size = state.Request.ScratchBytes ?? services.Options.Resources.DefaultScratchBytes;
         if (size == 0)
-            return; // configured off: the work dir shares the host's disk
+            return state; // configured off: the work dir shares the host's disk
         var disks = ScratchDisks.For(services.Options, services.Logger);
-        undo.Push("scratch-disk", undoCt => disks.UnmountAsync(state.KernelId, state.Scratch!.WorkPath, undoCt));
-        await disks.MountAsync(state.KernelId, state.Scratch!.WorkPath, size, state.Request.Uid ?? 0, state.Request.Gid ?? 0, ct).ConfigureAwait(false);
+        undo.Push("scratch-disk", undoCt => disks.UnmountAsync(state.KernelId, state.Scratch.WorkPath, undoCt));
+        await disks.MountAsync(state.KernelId, state.Scratch.WorkPath, size, state.Request.Uid ?? 0, state.Request.Gid ?? 0, ct).ConfigureAwait(false);
+        return state;
     }
 
-    private async Task AttachNetworkAsync(CreateState state, UndoStack undo, CancellationToken ct)
+    private async Task<SessionParts> AttachNetworkAsync(ScratchReady state, UndoStack undo, CancellationToken ct)
     {
         var mappings = state.Ports.Select(p => new PortMapping(p.HostIp, p.HostPort, p.ContainerPort, "tcp")).ToList();
         // Registered first: a half-done ADD is undone by DEL just the same.
         undo.Push("network", undoCt => services.Network.DetachAsync(state.KernelId, undoCt));
-        state.Network = await services.Network.AttachAsync(state.KernelId, mappings, state.Request.Egress ?? services.Options.DefaultEgress, ct)
+        var network = await services.Network.AttachAsync(state.KernelId, mappings, state.Request.Egress ?? services.Options.DefaultEgress, ct)
             .ConfigureAwait(false);
         // The resolvers the guard lets through on port 53 are the ones the session is told about.
-        await File.WriteAllTextAsync(Path.Combine(state.Scratch!.ConfigPath, SessionSpec.ResolvConfName),
+        await File.WriteAllTextAsync(Path.Combine(state.Scratch.ConfigPath, SessionSpec.ResolvConfName),
             string.Concat(services.Resolvers.Select(r => $"nameserver {r}\n")), ct).ConfigureAwait(false);
+        return new SessionParts(state.Request, state.KernelId, state.Runtime, state.Image, state.Allocation, state.Ports, state.Scratch,
+            state.LogPath, state.RunnerCurve, network, state.StagedMounts);
     }
 
     /// <summary>
-    /// Opens each source under an allowed root without following links and stages that very inode: the
-    /// runtime mounts the staging path, so a swap after this step changes nothing.
+    /// Stages the very inodes step validate opened (under an allowed root, without following links): the
+    /// runtime mounts the staging path, so a swap after validate changes nothing.
     /// </summary>
-    private Task PinMountsAsync(CreateState state, UndoStack undo)
+    private Task<MountsStaged> StageMountsAsync(ImageResolved state, UndoStack undo)
     {
-        var sources = state.Request.Mounts.Select(m => new MountSource(m.HostPath, m.ReadOnly)).ToList();
+        IReadOnlyList<string> staged;
         try
         {
-            state.StagedMounts = services.MountStaging.Pin(state.KernelId, sources, services.Options.AllowedMountRoots);
+            staged = services.MountStaging.Stage(state.KernelId, state.MountSources);
         }
         catch (MountSourceException e)
         {
             throw new SessionRequestException(e.Message);
         }
-        // Pin undoes its own partial work; this undoes a whole one.
+        finally
+        {
+            // Staged or not, the descriptors have done their work.
+            state.MountSources.Dispose();
+        }
+        // Stage undoes its own partial work; this undoes a whole one.
         undo.Push("mounts", _ =>
         {
             services.MountStaging.Release(state.KernelId);
             return Task.CompletedTask;
         });
-        return Task.CompletedTask;
+        return Task.FromResult(new MountsStaged(state, staged));
     }
 
-    private async Task StartContainerAsync(CreateState state, UndoStack undo, CancellationToken ct)
+    private async Task<SessionRecord> StartContainerAsync(SessionParts state, UndoStack undo, CancellationToken ct)
     {
         var request = state.Request;
         var options = services.Options;
-        var allocation = state.Allocation!;
+        var allocation = state.Allocation;
         var kernelId = state.KernelId;
-        state.Record = new SessionRecord
+        var record = new SessionRecord
         {
             KernelId = kernelId,
             SessionId = request.SessionId ?? kernelId,
             ContainerId = kernelId,
-            Image = state.Image!.Name,
-            RuntimeClass = state.Runtime!.Class.Name,
+            Image = state.Image.Name,
+            RuntimeClass = state.Runtime.Class.Name,
             Cpus = allocation.Slots.Cpus,
             MemoryBytes = allocation.Slots.MemoryBytes,
             CpuSet = allocation.CpuSet,
             ShmBytes = request.ShmBytes ?? options.Resources.DefaultShmBytes,
             Ports = state.Ports.ToList(),
-            NetnsPath = state.Network!.NetnsPath,
-            ScratchDir = state.Scratch!.SessionPath,
+            NetnsPath = state.Network.NetnsPath,
+            ScratchDir = state.Scratch.SessionPath,
             LogPath = state.LogPath,
             StopSignal = state.Image.Config.Config?.StopSignal ?? "SIGTERM",
             CreatedAt = DateTimeOffset.UtcNow,
             Request = request with { KernelId = kernelId, RuntimeClass = state.Runtime.Class.Name },
             RunnerCurve = state.RunnerCurve,
         };
-        var record = state.Record;
 
         // The spec binds the staged, pinned copies, never the requested paths themselves.
         var staged = request with { Mounts = request.Mounts.Select((m, i) => m with { HostPath = state.StagedMounts[i] }).ToList() };
@@ -430,13 +423,14 @@ public sealed partial class SessionCreator(SessionServices services)
         await new ContainerLauncher(services.Containerd, services.Logger).LaunchAsync(launch with { Io = StartLogRelay(state, undo) }, ct).ConfigureAwait(false);
         undo.Push("container", undoCt =>
             TaskReaper.ReapContainerAsync(services.Containerd, kernelId, TaskReaper.SigKill, TimeSpan.Zero, services.Logger, undoCt));
+        return record;
     }
 
     /// <summary>
     /// The shim writes the container's stdout and stderr into a FIFO that the agent carries into the log under its cap
     /// (Logs/LogRelay), not into the log file itself: a file the shim appends to can only be cut after the fact.
     /// </summary>
-    private TaskIo StartLogRelay(CreateState state, UndoStack undo)
+    private TaskIo StartLogRelay(SessionParts state, UndoStack undo)
     {
         var kernelId = state.KernelId;
         // Pushed before the container's undo, so it runs after it: the shim has let go of the FIFO by then.
@@ -449,10 +443,9 @@ public sealed partial class SessionCreator(SessionServices services)
         return new TaskIo(Stdout: fifo, Stderr: fifo);
     }
 
-    private async Task WaitForRunnerAsync(CreateState state, UndoStack undo, CancellationToken ct)
+    private async Task<Session> WaitForRunnerAsync(SessionRecord record, UndoStack undo, CancellationToken ct)
     {
-        var record = state.Record!;
-        state.Runner = new KernelRunnerClient(new KernelRunnerClientOptions
+        var runner = new KernelRunnerClient(new KernelRunnerClientOptions
         {
             InputPort = record.ReplInPort,
             OutputPort = record.ReplOutPort,
@@ -463,17 +456,17 @@ public sealed partial class SessionCreator(SessionServices services)
             ReconnectInterval = TimeSpan.FromMilliseconds(10),
             ReconnectIntervalMax = TimeSpan.FromMilliseconds(50),
         });
+        undo.Push("runner-client", _ => runner.DisposeAsync().AsTask());
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
         deadline.CancelAfter(services.Options.RunnerReadyTimeout);
         while (true)
         {
-            var task = await services.Containerd.Tasks.FindAsync(record.ContainerId, ct).ConfigureAwait(false);
-            if (task is null || task.Status == global::Containerd.V1.Types.Status.Stopped)
-                throw new InvalidOperationException($"the session's runner exited before it answered (exit {task?.ExitStatus}); its log ends with:\n{LogTail(record.LogPath)}");
+            if (await services.Containerd.Tasks.FindEndedAsync(record.ContainerId, ct).ConfigureAwait(false) is { } ended)
+                throw new InvalidOperationException($"the session's runner exited before it answered (exit {ended.ExitStatus}); its log ends with:\n{LogTail(record.LogPath)}");
             try
             {
-                await state.Runner.GetStatusAsync(deadline.Token).ConfigureAwait(false);
-                return;
+                await runner.GetStatusAsync(deadline.Token).ConfigureAwait(false);
+                return new Session(record, runner);
             }
             catch (Exception e) when (e is TimeoutException or RunnerUnavailableException || (e is OperationCanceledException && !ct.IsCancellationRequested))
             {
@@ -485,14 +478,15 @@ public sealed partial class SessionCreator(SessionServices services)
         }
     }
 
-    private async Task RegisterAsync(CreateState state, UndoStack undo, CancellationToken ct)
+    private async Task<Session> RegisterAsync(Session session, UndoStack undo, CancellationToken ct)
     {
-        await services.Store.SaveAsync(state.Record!, ct).ConfigureAwait(false);
+        await services.Store.SaveAsync(session.Record, ct).ConfigureAwait(false);
         undo.Push("register", _ =>
         {
-            services.Store.Delete(state.KernelId);
+            services.Store.Delete(session.KernelId);
             return Task.CompletedTask;
         });
+        return session;
     }
 
     internal static string LogTail(string path, int maxBytes = 4096)

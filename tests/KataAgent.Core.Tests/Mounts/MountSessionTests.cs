@@ -211,6 +211,69 @@ public abstract class MountSessionTestsBase(MountAgentFixture fixture, string ru
         await AssertNothingLeftAsync();
     }
 
+    [Fact]
+    public async Task A_bad_mount_source_fails_at_step_validate_before_anything_is_staged_taken_or_attached()
+    {
+        var (inside, outside) = Tree("validate");
+        var good = Path.Combine(inside, "good");
+        var link = Path.Combine(inside, "link");
+        Directory.CreateDirectory(good);
+        File.CreateSymbolicLink(link, outside);
+        var kernelId = "badmount-" + Guid.NewGuid().ToString("N")[..6];
+        var portsBefore = Agent.Services.Ports.InUse.ToList();
+        var started = new StepLog();
+        var completed = new StepLog();
+        Agent.Creator.AfterStep = (step, _) =>
+        {
+            completed.Report(step);
+            return Task.CompletedTask;
+        };
+        try
+        {
+            var e = await Assert.ThrowsAsync<SessionRequestException>(() => Agent.CreateSessionAsync(new SessionRequest
+            {
+                Image = fixture.ImageName, RuntimeClass = runtime, KernelId = kernelId,
+                Mounts = [new MountRequest(good, "/mnt/good", ReadOnly: true), new MountRequest(link, "/mnt/bad", ReadOnly: true)],
+            }, started));
+            Assert.Contains(link, e.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Agent.Creator.AfterStep = null;
+        }
+        // Step validate started and did not complete; no other step started.
+        Assert.Equal(["validate"], started.Steps);
+        Assert.Empty(completed.Steps);
+        Assert.False(Directory.Exists(Agent.Services.MountStaging.SessionDirectory(kernelId)), "the good mount was staged");
+        Assert.DoesNotContain(HostNetwork.NetnsNames(), n => n.Contains(kernelId, StringComparison.Ordinal));
+        Assert.Empty(await HostNetwork.RulesMentioningAsync(kernelId));
+        Assert.Equal(portsBefore.Order(), Agent.Services.Ports.InUse.Order());
+        Assert.DoesNotContain(Agent.Resources.Allocations, a => a.KernelId == kernelId);
+        Assert.False(Directory.Exists(Path.Combine(Agent.Options.ScratchRoot, kernelId)), "scratch dir made");
+        await AssertNothingLeftAsync();
+    }
+
+    /// <summary>Records step names as they are reported, synchronously (Progress&lt;T&gt; posts them later).</summary>
+    private sealed class StepLog : IProgress<string>
+    {
+        private readonly List<string> _steps = [];
+
+        public IReadOnlyList<string> Steps
+        {
+            get
+            {
+                lock (_steps)
+                    return [.. _steps];
+            }
+        }
+
+        public void Report(string value)
+        {
+            lock (_steps)
+                _steps.Add(value);
+        }
+    }
+
     [Theory]
     [InlineData("allocate-resources")]
     [InlineData("network")]

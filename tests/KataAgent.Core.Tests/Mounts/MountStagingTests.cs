@@ -154,6 +154,34 @@ public sealed class MountStagingTests : IDisposable
         Assert.True(staged > 0 && refused > 0, $"the race was not exercised: staged {staged}, refused {refused}, swaps {swaps}");
     }
 
+    [Fact]
+    public void Sources_opened_in_one_step_and_staged_in_a_later_one_stage_what_was_opened_even_after_a_swap()
+    {
+        var swap = Path.Combine(_allowed, "later");
+        var real = Path.Combine(swap, "real");
+        var link = Path.Combine(swap, "link");
+        Directory.CreateDirectory(real);
+        File.WriteAllText(Path.Combine(real, "marker"), "inside");
+        File.CreateSymbolicLink(link, _outside);
+        var staging = Staging();
+
+        // Step validate opens (and checks); the tenant swaps before step mounts stages.
+        using (var opened = PinnedMountSources.Open([new MountSource(real, ReadOnly: true)], [_allowed]))
+        {
+            Assert.Equal(0, TestLibc.Exchange(real, link));
+            var path = staging.Stage("later", opened).Single();
+            Assert.True(File.Exists(Path.Combine(path, "marker")), "staged what the path names now, not what was checked");
+            Assert.False(File.Exists(Path.Combine(path, "secret")), "staged the outside tree");
+        }
+        staging.Release("later");
+        Assert.Empty(staging.Leftovers());
+
+        // Now the path is the link: the open refuses it, and nothing stays open or staged.
+        var e = Assert.Throws<MountSourceException>(() => PinnedMountSources.Open([new MountSource(real, ReadOnly: true)], [_allowed]));
+        Assert.Contains("symlink", e.Message, StringComparison.Ordinal);
+        Assert.Empty(staging.Leftovers());
+    }
+
     private static void AssertReadOnly(Action write)
     {
         var e = Assert.ThrowsAny<IOException>(write);
