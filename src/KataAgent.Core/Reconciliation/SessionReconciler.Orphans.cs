@@ -66,7 +66,7 @@ internal sealed partial class SessionReconciler
             await _services.Network.DetachAsync(attachment.SessionId, cancellationToken).ConfigureAwait(false);
         }
         // Rules no attachment accounts for (a plugin that finished after its agent died) would still map host ports.
-        await Services.Network.RemoveStaleRulesAsync(known, cancellationToken).ConfigureAwait(false);
+        await _services.Network.RemoveStaleRulesAsync(known, cancellationToken).ConfigureAwait(false);
 
         // Disks first: the scratch dirs below hold their mount points.
         await ScratchQuota.ScratchDisks.For(_options, _logger).CleanOrphansAsync(known, cancellationToken).ConfigureAwait(false);
