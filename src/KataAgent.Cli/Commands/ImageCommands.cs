@@ -1,5 +1,4 @@
 using System.CommandLine;
-using Grpc.Core;
 using System.Globalization;
 using Google.Protobuf;
 using KataAgent.Api.V1;
@@ -144,7 +143,7 @@ internal static class ImageCommands
         {
             await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: false, ct);
             var call = connection.Client.Images.PullImage(new PullImageRequest { Reference = parse.GetValue(reference)!, Name = parse.GetValue(name) ?? "", Replace = parse.GetValue(replace) }, cancellationToken: ct);
-            var image = await TransferAsync(call, $"pulling {parse.GetValue(reference)}", ct);
+            var image = await TransferProgressRenderer.FollowAsync(call, $"pulling {parse.GetValue(reference)}", ct);
             if (parse.GetValue(GlobalOptions.Json))
                 Output.Json(image);
             else
@@ -166,7 +165,7 @@ internal static class ImageCommands
         {
             await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: false, ct);
             var call = connection.Client.Images.PushImage(new PushImageRequest { Image = parse.GetValue(image)!, Destination = parse.GetValue(destination) ?? "" }, cancellationToken: ct);
-            var pushed = await TransferAsync(call, $"pushing {parse.GetValue(image)}", ct);
+            var pushed = await TransferProgressRenderer.FollowAsync(call, $"pushing {parse.GetValue(image)}", ct);
             if (parse.GetValue(GlobalOptions.Json))
                 Output.Json(pushed);
             else
@@ -174,41 +173,6 @@ internal static class ImageCommands
             return 0;
         });
         return command;
-    }
-
-    /// <summary>Follows a pull or push: a progress bar on a terminal, nothing on a pipe; returns the final image.</summary>
-    private static async Task<ImageInfo> TransferAsync(AsyncServerStreamingCall<TransferReply> call, string description, CancellationToken ct)
-    {
-        using (call)
-        {
-            async Task<ImageInfo> Follow(Action<TransferProgress> report)
-            {
-                await foreach (var reply in call.ResponseStream.ReadAllAsync(ct))
-                {
-                    if (reply.KindCase == TransferReply.KindOneofCase.Image)
-                        return reply.Image;
-                    report(reply.Progress);
-                }
-                throw new CliException("the agent ended the transfer without a result");
-            }
-            if (Console.IsErrorRedirected)
-                return await Follow(_ => { });
-            ImageInfo? result = null;
-            await Output.Err.Progress().AutoClear(true).StartAsync(async ctx =>
-            {
-                var task = ctx.AddTask(Markup.Escape(description), maxValue: 1);
-                result = await Follow(p =>
-                {
-                    task.Description = Markup.Escape($"{description} ({p.Phase})");
-                    if (p.TotalBytes > 0)
-                    {
-                        task.MaxValue = p.TotalBytes;
-                        task.Value = p.CompletedBytes;
-                    }
-                });
-            });
-            return result!;
-        }
     }
 
     private static Command BuildBase()

@@ -1,24 +1,7 @@
-using Containerd.Services.Introspection.V1;
 using Containerd.Services.Namespaces.V1;
-using Containerd.Services.Version.V1;
-using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 
 namespace KataAgent.Containerd.Services;
-
-public sealed record ContainerdVersion(string Version, string Revision);
-
-public sealed class VersionService(CallInvoker invoker)
-{
-    private readonly global::Containerd.Services.Version.V1.Version.VersionClient _client = new(invoker);
-
-    public Task<ContainerdVersion> GetAsync(CancellationToken cancellationToken = default) =>
-        Rpc.Call("version", async () =>
-        {
-            var r = await _client.VersionAsync(new Empty(), cancellationToken: cancellationToken);
-            return new ContainerdVersion(r.Version, r.Revision);
-        });
-}
 
 public sealed class NamespacesService(CallInvoker invoker)
 {
@@ -55,20 +38,4 @@ public sealed class NamespacesService(CallInvoker invoker)
     public Task DeleteAsync(string name, CancellationToken cancellationToken = default) =>
         Rpc.Call("namespaces.delete", async () =>
             await _client.DeleteAsync(new DeleteNamespaceRequest { Name = name }, cancellationToken: cancellationToken));
-}
-
-public sealed record ContainerdPlugin(string Type, string Id, bool Ok, string? InitError);
-
-public sealed class IntrospectionService(CallInvoker invoker)
-{
-    private readonly Introspection.IntrospectionClient _client = new(invoker);
-
-    public Task<IReadOnlyList<ContainerdPlugin>> PluginsAsync(CancellationToken cancellationToken = default, params string[] filters) =>
-        Rpc.Call<IReadOnlyList<ContainerdPlugin>>("introspection.plugins", async () =>
-        {
-            var request = new PluginsRequest();
-            request.Filters.Add(filters);
-            var r = await _client.PluginsAsync(request, cancellationToken: cancellationToken);
-            return r.Plugins.Select(p => new ContainerdPlugin(p.Type, p.Id, p.InitErr is null, p.InitErr?.Message)).ToList();
-        });
 }

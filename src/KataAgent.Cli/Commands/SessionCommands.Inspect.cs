@@ -7,33 +7,87 @@ using Spectre.Console;
 
 namespace KataAgent.Cli.Commands;
 
-/// <summary>`session restart|logs|stats|commit`.</summary>
-internal static class SessionMoreCommands
+// `session ls|show|logs|stats`: looking at sessions without changing them.
+internal static partial class SessionCommands
 {
-    private static Argument<string> KernelIdArgument() => new("ID") { Description = "The session's kernel id (see: kata-agent session ls)" };
-
-    public static IEnumerable<Command> Create() => [Restart(), Logs(), Stats(), Commit()];
-
-    private static Command Restart()
+    private static Command ListCommand()
     {
-        var id = KernelIdArgument();
-        var command = new Command("restart", "Restart a session's container from its image (scratch dir, network and ports stay; interpreter state is lost).\n\nExamples:\n  kata-agent session restart $id");
-        command.Arguments.Add(id);
+        var command = new Command("ls", "List sessions.\n\nExamples:\n  kata-agent session ls\n  kata-agent session ls --json | jq '.sessions[].kernelId'");
         command.Options.Add(GlobalOptions.Json);
         command.SetAction(async (parse, ct) =>
         {
             await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: false, ct);
-            var session = await Output.WithStatusAsync("restarting", _ => connection.Client.Sessions.RestartSessionAsync(new SessionRef { KernelId = parse.GetValue(id)! }, cancellationToken: ct).ResponseAsync);
+            var reply = await connection.Client.Sessions.ListSessionsAsync(new ListSessionsRequest(), cancellationToken: ct);
             if (parse.GetValue(GlobalOptions.Json))
-                Output.Json(session);
-            else
-                Console.WriteLine($"{session.KernelId} {session.State}");
+            {
+                Output.Json(reply);
+                return 0;
+            }
+            var table = new Table().Border(TableBorder.Simple);
+            foreach (var column in new[] { "ID", "IMAGE", "RUNTIME", "STATE", "CPU", "MEMORY", "CREATED", "PORTS" })
+                table.AddColumn(column);
+            foreach (var s in reply.Sessions)
+            {
+                table.AddRow(Markup.Escape(s.KernelId), Markup.Escape(TerminalText.Name(s.Image)), s.RuntimeClass, StateText(s),
+                    s.Cpus.ToString("0.##", CultureInfo.InvariantCulture), Sizes.Format(s.MemoryBytes),
+                    Age(s.CreatedAt.ToDateTimeOffset()), Markup.Escape(string.Join(", ", s.Ports.Where(p => p.Name is not ("replin" or "replout"))
+                        .Select(p => $"{p.Name}:{p.HostIp}:{p.HostPort}"))));
+            }
+            Output.Out.Write(table);
+            if (reply.Sessions.Count == 0)
+                Output.Info("no sessions (create one with: kata-agent session create)");
             return 0;
         });
         return command;
     }
 
-    private static Command Logs()
+    private static string StateText(SessionInfo s) =>
+        s.State + (s.HasExitCode ? $" ({s.ExitCode})" : "") + (s.OutOfMemory ? " oom" : "");
+
+    private static string Age(DateTimeOffset at)
+    {
+        var age = DateTimeOffset.UtcNow - at;
+        return age.TotalSeconds < 60 ? $"{(int)age.TotalSeconds}s ago"
+            : age.TotalMinutes < 60 ? $"{(int)age.TotalMinutes}m ago"
+            : age.TotalHours < 48 ? $"{(int)age.TotalHours}h ago"
+            : $"{(int)age.TotalDays}d ago";
+    }
+
+    private static Command ShowCommand()
+    {
+        var id = KernelIdArgument();
+        var command = new Command("show", "Show one session in detail.\n\nExamples:\n  kata-agent session show 3f2a...\n  kata-agent session show 3f2a... --json");
+        command.Arguments.Add(id);
+        command.Options.Add(GlobalOptions.Json);
+        command.SetAction(async (parse, ct) =>
+        {
+            await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: false, ct);
+            var s = await connection.Client.Sessions.GetSessionAsync(new SessionRef { KernelId = parse.GetValue(id)! }, cancellationToken: ct);
+            if (parse.GetValue(GlobalOptions.Json))
+            {
+                Output.Json(s);
+                return 0;
+            }
+            var grid = new Grid().AddColumn().AddColumn();
+            void Row(string k, string v) => grid.AddRow(new Text(k), new Text(v));
+            Row("kernel id", s.KernelId);
+            Row("session id", TerminalText.Name(s.SessionId));
+            Row("image", TerminalText.Name(s.Image));
+            Row("runtime class", s.RuntimeClass);
+            Row("state", StateText(s));
+            Row("resources", $"{s.Cpus.ToString("0.##", CultureInfo.InvariantCulture)} cpu, {Sizes.Format(s.MemoryBytes)} memory, {Sizes.Format(s.ShmBytes)} shm");
+            Row("created", s.CreatedAt.ToDateTimeOffset().ToString("u", CultureInfo.InvariantCulture));
+            Row("scratch dir", s.ScratchDir);
+            Row("active run", s.ActiveRunId.Length > 0 ? s.ActiveRunId : "-");
+            foreach (var p in s.Ports)
+                Row($"port {TerminalText.Name(p.Name)}", $"{p.Protocol} {p.ContainerPort} -> {p.HostIp}:{p.HostPort}");
+            Output.Out.Write(grid);
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command LogsCommand()
     {
         var id = KernelIdArgument();
         var follow = new Option<bool>("--follow", "-f") { Description = "Keep printing what is appended until Ctrl-C or the session is destroyed" };
@@ -64,7 +118,7 @@ internal static class SessionMoreCommands
         return command;
     }
 
-    private static Command Stats()
+    private static Command StatsCommand()
     {
         var id = KernelIdArgument();
         var command = new Command("stats", "Show a session's resource usage (CPU, memory, block I/O, pids, network).\n\nExamples:\n  kata-agent session stats $id\n  kata-agent session stats $id --json");
@@ -90,34 +144,6 @@ internal static class SessionMoreCommands
             Row("network", s.HasNetworkRxBytes ? $"rx {Sizes.Format(s.NetworkRxBytes)}, tx {Sizes.Format(s.NetworkTxBytes)}" : "-");
             Row("source", s.Source);
             Output.Out.Write(grid);
-            return 0;
-        });
-        return command;
-    }
-
-    private static Command Commit()
-    {
-        var id = KernelIdArgument();
-        var name = new Argument<string>("IMAGE") { Description = "Name of the new image" };
-        var replace = new Option<bool>("--replace") { Description = "Replace an existing image of that name" };
-        var command = new Command("commit", "Save a session's filesystem changes as a new image (a running session is paused briefly).\n\nExamples:\n  kata-agent session commit $id my/python-with-numpy:1");
-        command.Arguments.Add(id);
-        command.Arguments.Add(name);
-        command.Options.Add(replace);
-        command.Options.Add(GlobalOptions.Json);
-        command.SetAction(async (parse, ct) =>
-        {
-            await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: false, ct);
-            var reply = await Output.WithStatusAsync("committing", _ => connection.Client.Sessions.CommitSessionAsync(new CommitSessionRequest
-            {
-                KernelId = parse.GetValue(id)!,
-                ImageName = parse.GetValue(name)!,
-                Replace = parse.GetValue(replace),
-            }, cancellationToken: ct).ResponseAsync);
-            if (parse.GetValue(GlobalOptions.Json))
-                Output.Json(reply);
-            else
-                Console.WriteLine($"{reply.Name} {reply.ManifestDigest} ({Sizes.Format(reply.LayerSize)} layer, paused {reply.PausedSeconds:0.00} s)");
             return 0;
         });
         return command;
