@@ -16,7 +16,7 @@ public sealed class ApiFixture : IAsyncLifetime
 {
     public const string Token = "test-token-0123456789";
 
-    // Ports 20000 + 25 * index: below the CLI fixtures' 25000 and the core fixtures' 27680.
+    // Ports 20000 + 25 * index for indexes 0-199 (20000-24999): below the CLI (25000+) and core (27680+) fixtures' ports.
     private static readonly TestNetworkPlan Plan = new("kapi", SubnetOctet: 202, PortBase: 20000, PortsPerIndex: 25, FirstIndex: 0, IndexCount: 200);
 
     private readonly TestAgentHost _host = new("kapi", Plan);

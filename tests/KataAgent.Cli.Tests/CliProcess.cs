@@ -63,9 +63,9 @@ public static class CliProcess
 /// </summary>
 public class CliEnvironment : IAsyncLifetime
 {
-    // Ports 25000 + 25 * index: above the API fixtures' (20000-24999). A shared pool with every other test agent (see
-    // TestNetwork): an index is one agent's, whatever its kind.
-    private static readonly TestNetworkPlan Plan = new("kcli", SubnetOctet: 203, PortBase: 25000, PortsPerIndex: 25, FirstIndex: 0, IndexCount: 200);
+    // Ports 25000 + 25 * index for indexes 0-99 (25000-27499): between the API fixtures' (20000-24999) and the core
+    // fixtures' (27680-30239). The indexes come from the pool every test agent shares (see TestNetwork).
+    private static readonly TestNetworkPlan Plan = new("kcli", SubnetOctet: 203, PortBase: 25000, PortsPerIndex: 25, FirstIndex: 0, IndexCount: 100);
 
     public string Dir { get; } = Path.Combine("/tmp", "kcli-" + Guid.NewGuid().ToString("N")[..8]);
     public TestNetwork Network { get; } = TestNetwork.Take(Plan);

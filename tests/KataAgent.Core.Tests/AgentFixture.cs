@@ -11,8 +11,7 @@ namespace KataAgent.Core.Tests;
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification = "xunit disposes the host through IAsyncLifetime.DisposeAsync")]
 public class AgentFixture : IAsyncLifetime
 {
-    // Indexes 192-255 and 40 ports each (27680-30239): clear of the API and CLI fixtures' ports (20000-29999 by
-    // 25, indexes below 192 in use there rarely reach this far).
+    // Indexes 192-255 with 40 ports each (27680-30239): above the API (20000-24999) and CLI (25000-27499) fixtures' ports.
     private static readonly TestNetworkPlan Plan = new("kat", SubnetOctet: 201, PortBase: 20000, PortsPerIndex: 40, FirstIndex: 192, IndexCount: 64);
 
     private readonly TestAgentHost _host = new("kaa", Plan);
