@@ -3,6 +3,7 @@ using Google.Protobuf;
 using Grpc.Core;
 using KataAgent.Api.Client;
 using KataAgent.Api.V1;
+using KataAgent.Testing;
 
 namespace KataAgent.Api.Tests;
 
@@ -25,10 +26,27 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
 
     private static async Task<(string Stdout, string Stderr, ExecutionResult Result)> ExecuteAsync(ApiClient client, ExecuteRequest request)
     {
-        var (stdout, stderr) = (new StringBuilder(), new StringBuilder());
         using var call = request.Mode == ExecutionMode.Input
             ? client.Sessions.SendInput(new SendInputRequest { KernelId = request.KernelId, RunId = request.RunId, Text = request.Text }, cancellationToken: Timeout())
             : client.Sessions.Execute(request, cancellationToken: Timeout());
+        return await RestOfRunAsync(call);
+    }
+
+    /// <summary>Reads an execute stream up to its first output and returns that output.</summary>
+    private static async Task<string> FirstOutputAsync(AsyncServerStreamingCall<ExecuteReply> call)
+    {
+        while (await call.ResponseStream.MoveNext())
+        {
+            if (call.ResponseStream.Current.KindCase == ExecuteReply.KindOneofCase.Output)
+                return call.ResponseStream.Current.Output.Data;
+        }
+        throw new InvalidOperationException("the run ended without output");
+    }
+
+    /// <summary>The rest of an execute stream: its output from here on and its result.</summary>
+    private static async Task<(string Stdout, string Stderr, ExecutionResult Result)> RestOfRunAsync(AsyncServerStreamingCall<ExecuteReply> call)
+    {
+        var (stdout, stderr) = (new StringBuilder(), new StringBuilder());
         ExecutionResult? result = null;
         await foreach (var reply in call.ResponseStream.ReadAllAsync())
         {
@@ -224,9 +242,10 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
         var session = await CreateAsync(client);
         try
         {
-            var sleeper = Query(session.KernelId, "import time; time.sleep(60)");
+            var sleeper = Query(session.KernelId, "import sys, time\nsys.stdout.write('sleeping\\n')\ntime.sleep(60)");
             using var first = client.Sessions.Execute(sleeper);
-            await Task.Delay(500);
+            // The first output proves the run is active in the session.
+            Assert.StartsWith("sleeping", await FirstOutputAsync(first), StringComparison.Ordinal);
             var second = await Assert.ThrowsAsync<RpcException>(async () =>
             {
                 using var call = client.Sessions.Execute(Query(session.KernelId, "print(1)"));
@@ -268,12 +287,14 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
             using var client = ApiClient.ForUnixSocket(socket);
             var session = await CreateAsync(client);
             kernelId = session.KernelId;
-            var run = ExecuteAsync(client, Query(kernelId, "import time; time.sleep(2); print('done')"));
-            await Task.Delay(700);
+            using var run = client.Sessions.Execute(Query(kernelId, "import sys, time\nsys.stdout.write('started\\n')\ntime.sleep(2)\nprint('done')"),
+                cancellationToken: Timeout());
+            // The first output proves the call is in flight on the server when it is told to stop.
+            var started = await FirstOutputAsync(run);
             var stopping = server.StopAsync();
-            var (stdout, _, result) = await run;
+            var (stdout, _, result) = await RestOfRunAsync(run);
             await stopping;
-            Assert.Equal("done\n", stdout);
+            Assert.Equal("started\ndone\n", started + stdout);
             Assert.Equal("finished", result.Status);
 
             var refused = await Assert.ThrowsAsync<RpcException>(() => client.Agent.HealthAsync(new HealthRequest()).ResponseAsync);
@@ -454,8 +475,8 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
         {
             var record = fixture.Agent.GetSession(session.KernelId).Record;
             await fixture.Agent.Containerd.Tasks.KillAsync(record.ContainerId, 9, all: true);
-            for (var i = 0; i < 100 && (await client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId })).State != "exited"; i++)
-                await Task.Delay(100);
+            await Eventually.WaitAsync(async () => (await client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId })).State,
+                state => state == "exited", $"session {session.KernelId} to be reported exited after its task was killed");
             var e = await Assert.ThrowsAsync<RpcException>(() => ExecuteAsync(client, Query(session.KernelId, "print(1)")));
             Assert.Equal(StatusCode.FailedPrecondition, e.StatusCode);
             Assert.Contains("session restart", e.Status.Detail, StringComparison.Ordinal);

@@ -1,56 +1,37 @@
-using System.Globalization;
 using KataAgent.Api.Client;
 using KataAgent.Api.Server;
 using KataAgent.Core;
-using KataAgent.Images;
 using KataAgent.Testing;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace KataAgent.Api.Tests;
 
 /// <summary>
-/// A real agent (own private containerd, data dir, CNI bridge and subnet 10.202.X.0/24 without masquerading,
-/// own port range) with the python base image, served on a temp unix socket and on a token-protected
+/// A real agent (a <see cref="TestAgentHost"/>: own private containerd, data dir, CNI bridge and subnet 10.202.X.0/24
+/// without masquerading, own port range) with the python base image, served on a temp unix socket and on a token-protected
 /// TCP port of 127.0.0.1. Torn down with everything it made.
 /// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification = "xunit disposes the host through IAsyncLifetime.DisposeAsync")]
 public sealed class ApiFixture : IAsyncLifetime
 {
     public const string Token = "test-token-0123456789";
-    private static int _instances;
 
-    public string DataDir { get; } = Path.Combine("/tmp", "kapi-" + Guid.NewGuid().ToString("N")[..8]);
-    public int Index { get; } = FreeIndex((Environment.ProcessId % 50) * 4 + Interlocked.Increment(ref _instances) % 4);
-    public string BridgeName => "kapi" + Index.ToString(CultureInfo.InvariantCulture);
-    public Agent Agent { get; private set; } = null!;
+    // Ports 20000 + 25 * index for indexes 0-199 (20000-24999): below the CLI (25000+) and core (27680+) fixtures' ports.
+    private static readonly TestNetworkPlan Plan = new("kapi", SubnetOctet: 202, PortBase: 20000, PortsPerIndex: 25, FirstIndex: 0, IndexCount: 200);
+
+    private readonly TestAgentHost _host = new("kapi", Plan);
+
+    public string DataDir => _host.DataDir;
+    public int Index => _host.Network.Index;
+    public string BridgeName => _host.Network.Name;
+    public Agent Agent => _host.Agent;
     public ApiServer Server { get; private set; } = null!;
-    public string ImageName { get; private set; } = "";
+    public string ImageName => _host.ImageName;
     public string SocketPath => Path.Combine(DataDir, "api.sock");
 
     public async Task InitializeAsync()
     {
-        var options = new AgentOptions
-        {
-            AgentId = "api-test-agent",
-            DataDir = DataDir,
-            Namespace = "kata-agent-api-test",
-            DefaultRuntimeClass = "runc",
-            AllowedRuntimeClasses = ["kata", "gvisor", "runc"],
-            RunnerDir = RunnerLocation.Directory(),
-            // Below the kernel's ephemeral range (32768+): a published port there can capture (DNAT) some other
-            // loopback connection that happened to get the same ephemeral port, e.g. NetMQ's internal signaler pair.
-            PortRangeStart = 20000 + Index * 25,
-            PortRangeEnd = 20000 + Index * 25 + 24,
-            NetworkName = BridgeName,
-            BridgeName = BridgeName,
-            Subnet = $"10.202.{Index}.0/24",
-            IpMasquerade = false,
-            NetnsPrefix = BridgeName + "-",
-            RunnerReadyTimeout = TimeSpan.FromSeconds(90),
-            StopGracePeriod = TimeSpan.FromSeconds(5),
-        };
-        Agent = await Agent.StartAsync(options, NullLoggerFactory.Instance);
-        var built = await new BaseImageBuilder().BuildPythonAsync();
-        ImageName = (await new ImageImporter(Agent.Containerd).ImportAsync(built.ArchivePath)).Single().Name;
+        await _host.StartAsync(_host.CommonOptions("api-test-agent", "kata-agent-api-test"));
         Server = await StartServerAsync(SocketPath, tcp: true);
     }
 
@@ -63,18 +44,6 @@ public sealed class ApiFixture : IAsyncLifetime
             ShutdownTimeout = TimeSpan.FromSeconds(30),
         }, NullLoggerFactory.Instance);
 
-    // Skips indexes whose bridge exists: another copy of these tests (a CI run beside a developer's) may hold it.
-    private static int FreeIndex(int start)
-    {
-        for (var i = 0; i < 200; i++)
-        {
-            var candidate = (start + i * 7) % 200;
-            if (!Directory.Exists($"/sys/class/net/kapi{candidate}"))
-                return candidate;
-        }
-        return start % 200;
-    }
-
     public ApiClient UnixClient() => ApiClient.ForUnixSocket(SocketPath);
 
     public ApiClient TcpClient(string? token) => ApiClient.ForTcp(new Uri($"http://{Server.TcpEndpoint}"), token);
@@ -83,30 +52,6 @@ public sealed class ApiFixture : IAsyncLifetime
     {
         if (Server is not null)
             await Server.DisposeAsync();
-        if (Agent is not null)
-        {
-            foreach (var session in Agent.Sessions)
-            {
-                try
-                {
-                    await Agent.DestroySessionAsync(session.KernelId);
-                }
-                catch (Exception)
-                {
-                    // keep tearing down
-                }
-            }
-            await Reaper.ReapNamespaceAsync(Agent.Containerd, CancellationToken.None);
-            await Agent.DisposeAsync();
-        }
-        await HostNetwork.DeleteLinkAsync(BridgeName);
-        Mounts.UnmountAllUnder(DataDir);
-        try
-        {
-            Directory.Delete(DataDir, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
+        await _host.DisposeAsync();
     }
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using KataAgent.Testing;
 
 namespace KataAgent.Api.Tests;
 
@@ -49,26 +50,32 @@ public sealed class LocalRegistry : IAsyncDisposable
         _ = process.StandardOutput.ReadToEndAsync();
         var registry = new LocalRegistry(process, dir, port);
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
-        for (var attempt = 0; attempt < 100; attempt++)
+        try
         {
-            try
-            {
-                using var response = await http.GetAsync(new Uri($"http://{registry.Host}/v2/"));
-                if (response.IsSuccessStatusCode)
-                    return registry;
-            }
-            catch (HttpRequestException)
-            {
-            }
-            catch (TaskCanceledException)
-            {
-            }
-            if (process.HasExited)
-                break;
-            await Task.Delay(100);
+            var answer = await Eventually.WaitAsync(async () =>
+                {
+                    if (process.HasExited)
+                        return $"exited with {process.ExitCode}";
+                    try
+                    {
+                        using var response = await http.GetAsync(new Uri($"http://{registry.Host}/v2/"));
+                        return response.IsSuccessStatusCode ? "up" : $"HTTP {(int)response.StatusCode}";
+                    }
+                    catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+                    {
+                        return e.Message;
+                    }
+                },
+                state => state == "up" || state.StartsWith("exited", StringComparison.Ordinal), $"docker-registry to answer on {registry.Host}/v2/");
+            if (answer == "up")
+                return registry;
+            throw new InvalidOperationException($"docker-registry {answer}");
         }
-        await registry.DisposeAsync();
-        throw new InvalidOperationException("docker-registry did not come up");
+        catch (Exception)
+        {
+            await registry.DisposeAsync();
+            throw;
+        }
     }
 
     public async ValueTask DisposeAsync()

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
 using System.Text;
 using KataAgent.Core;
 using KataAgent.Testing;
@@ -59,51 +58,59 @@ public static class CliProcess
 
 /// <summary>
 /// A config of its own for CLI runs: data dir under /tmp, CNI bridge/network/subnet 10.203.X.0/24 without
-/// masquerading, its own port range and api socket. Disposal removes whatever the runs may have left.
+/// masquerading, its own port range and api socket: a <see cref="TestAgentHost"/>'s settings, written as TOML.
+/// Disposal removes whatever the runs may have left.
 /// </summary>
 public class CliEnvironment : IAsyncLifetime
 {
-    private static int _instances;
+    // Ports 25000 + 25 * index for indexes 0-99 (25000-27499): between the API fixtures' (20000-24999) and the core
+    // fixtures' (27680-30239). The indexes come from the pool every test agent shares (see TestNetwork).
+    private static readonly TestNetworkPlan Plan = new("kcli", SubnetOctet: 203, PortBase: 25000, PortsPerIndex: 25, FirstIndex: 0, IndexCount: 100);
 
     public string Dir { get; } = Path.Combine("/tmp", "kcli-" + Guid.NewGuid().ToString("N")[..8]);
-    // Skips indexes whose bridge exists: another copy of these tests (a CI run beside a developer's) may hold it.
-    public int Index { get; } = FreeIndex("kcli", (Environment.ProcessId % 50) * 4 + Interlocked.Increment(ref _instances) % 4);
-    public string Name => "kcli" + Index.ToString(CultureInfo.InvariantCulture);
+    public TestNetwork Network { get; } = TestNetwork.Take(Plan);
+    public int Index => Network.Index;
+    public string Name => Network.Name;
     public string DataDir => Path.Combine(Dir, "data");
-    // Below the kernel's ephemeral range (32768+): a published port there can capture (DNAT) an unrelated loopback
-    // connection that got the same ephemeral port, e.g. NetMQ's internal signaler pair, which then hangs.
-    public int PortRangeStart => 25000 + Index * 25;
+    public int PortRangeStart => Network.PortRangeStart;
     public string SocketPath => Path.Combine(Dir, "api.sock");
     public string ConfigPath => Path.Combine(Dir, "kata-agent.toml");
-    // A cgroup parent no earlier run made: each environment starts from a fresh host's cgroup state.
-    public string CgroupParent => "/" + Path.GetFileName(Dir);
+    // What the config says, as the in-process clean-up agent runs it; the cgroup parent is one no earlier run made (named
+    // after Dir, not DataDir): each environment starts from a fresh host's cgroup state.
+    // (The clean-up agent keeps the default class runc: it only destroys and counts.)
+    private AgentOptions AgentOptions => TestAgentHost.CommonOptions("cli-test", DataDir, "kata-agent-cli-test", Network) with
+    {
+        CgroupParent = "/" + Path.GetFileName(Dir),
+    };
+    public string CgroupParent => AgentOptions.CgroupParent;
     protected virtual string DefaultClass => "runc";
 
     public virtual async Task InitializeAsync()
     {
         Directory.CreateDirectory(Dir);
+        var options = AgentOptions;
         await File.WriteAllTextAsync(ConfigPath, $"""
             [agent]
-            id = "cli-test"
-            data_dir = "{DataDir}"
-            runner_dir = "{RunnerLocation.Directory()}"
+            id = "{options.AgentId}"
+            data_dir = "{options.DataDir}"
+            runner_dir = "{options.RunnerDir}"
             [containerd]
-            namespace = "kata-agent-cli-test"
+            namespace = "{options.Namespace}"
             [runtime]
             default_class = "{DefaultClass}"
-            allowed_classes = ["kata", "gvisor", "runc"]
-            cgroup_parent = "{CgroupParent}"
+            allowed_classes = [{string.Join(", ", options.AllowedRuntimeClasses.Select(c => $"\"{c}\""))}]
+            cgroup_parent = "{options.CgroupParent}"
             [network]
-            name = "{Name}"
-            bridge = "{Name}"
-            subnet = "10.203.{Index}.0/24"
-            ip_masquerade = false
-            netns_prefix = "{Name}-"
-            port_range_start = {PortRangeStart}
-            port_range_end = {PortRangeStart + 24}
+            name = "{options.NetworkName}"
+            bridge = "{options.BridgeName}"
+            subnet = "{options.Subnet}"
+            ip_masquerade = {(options.IpMasquerade ? "true" : "false")}
+            netns_prefix = "{options.NetnsPrefix}"
+            port_range_start = {options.PortRangeStart}
+            port_range_end = {options.PortRangeEnd}
             [timeouts]
-            runner_ready = "90s"
-            stop_grace = "5s"
+            runner_ready = "{options.RunnerReadyTimeout.TotalSeconds:0}s"
+            stop_grace = "{options.StopGracePeriod.TotalSeconds:0}s"
             [api]
             socket = "{SocketPath}"
             [logging]
@@ -115,45 +122,16 @@ public class CliEnvironment : IAsyncLifetime
 
     public Task<CliResult> RunWithStdinAsync(string stdin, params string[] args) => CliProcess.RunAsync(["--config", ConfigPath, .. args], stdin);
 
-    internal static int FreeIndex(string prefix, int start)
-    {
-        for (var i = 0; i < 200; i++)
-        {
-            var candidate = (start + i * 7) % 200;
-            if (!Directory.Exists($"/sys/class/net/{prefix}{candidate}"))
-                return candidate;
-        }
-        return start % 200;
-    }
-
     /// <summary>Network namespaces of this environment's agent (named with its own prefix).</summary>
     public IReadOnlyList<string> Netns() => HostNetwork.NetnsNames().Where(n => n.StartsWith(Name + "-", StringComparison.Ordinal)).ToList();
 
     public IReadOnlyList<(int Pid, string CommandLine)> ProcessesOfThisEnvironment() =>
         ProcessTable.All().Where(p => p.CommandLine.Contains(Dir, StringComparison.Ordinal) && p.Pid != Environment.ProcessId).ToList();
 
-    private AgentOptions CleanupAgentOptions() => new()
-    {
-        AgentId = "cli-test",
-        DataDir = DataDir,
-        Namespace = "kata-agent-cli-test",
-        DefaultRuntimeClass = "runc",
-        AllowedRuntimeClasses = ["kata", "gvisor", "runc"],
-        CgroupParent = CgroupParent,
-        RunnerDir = RunnerLocation.Directory(),
-        NetworkName = Name,
-        BridgeName = Name,
-        Subnet = $"10.203.{Index}.0/24",
-        IpMasquerade = false,
-        NetnsPrefix = Name + "-",
-        PortRangeStart = PortRangeStart,
-        PortRangeEnd = PortRangeStart + 24,
-    };
-
     /// <summary>What this environment's runs left behind, counted by a fresh agent on its data dir (no agent may hold it).</summary>
     public async Task<AgentLeakCensus> CensusAsync()
     {
-        await using var agent = await Agent.StartAsync(CleanupAgentOptions(), NullLoggerFactory.Instance);
+        await using var agent = await Agent.StartAsync(AgentOptions, NullLoggerFactory.Instance);
         return await AgentLeakCensus.TakeAsync(agent);
     }
 
@@ -168,7 +146,7 @@ public class CliEnvironment : IAsyncLifetime
         {
             try
             {
-                await using var agent = await Agent.StartAsync(CleanupAgentOptions(), NullLoggerFactory.Instance);
+                await using var agent = await Agent.StartAsync(AgentOptions, NullLoggerFactory.Instance);
                 foreach (var session in agent.Sessions)
                     await agent.DestroySessionAsync(session.KernelId);
                 await Reaper.ReapNamespaceAsync(agent.Containerd, CancellationToken.None);
@@ -181,7 +159,7 @@ public class CliEnvironment : IAsyncLifetime
         foreach (var (pid, _) in ProcessesOfThisEnvironment())
             ProcessTable.Kill(pid, 9);
         Core.Cgroups.SessionCgroupParent.ForHost(CgroupParent).RemoveIfEmpty();
-        await HostNetwork.DeleteLinkAsync(Name);
+        await Network.DeleteLinkAsync();
         Mounts.UnmountAllUnder(Dir);
         try
         {
@@ -190,6 +168,7 @@ public class CliEnvironment : IAsyncLifetime
         catch (IOException)
         {
         }
+        Network.Dispose();
     }
 }
 

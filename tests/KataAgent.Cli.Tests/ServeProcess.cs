@@ -15,18 +15,18 @@ public static class ServeProcess
         serve.StandardInput.Close();
         var stderr = serve.StandardError.ReadToEndAsync();
         _ = serve.StandardOutput.ReadToEndAsync();
-        var deadline = DateTime.UtcNow.AddSeconds(120);
-        while (!await ApiClient.IsListeningAsync(socketPath))
+        try
         {
-            if (serve.HasExited)
-                throw new InvalidOperationException($"serve exited with {serve.ExitCode}: {await stderr}");
-            if (DateTime.UtcNow > deadline)
-            {
-                serve.Kill(entireProcessTree: true);
-                throw new TimeoutException("serve did not open its socket within 120 s");
-            }
-            await Task.Delay(200);
+            await Eventually.WaitAsync(async () => await ApiClient.IsListeningAsync(socketPath) || serve.HasExited,
+                $"serve to answer on {socketPath}", TimeSpan.FromSeconds(120));
         }
+        catch (TimeoutException)
+        {
+            serve.Kill(entireProcessTree: true);
+            throw;
+        }
+        if (serve.HasExited)
+            throw new InvalidOperationException($"serve exited with {serve.ExitCode}: {await stderr}");
         return serve;
     }
 

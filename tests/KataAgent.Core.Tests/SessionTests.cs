@@ -40,10 +40,17 @@ public abstract class SessionTestsBase(AgentFixture fixture, string runtime)
     /// <summary>The streamed output folded into the final result's console.</summary>
     protected static async Task<ExecutionResult> CollectAsync(IAsyncEnumerable<ExecutionEvent> events)
     {
+        await using var e = events.GetAsyncEnumerator();
+        return await CollectAsync(e);
+    }
+
+    /// <summary>The rest of a run's streamed output folded into its final result's console.</summary>
+    protected static async Task<ExecutionResult> CollectAsync(IAsyncEnumerator<ExecutionEvent> events)
+    {
         var console = new List<ConsoleItem>();
-        await foreach (var e in events)
+        while (await events.MoveNextAsync())
         {
-            switch (e)
+            switch (events.Current)
             {
                 case OutputEvent o:
                     console.Add(o.Item);
@@ -94,10 +101,15 @@ public abstract class SessionTestsBase(AgentFixture fixture, string runtime)
 
             // Interrupt: the loop stops, the interpreter and its state stay.
             await RunAsync(session, ExecutionMode.Query, "y = 41");
-            var loop = Task.Run(() => RunAsync(session, ExecutionMode.Query, "while True: pass"));
-            await Task.Delay(1000);
+            using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+            await using var loop = Agent.ExecuteAsync(session.KernelId, "loop-run", ExecutionMode.Query,
+                "import sys\nsys.stdout.write('looping\\n')\nwhile True: pass", cancellationToken: timeout.Token).GetAsyncEnumerator(timeout.Token);
+            // The first output proves the loop is running.
+            Assert.True(await loop.MoveNextAsync(), "the loop ended before any output");
+            var started = Assert.IsType<OutputEvent>(loop.Current);
+            Assert.StartsWith("looping", started.Item.Data, StringComparison.Ordinal);
             await Agent.InterruptAsync(session.KernelId);
-            var interrupted = await loop;
+            var interrupted = await CollectAsync(loop);
             Assert.Contains("KeyboardInterrupt", Out(interrupted, "stderr"), StringComparison.Ordinal);
             Assert.Equal("42\n", Out(await RunAsync(session, ExecutionMode.Query, "print(y + 1)")));
 

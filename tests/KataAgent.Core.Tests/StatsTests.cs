@@ -3,6 +3,7 @@ using KataAgent.Containerd.Services;
 using KataAgent.Core.Sessions;
 using KataAgent.Core.Stats;
 using KataAgent.Runner.Protocol;
+using KataAgent.Testing;
 using Xunit.Abstractions;
 using V2 = Io.Containerd.Cgroups.V2;
 
@@ -224,9 +225,8 @@ public abstract class StatsTestsBase(FastStatsAgentFixture fixture, string runti
         {
             var collector = Agent.StatsCollector;
             var start = collector.Collections;
-            using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-            while (collector.Collections < start + FastStatsAgentFixture.HistoryLength + 2)
-                await Task.Delay(100, timeout.Token);
+            await Eventually.WaitAsync(() => collector.Collections, n => n >= start + FastStatsAgentFixture.HistoryLength + 2,
+                $"{FastStatsAgentFixture.HistoryLength + 2} stats collections after the {start} before the test");
 
             foreach (var session in new[] { first, second })
             {
@@ -250,8 +250,8 @@ public abstract class StatsTestsBase(FastStatsAgentFixture fixture, string runti
 
             await Agent.DestroySessionAsync(second.KernelId);
             var after = collector.Collections;
-            while (collector.Collections < after + 2)
-                await Task.Delay(100, timeout.Token);
+            await Eventually.WaitAsync(() => collector.Collections, n => n >= after + 2,
+                $"2 stats collections after the {after} before the destroy");
             Assert.Throws<SessionNotFoundException>(() => Agent.GetStatsHistory(second.KernelId));
             Assert.Empty(collector.History(second.KernelId));
         }

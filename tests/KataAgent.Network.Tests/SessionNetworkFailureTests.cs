@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
+using KataAgent.Testing;
 
 namespace KataAgent.Network.Tests;
 
@@ -147,11 +148,7 @@ public sealed class SessionNetworkFailureTests : IClassFixture<FailureNetworkFix
         {
             using var cts = new CancellationTokenSource();
             var attach = network.AttachAsync(id, [new("127.0.0.1", 41252, 2000)], cts.Token);
-            using (var wait = new CancellationTokenSource(Timeout))
-            {
-                while (!File.Exists(Path.Combine(plugins, "started")))
-                    await Task.Delay(50, wait.Token);
-            }
+            await Eventually.WaitAsync(() => File.Exists(Path.Combine(plugins, "started")), "the slow plugin to start", Timeout);
             await cts.CancelAsync();
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => attach);
             Assert.Empty(await Host.ProcessesStillRunningAsync("sleep", "7772"));

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json.Nodes;
+using KataAgent.Testing;
 
 namespace KataAgent.Network.Tests;
 
@@ -92,19 +93,20 @@ public sealed class SessionNetworkTests : IClassFixture<SessionNetworkFixture>
             {
                 UseShellExecute = false,
             })!;
-            string reply = "";
-            // nc needs a moment to listen; retry until it answers (bounded by the test timeout).
-            while (!reply.StartsWith("hello-from-netns", StringComparison.Ordinal))
-            {
-                try
+            // nc needs a moment to listen; ask until it answers.
+            string reply = await Eventually.WaitAsync(async () =>
                 {
-                    reply = await Echo.AskAsync(IPAddress.Loopback, hostPort, "hi", cts.Token);
-                }
-                catch (Exception e) when (e is SocketException or IOException)
-                {
-                    await Task.Delay(100, cts.Token);
-                }
-            }
+                    try
+                    {
+                        return await Echo.AskAsync(IPAddress.Loopback, hostPort, "hi", cts.Token);
+                    }
+                    catch (Exception e) when (e is SocketException or IOException)
+                    {
+                        return e.Message;
+                    }
+                },
+                answer => answer.StartsWith("hello-from-netns", StringComparison.Ordinal),
+                $"nc in the session netns to answer on 127.0.0.1:{hostPort}", cancellationToken: cts.Token);
             Assert.Equal("hello-from-netns", reply);
         }
         finally

@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using KataAgent.Runner.Protocol;
+using KataAgent.Testing;
 
 namespace KataAgent.Runner.Protocol.Tests;
 
@@ -287,10 +288,7 @@ public sealed class KernelRunnerClientTests
         }
         runner.Send("stdout", "tail");
         runner.Send("finished", "{\"exitCode\": 0}");
-        while (!client.ActiveRunHasPendingEnd)
-        {
-            await Task.Delay(20);
-        }
+        await Eventually.WaitAsync(() => client.ActiveRunHasPendingEnd, "the client to receive the run's end behind 2 MiB of output");
         ExecutionResult result = await client.ExecuteAsync("r1", ExecutionMode.Continue, "", new ExecutionOptions(), Limit());
 
         Assert.Equal(ExecutionStatus.Continued, started.Status);
@@ -311,10 +309,7 @@ public sealed class KernelRunnerClientTests
         Task<ExecutionResult> execute = client.ExecuteAsync("r1", ExecutionMode.Query, "", null, Limit());
         runner.Receive();
         runner.Send("stdout", "before");
-        while (!client.IsConnected)
-        {
-            await Task.Delay(20);
-        }
+        await Eventually.WaitAsync(() => client.IsConnected, "the client to connect to the fake runner");
 
         runner.Dispose();
         ExecutionResult result = await execute;

@@ -1,5 +1,6 @@
 using System.Text;
 using KataAgent.Runner.Protocol;
+using KataAgent.Testing;
 using NetMQ;
 using NetMQ.Sockets;
 
@@ -26,12 +27,11 @@ public sealed class ProcessModelTests(PublishedRunner runner)
             intruder.SendMoreFrame("complete").SendFrame("{not json");
         }
         // The intruder has its own connection: wait until the runner has seen its messages.
-        while (!host.Log.Contains("ignored a message with 1 frames", StringComparison.Ordinal)
-            || !host.Log.Contains("ignored a message with 3 frames", StringComparison.Ordinal)
-            || !host.Log.Contains("received complete", StringComparison.Ordinal))
-        {
-            await Task.Delay(100, limit);
-        }
+        await Eventually.WaitAsync(() => host.Log,
+            log => log.Contains("ignored a message with 1 frames", StringComparison.Ordinal)
+                && log.Contains("ignored a message with 3 frames", StringComparison.Ordinal)
+                && log.Contains("received complete", StringComparison.Ordinal),
+            "the runner to log the intruder's 1-frame and 3-frame messages and its complete", cancellationToken: limit);
 
         ExecutionResult result = await host.Client.ExecuteToStatusAsync("r1", ExecutionMode.Query, "print('still serving')", limit);
         Assert.Equal("still serving\n", result.Text("stdout"));
@@ -85,10 +85,8 @@ public sealed class ProcessModelTests(PublishedRunner runner)
         Assert.Contains("lost the connection", seen.ToString());
         Assert.Null(host.Client.ActiveRunId);
         // The orphaned interpreter notices that its runner is gone and exits (with its subprocesses).
-        while (RunnerHost.ProcessesInDirectory(host.WorkDir).Count > 0)
-        {
-            await Task.Delay(200, limit);
-        }
+        await Eventually.WaitAsync(() => RunnerHost.ProcessesInDirectory(host.WorkDir), processes => processes.Count == 0,
+            "the orphaned interpreter and its subprocesses to exit", cancellationToken: limit);
     }
 
     [Fact]
@@ -129,19 +127,17 @@ public sealed class ProcessModelTests(PublishedRunner runner)
         Assert.Equal(0, exec.ExitCode);
 
         // Wait until no child of the runner is a zombie other than ones that are about to be reaped.
-        while (true)
-        {
-            var zombies = RunnerHost.Descendants(host.Pid)
-                .Where(pid => RunnerHost.TryReadStat(pid, out char state, out _) && state == 'Z')
-                .ToList();
-            bool sleeperAlive = RunnerHost.Descendants(host.Pid)
-                .Any(pid => File.Exists($"/proc/{pid}/cmdline") && File.ReadAllText($"/proc/{pid}/cmdline").StartsWith("sleep", StringComparison.Ordinal));
-            if (zombies.Count == 0 && !sleeperAlive)
+        await Eventually.WaitAsync(() =>
             {
-                break;
-            }
-            await Task.Delay(100, limit);
-        }
+                var zombies = RunnerHost.Descendants(host.Pid)
+                    .Where(pid => RunnerHost.TryReadStat(pid, out char state, out _) && state == 'Z')
+                    .ToList();
+                bool sleeperAlive = RunnerHost.Descendants(host.Pid)
+                    .Any(pid => File.Exists($"/proc/{pid}/cmdline") && File.ReadAllText($"/proc/{pid}/cmdline").StartsWith("sleep", StringComparison.Ordinal));
+                return (Zombies: string.Join(",", zombies), SleeperAlive: sleeperAlive);
+            },
+            seen => seen.Zombies.Length == 0 && !seen.SleeperAlive,
+            "no zombie children of the runner and no sleep left", cancellationToken: limit);
     }
 
     [Fact]

@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using KataAgent.Runner.Protocol;
+using KataAgent.Testing;
 
 namespace KataAgent.Runner.Tests;
 
@@ -108,24 +109,26 @@ public sealed class RunnerHost : IAsyncDisposable
     public async Task WaitUntilServingAsync()
     {
         using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        while (true)
-        {
-            if (_process is { HasExited: true })
+        string state = await Eventually.WaitAsync(async () =>
             {
-                throw new InvalidOperationException($"the runner exited with {_process.ExitCode}:\n{Log}");
-            }
-            try
-            {
-                IReadOnlyDictionary<string, object?> status = await Client.GetStatusAsync(limit.Token);
-                if (status.TryGetValue("started", out object? started) && started is true)
+                if (_process is { HasExited: true })
                 {
-                    return;
+                    return "exited";
                 }
-            }
-            catch (Exception exception) when (exception is TimeoutException or RunnerUnavailableException)
-            {
-            }
-            await Task.Delay(100, limit.Token);
+                try
+                {
+                    IReadOnlyDictionary<string, object?> status = await Client.GetStatusAsync(limit.Token);
+                    return status.TryGetValue("started", out object? started) && started is true ? "serving" : "a status without started";
+                }
+                catch (Exception exception) when (exception is TimeoutException or RunnerUnavailableException or OperationCanceledException)
+                {
+                    return exception.Message;
+                }
+            },
+            seen => seen is "serving" or "exited", "the runner to answer a status request as started", cancellationToken: limit.Token);
+        if (state == "exited")
+        {
+            throw new InvalidOperationException($"the runner exited with {_process!.ExitCode}:\n{Log}");
         }
     }
 

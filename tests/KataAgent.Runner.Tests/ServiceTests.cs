@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using System.Text.Json;
 using KataAgent.Runner.Protocol;
+using KataAgent.Testing;
 
 namespace KataAgent.Runner.Tests;
 
@@ -43,14 +44,9 @@ public sealed class ServiceTests(PublishedRunner runner)
         Assert.Equal(port, web.GetProperty("ports")[0].GetInt32());
 
         await host.Client.ShutdownServiceAsync("web", limit);
-        while (await AcceptsAsync(port))
-        {
-            await Task.Delay(100, limit);
-        }
-        while ((await host.Client.GetAppsAsync(limit)).GetProperty("data").GetArrayLength() != 0)
-        {
-            await Task.Delay(100, limit);
-        }
+        await Eventually.WaitAsync(async () => !await AcceptsAsync(port), $"port {port} to stop accepting after the shutdown", cancellationToken: limit);
+        await Eventually.WaitAsync(async () => (await host.Client.GetAppsAsync(limit)).GetProperty("data").GetArrayLength(), apps => apps == 0,
+            "the runner to list no apps after the shutdown", cancellationToken: limit);
     }
 
     [Fact]

@@ -119,8 +119,7 @@ public sealed class MountStagingTests : IDisposable
                 Interlocked.Increment(ref swaps);
             }
         }, stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-        while (Interlocked.Read(ref swaps) == 0 && !swapper.IsCompleted)
-            await Task.Delay(10);
+        await Eventually.WaitAsync(() => Interlocked.Read(ref swaps) > 0 || swapper.IsCompleted, "the swapper thread's first swap");
         int staged = 0, refused = 0;
         try
         {
