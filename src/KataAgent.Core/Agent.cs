@@ -193,7 +193,7 @@ public sealed partial class Agent : IAsyncDisposable
             }
             Services.Ports.MarkInUse(record.Ports.Select(p => p.HostPort));
             Services.Resources.Restore(new ResourceAllocation(record.KernelId, new ResourceSlots(record.Cpus, record.MemoryBytes),
-                RuntimeClasses.Known(record.RuntimeClass).Class.RuntimeType.Contains("kata", StringComparison.Ordinal) ? Services.Resources.KataVmOverheadBytes : 0)
+                RuntimeClasses.Known(record.RuntimeClass).OverheadBytes)
             {
                 CpuSet = record.CpuSet,
             });
