@@ -40,7 +40,8 @@ public sealed class DoctorRuntimeClassTests
         var help = DoctorCommand.ExitCodeHelp();
         foreach (var d in RuntimeClassTable.All)
             Assert.Contains($"{d.DoctorExitBit} ({d.Name} unusable)", help, StringComparison.Ordinal);
-        Assert.Contains("1 (kata unusable), 2 (gvisor unusable), 4 (runc unusable), 32 (kata-clh unusable), 8 (", help, StringComparison.Ordinal);
+        Assert.Contains("1 (kata unusable), 2 (gvisor unusable), 4 (runc unusable), 32 (kata-clh unusable),", help, StringComparison.Ordinal);
+        Assert.Contains("8 (something every session needs is missing) and 16 (", help, StringComparison.Ordinal);
         Assert.Contains(RuntimeClassTable.Names, DoctorCommand.Create().Description, StringComparison.Ordinal);
     }
 

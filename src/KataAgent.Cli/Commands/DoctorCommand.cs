@@ -24,10 +24,10 @@ internal static class DoctorCommand
     /// </summary>
     internal static string ExitCodeHelp() =>
         "Exit code: 0 when everything is usable; otherwise the sum of " +
-        string.Join(", ", RuntimeClassTable.All.OrderBy(d => d.DoctorExitBit).Select(d => $"{d.DoctorExitBit} ({d.Name} unusable)")) +
-        $", {CommonBit} (something every session needs is missing) and {HardeningBit} (guest-written files are not\n" +
-        "harmless on the host: data dir not 0700, or a running agent's scratch root not mounted nosuid,nodev).\n" +
-        "The runtime-class bits come from src/KataAgent.Core/Runtime/RuntimeClassTable.cs (DoctorExitBit).";
+        string.Join(", ", RuntimeClassTable.All.OrderBy(d => d.DoctorExitBit).Select(d => $"{d.DoctorExitBit} ({d.Name} unusable)")) + ",\n" +
+        $"{CommonBit} (something every session needs is missing) and {HardeningBit} (guest-written files are not harmless on the\n" +
+        "host: data dir not 0700, or a running agent's scratch root not mounted nosuid,nodev). The runtime-class bits are\n" +
+        "each class's DoctorExitBit in src/KataAgent.Core/Runtime/RuntimeClassTable.cs (docs/RUNTIME_CLASSES.md).";
 
     public static Command Create()
     {
