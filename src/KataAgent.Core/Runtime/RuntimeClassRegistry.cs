@@ -6,10 +6,7 @@ namespace KataAgent.Core.Runtime;
 /// A runtime class as this host has it: its table entry, the containerd runtime built for this host, whether it can
 /// run here (with the reason when not), and the host memory each of its sessions costs beyond its allocation.
 /// </summary>
-public sealed record RuntimeClassStatus(RuntimeClassDefinition Definition, RuntimeClass Class, bool Usable, string Detail, long OverheadBytes)
-{
-    public bool IsVm => Definition.IsVm;
-}
+public sealed record RuntimeClassStatus(RuntimeClassDefinition Definition, RuntimeClass Class, bool Usable, string Detail, long OverheadBytes);
 
 /// <summary>The runtime classes the agent offers (the entries of <see cref="RuntimeClassTable"/>), checked on this host.</summary>
 public sealed class RuntimeClassRegistry
