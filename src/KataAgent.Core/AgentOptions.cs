@@ -26,8 +26,11 @@ public sealed record AgentOptions
     public string DefaultRuntimeClass { get; init; } = "kata";
     /// <summary>The runtime classes a request may ask for; runc (no sandbox) only when listed here.</summary>
     public IReadOnlyList<string> AllowedRuntimeClasses { get; init; } = ["kata", "gvisor"];
-    /// <summary>Kata config file passed as runtime options; empty: the host's default config.</summary>
-    public string KataConfigPath { get; init; } = "";
+    /// <summary>
+    /// Config file per runtime class that takes one (the Kata flavours, passed as runtime options), by class name; a
+    /// class not listed uses its default from the runtime-class table (kata: the host's default Kata config).
+    /// </summary>
+    public IReadOnlyDictionary<string, string> RuntimeConfigPaths { get; init; } = new Dictionary<string, string>(StringComparer.Ordinal);
     public string RunscPath { get; init; } = "/usr/bin/runsc";
 
     /// <summary>Folder holding the published kata-runner and its driver; mounted read-only into every session.</summary>
@@ -104,7 +107,7 @@ public sealed record ResourceOptions
     /// <summary>How many times the host's (unreserved) cores sessions may ask for in total; 1 = no overcommit.</summary>
     public double CpuOvercommit { get; init; } = 1;
     public long ReservedMemoryBytes { get; init; } = 512L << 20;
-    /// <summary>Host memory each Kata VM costs beyond what its guest gets (kata-notes §3: 120–160 MiB).</summary>
+    /// <summary>Host memory each Kata VM (any hypervisor) costs beyond what its guest gets (kata-notes §3: 120–160 MiB).</summary>
     public long KataVmOverheadBytes { get; init; } = 160L << 20;
     public double DefaultCpus { get; init; } = 1;
     public long DefaultMemoryBytes { get; init; } = 1L << 30;

@@ -10,7 +10,7 @@ public sealed class KataEndToEndTests(RuncAgentFixture fixture) : IClassFixture<
     [SkippableFact]
     public async Task A_session_runs_code_in_its_own_vm_kernel()
     {
-        var missing = HostChecks.Kata().Where(c => !c.Ok).Select(c => $"{c.Name}: {c.Detail}").ToList();
+        var missing = RuntimeClassTable.Get("kata").HostChecks(new AgentOptions()).Where(c => !c.Ok).Select(c => $"{c.Name}: {c.Detail}").ToList();
         Skip.If(missing.Count > 0, "needs a Kata host; missing: " + string.Join("; ", missing));
 
         var session = await fixture.Agent.CreateSessionAsync(new SessionRequest { Image = fixture.ImageName, RuntimeClass = "kata" });

@@ -119,4 +119,29 @@ public sealed class LaunchTests(ContainerdFixture fixture) : IClassFixture<Conta
         Assert.DoesNotContain(spec.Linux!.Namespaces!, n => n.Type == "time");
         Assert.Null(await fixture.Client.Containers.FindAsync(id));
     }
+
+    [Fact]
+    public async Task A_kata_clh_container_record_carries_the_kata_shim_and_the_cloud_hypervisor_config()
+    {
+        // Spec-level, as for kata: the record as the runtime-class table builds it, created and never started.
+        var launcher = new ContainerLauncher(fixture.Client, NullLogger.Instance) { FailBeforeStep = "task" };
+        var id = "kata-clh-" + Guid.NewGuid().ToString("N")[..6];
+        var clh = Runtime.RuntimeClassTable.Get("kata-clh");
+        var launch = new ContainerLaunch(id, await BusyboxAsync(), clh.BuildRuntime(new Runtime.RuntimeClassSettings(new AgentOptions(), "/unused")))
+        {
+            Args = ["/bin/true"],
+        };
+        var recorded = new TaskCompletionSource<global::Containerd.Services.Containers.V1.Container>();
+        launcher.AfterStep = async (step, ct) =>
+        {
+            if (step == "container")
+                recorded.TrySetResult(await fixture.Client.Containers.GetAsync(id, ct));
+        };
+        await Assert.ThrowsAsync<ContainerLaunchException>(() => launcher.LaunchAsync(launch));
+        var container = await recorded.Task;
+        Assert.Equal("io.containerd.kata.v2", container.Runtime.Name);
+        var options = global::Runtimeoptions.V1.Options.Parser.ParseFrom(container.Runtime.Options.Value);
+        Assert.Equal(clh.DefaultConfigPath, options.ConfigPath);
+        Assert.Null(await fixture.Client.Containers.FindAsync(id));
+    }
 }

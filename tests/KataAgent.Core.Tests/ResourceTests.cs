@@ -7,21 +7,24 @@ namespace KataAgent.Core.Tests;
 
 public sealed class ResourceAllocatorTests
 {
-    private static ResourceAllocator Allocator(int cpus = 4, long memGiB = 8, long kataOverheadMiB = 160) => new(new ResourceOptions
+    private static ResourceAllocator Allocator(int cpus = 4, long memGiB = 8) => new(new ResourceOptions
     {
         TotalCpus = cpus,
         TotalMemoryBytes = memGiB << 30,
         ReservedCpus = 0,
         ReservedMemoryBytes = 0,
-        KataVmOverheadBytes = kataOverheadMiB << 20,
     });
+
+    // What the kata class's table entry charges per session with resources.kata_vm_overhead = 160MiB.
+    private static readonly long VmOverhead = Runtime.RuntimeClassTable.Get("kata")
+        .OverheadBytes(new AgentOptions { Resources = new ResourceOptions { KataVmOverheadBytes = 160L << 20 } });
 
     [Fact]
     public void A_request_that_does_not_fit_names_what_is_short_and_holds_nothing()
     {
         var allocator = Allocator(cpus: 4, memGiB: 8);
-        allocator.Allocate("a", new ResourceSlots(3, 6L << 30), isVm: false);
-        var e = Assert.Throws<InsufficientResourcesException>(() => allocator.Allocate("b", new ResourceSlots(2, 3L << 30), isVm: false));
+        allocator.Allocate("a", new ResourceSlots(3, 6L << 30), overheadBytes: 0);
+        var e = Assert.Throws<InsufficientResourcesException>(() => allocator.Allocate("b", new ResourceSlots(2, 3L << 30), overheadBytes: 0));
         Assert.Contains("cpu short by 1", e.Message, StringComparison.Ordinal);
         Assert.Contains("memory short by 1024 MiB", e.Message, StringComparison.Ordinal);
         Assert.Single(allocator.Allocations);
@@ -31,13 +34,13 @@ public sealed class ResourceAllocatorTests
     [Fact]
     public void A_kata_session_also_costs_its_vm_overhead()
     {
-        var allocator = Allocator(cpus: 8, memGiB: 2, kataOverheadMiB: 160);
-        allocator.Allocate("vm1", new ResourceSlots(1, 1L << 30), isVm: true);
+        var allocator = Allocator(cpus: 8, memGiB: 2);
+        allocator.Allocate("vm1", new ResourceSlots(1, 1L << 30), overheadBytes: VmOverhead);
         Assert.Equal((1L << 30) + (160L << 20), allocator.Used.MemoryBytes);
         // 1 GiB more fits for a container, not for a VM that adds 160 MiB.
-        var e = Assert.Throws<InsufficientResourcesException>(() => allocator.Allocate("vm2", new ResourceSlots(1, (1L << 30) - (100L << 20)), isVm: true));
+        var e = Assert.Throws<InsufficientResourcesException>(() => allocator.Allocate("vm2", new ResourceSlots(1, (1L << 30) - (100L << 20)), overheadBytes: VmOverhead));
         Assert.Contains("VM overhead", e.Message, StringComparison.Ordinal);
-        allocator.Allocate("ctr", new ResourceSlots(1, (1L << 30) - (200L << 20)), isVm: false);
+        allocator.Allocate("ctr", new ResourceSlots(1, (1L << 30) - (200L << 20)), overheadBytes: 0);
         Assert.True(allocator.Release("vm1"));
         Assert.False(allocator.Release("vm1"));
     }
@@ -47,12 +50,12 @@ public sealed class ResourceAllocatorTests
     {
         var allocator = Allocator(cpus: Environment.ProcessorCount * 4);
         var cores = ResourceAllocator.ParseCpuSet(File.ReadAllText("/sys/devices/system/cpu/online").Trim());
-        var first = allocator.Allocate("a", new ResourceSlots(1, 1 << 30), isVm: false);
-        var second = allocator.Allocate("b", new ResourceSlots(1, 1 << 30), isVm: false);
+        var first = allocator.Allocate("a", new ResourceSlots(1, 1 << 30), overheadBytes: 0);
+        var second = allocator.Allocate("b", new ResourceSlots(1, 1 << 30), overheadBytes: 0);
         Assert.Single(ResourceAllocator.ParseCpuSet(first.CpuSet));
         if (cores.Count > 1)
             Assert.NotEqual(first.CpuSet, second.CpuSet);
-        var wide = allocator.Allocate("c", new ResourceSlots(cores.Count, 1 << 30), isVm: false);
+        var wide = allocator.Allocate("c", new ResourceSlots(cores.Count, 1 << 30), overheadBytes: 0);
         Assert.Equal(cores, ResourceAllocator.ParseCpuSet(wide.CpuSet));
     }
 
@@ -169,16 +172,16 @@ public sealed class DataDirLockUnitTests
     public void Capacity_refusals_name_the_sessions_holding_the_room_and_overcommit_multiplies_cpus()
     {
         var allocator = new ResourceAllocator(new ResourceOptions { TotalCpus = 2, TotalMemoryBytes = 8L << 30, ReservedMemoryBytes = 0 });
-        allocator.Allocate("holder-a", new ResourceSlots(2, 1L << 30), isVm: false);
-        var e = Assert.Throws<InsufficientResourcesException>(() => allocator.Allocate("b", new ResourceSlots(1, 1L << 30), isVm: false));
+        allocator.Allocate("holder-a", new ResourceSlots(2, 1L << 30), overheadBytes: 0);
+        var e = Assert.Throws<InsufficientResourcesException>(() => allocator.Allocate("b", new ResourceSlots(1, 1L << 30), overheadBytes: 0));
         Assert.Contains("held by 1 session(s): holder-a (cpu 2, 1024 MiB)", e.Message, StringComparison.Ordinal);
         Assert.Contains("kata-agent session ls", e.Message, StringComparison.Ordinal);
 
         var overcommitted = new ResourceAllocator(new ResourceOptions { TotalCpus = 2, TotalMemoryBytes = 8L << 30, ReservedMemoryBytes = 0, CpuOvercommit = 2 });
         Assert.Equal(4, overcommitted.Capacity.Cpus);
         for (var i = 0; i < 4; i++)
-            overcommitted.Allocate($"s{i}", new ResourceSlots(1, 1L << 30), isVm: false);
-        Assert.Throws<InsufficientResourcesException>(() => overcommitted.Allocate("s4", new ResourceSlots(1, 1L << 30), isVm: false));
+            overcommitted.Allocate($"s{i}", new ResourceSlots(1, 1L << 30), overheadBytes: 0);
+        Assert.Throws<InsufficientResourcesException>(() => overcommitted.Allocate("s4", new ResourceSlots(1, 1L << 30), overheadBytes: 0));
         Assert.All(overcommitted.Allocations, a => Assert.Single(ResourceAllocator.ParseCpuSet(a.CpuSet)));
     }
 }

@@ -11,15 +11,29 @@ internal static class DoctorCommand
 {
     private const long MinFreeBytes = 5L << 30;
 
+    /// <summary>Exit bit: something every session needs is missing.</summary>
+    internal const int CommonBit = 8;
+    /// <summary>Exit bit: guest-written files are not harmless on the host.</summary>
+    internal const int HardeningBit = 16;
+
     internal sealed record Check(string Area, string Name, bool Ok, string Detail);
+
+    /// <summary>
+    /// The exit-code mapping, as the help prints it: one bit per runtime class (its DoctorExitBit in the runtime-class
+    /// table) plus doctor's own two.
+    /// </summary>
+    internal static string ExitCodeHelp() =>
+        "Exit code: 0 when everything is usable; otherwise the sum of " +
+        string.Join(", ", RuntimeClassTable.All.OrderBy(d => d.DoctorExitBit).Select(d => $"{d.DoctorExitBit} ({d.Name} unusable)")) + ",\n" +
+        $"{CommonBit} (something every session needs is missing) and {HardeningBit} (guest-written files are not harmless on the\n" +
+        "host: data dir not 0700, or a running agent's scratch root not mounted nosuid,nodev). The runtime-class bits are\n" +
+        "each class's DoctorExitBit in src/KataAgent.Core/Runtime/RuntimeClassTable.cs (docs/RUNTIME_CLASSES.md).";
 
     public static Command Create()
     {
-        var command = new Command("doctor", """
-            Check this host: each runtime class (kata, gvisor, runc), containerd, CNI plugins, cgroups, iptables, the runner, free space.
-            Exit code: 0 when everything is usable; otherwise the sum of 1 (kata unusable), 2 (gvisor unusable),
-            4 (runc unusable), 8 (something every session needs is missing) and 16 (guest-written files are not
-            harmless on the host: data dir not 0700, or a running agent's scratch root not mounted nosuid,nodev).
+        var command = new Command("doctor", $"""
+            Check this host: each runtime class ({RuntimeClassTable.Names}), containerd, CNI plugins, cgroups, iptables, the runner, free space.
+            {ExitCodeHelp()}
             Warns loudly when runc is the only allowed runtime class (runtime.allowed_classes) that works here.
 
             Examples:
@@ -38,7 +52,7 @@ internal static class DoctorCommand
                 Output.Json(new
                 {
                     checks,
-                    usable = new { kata = (exit & 1) == 0, gvisor = (exit & 2) == 0, runc = (exit & 4) == 0, common = (exit & 8) == 0 },
+                    usable = Usable(exit),
                     allowedClasses = config.Agent.AllowedRuntimeClasses,
                     warning = RuncOnlyWarning(config.Agent, exit),
                 });
@@ -50,11 +64,11 @@ internal static class DoctorCommand
             foreach (var c in checks)
                 table.AddRow(Markup.Escape(c.Area), Markup.Escape(c.Name), c.Ok ? "[green]ok[/]" : "[red]no[/]", Markup.Escape(c.Detail));
             Output.Out.Write(table);
-            foreach (var (bit, name) in new[] { (1, "kata"), (2, "gvisor"), (4, "runc") })
-                Output.Out.MarkupLine((exit & bit) == 0 ? $"[green]{name}: usable[/]" : $"[red]{name}: not usable[/]");
-            if ((exit & 8) != 0)
+            foreach (var d in RuntimeClassTable.All)
+                Output.Out.MarkupLine((exit & d.DoctorExitBit) == 0 ? $"[green]{d.Name}: usable[/]" : $"[red]{d.Name}: not usable[/]");
+            if ((exit & CommonBit) != 0)
                 Output.Out.MarkupLine("[red]common prerequisites are missing: no session can start until they are fixed[/]");
-            if ((exit & 16) != 0)
+            if ((exit & HardeningBit) != 0)
                 Output.Out.MarkupLine("[red]host hardening is incomplete: what a guest writes may be usable on this host[/]");
             if (RuncOnlyWarning(config.Agent, exit) is { } runcOnly)
                 Output.Warn(runcOnly);
@@ -63,30 +77,32 @@ internal static class DoctorCommand
         return command;
     }
 
+    /// <summary>Per runtime class (and "common"): usable or not, as the exit code says.</summary>
+    internal static Dictionary<string, bool> Usable(int exit)
+    {
+        var usable = RuntimeClassTable.All.ToDictionary(d => d.Name, d => (exit & d.DoctorExitBit) == 0, StringComparer.Ordinal);
+        usable["common"] = (exit & CommonBit) == 0;
+        return usable;
+    }
+
     /// <summary>Loud when, of the classes sessions may use (runtime.allowed_classes), runc is the only one this host can run.</summary>
     internal static string? RuncOnlyWarning(AgentOptions options, int exit)
     {
-        var usable = options.AllowedRuntimeClasses.Where(c => c switch
-        {
-            "kata" => (exit & 1) == 0,
-            "gvisor" => (exit & 2) == 0,
-            "runc" => (exit & 4) == 0,
-            _ => false,
-        }).ToList();
-        return usable is ["runc"]
-            ? "WARNING: runc is the only allowed runtime class that works here (runtime.allowed_classes: " +
+        var usable = options.AllowedRuntimeClasses.Where(c => RuntimeClassTable.Find(c) is { } d && (exit & d.DoctorExitBit) == 0).ToList();
+        return usable is [var only] && !RuntimeClassTable.Get(only).IsolatesKernel
+            ? $"WARNING: {only} is the only allowed runtime class that works here (runtime.allowed_classes: " +
               string.Join(", ", options.AllowedRuntimeClasses) + "): it does not isolate untrusted code from the host kernel; use it for development only"
             : null;
     }
 
+    /// <summary>Each runtime class's checks are in the area named after it; a failing one sets the class's bit.</summary>
     internal static int ExitCode(IReadOnlyList<Check> checks)
     {
         var exit = 0;
-        if (checks.Any(c => c.Area == "kata" && !c.Ok)) exit |= 1;
-        if (checks.Any(c => c.Area == "gvisor" && !c.Ok)) exit |= 2;
-        if (checks.Any(c => c.Area == "runc" && !c.Ok)) exit |= 4;
-        if (checks.Any(c => c.Area == "common" && !c.Ok)) exit |= 8;
-        if (checks.Any(c => c.Area == "hardening" && !c.Ok)) exit |= 16;
+        foreach (var d in RuntimeClassTable.All.Where(d => checks.Any(c => c.Area == d.Name && !c.Ok)))
+            exit |= d.DoctorExitBit;
+        if (checks.Any(c => c.Area == "common" && !c.Ok)) exit |= CommonBit;
+        if (checks.Any(c => c.Area == "hardening" && !c.Ok)) exit |= HardeningBit;
         return exit;
     }
 
@@ -94,9 +110,8 @@ internal static class DoctorCommand
     {
         var checks = new List<Check>();
         void Add(string area, IEnumerable<HostCheck> hostChecks) => checks.AddRange(hostChecks.Select(h => new Check(area, h.Name, h.Ok, h.Detail)));
-        Add("kata", HostChecks.Kata());
-        Add("gvisor", HostChecks.Gvisor(options.RunscPath));
-        Add("runc", HostChecks.Runc());
+        foreach (var d in RuntimeClassTable.All)
+            Add(d.Name, d.HostChecks(options));
 
         checks.Add(new Check("common", "root", Environment.IsPrivilegedProcess, Environment.IsPrivilegedProcess
             ? "running as root" : "not root: the agent drives containerd, network namespaces and iptables; run it as root"));
@@ -128,9 +143,12 @@ internal static class DoctorCommand
     }
 
     /// <summary>Which runtime classes requests may use (runc only when listed).</summary>
-    private static Check AllowedClassesCheck(AgentOptions options) =>
-        new("common", "allowed runtime classes", true, string.Join(", ", options.AllowedRuntimeClasses) +
-            (options.AllowedRuntimeClasses.Contains("runc", StringComparer.Ordinal) ? " (runc: development only)" : " (runtime.allowed_classes)"));
+    private static Check AllowedClassesCheck(AgentOptions options)
+    {
+        var unsandboxed = options.AllowedRuntimeClasses.Where(c => RuntimeClassTable.Find(c) is { IsolatesKernel: false }).ToList();
+        return new("common", "allowed runtime classes", true, string.Join(", ", options.AllowedRuntimeClasses) +
+            (unsandboxed.Count > 0 ? $" ({string.Join(", ", unsandboxed)}: development only)" : " (runtime.allowed_classes)"));
+    }
 
     /// <summary>The kernel takes the guard's tables (checked with `nft -c`, which changes nothing), and whether they are up.</summary>
     private static async Task<Check> GuardCheckAsync(Core.AgentOptions options, CancellationToken cancellationToken)

@@ -20,10 +20,9 @@ internal sealed record ConfigKey(string Section, string Key, Action<ConfigBuilde
 /// <summary>Every key kata-agent.toml knows; kata-agent.example.toml documents each (a test keeps the two in step).</summary>
 internal static class ConfigKeys
 {
-    private static readonly Dictionary<string, string> RuntimeClasses = new(StringComparer.Ordinal)
-    {
-        ["kata"] = "kata", ["gvisor"] = "gvisor", ["runc"] = "runc",
-    };
+    // The class names and their config-path keys come from the runtime-class table (Core/Runtime/RuntimeClassTable.cs).
+    private static readonly Dictionary<string, string> RuntimeClasses =
+        Core.Runtime.RuntimeClassTable.All.ToDictionary(d => d.Name, d => d.Name, StringComparer.Ordinal);
 
     private static readonly Dictionary<string, LogLevel> Levels = new(StringComparer.Ordinal)
     {
@@ -63,7 +62,7 @@ internal static class ConfigKeys
         new("runtime", "default_class", (b, v) => b.Agent = b.Agent with { DefaultRuntimeClass = v.OneOf(RuntimeClasses) }),
         // Host hardening (issue 13): runc only on request.
         new("runtime", "allowed_classes", (b, v) => b.Agent = b.Agent with { AllowedRuntimeClasses = RuntimeClassList(v) }),
-        new("runtime", "kata_config_path", (b, v) => b.Agent = b.Agent with { KataConfigPath = v.Path(allowEmpty: true) }),
+        .. Core.Runtime.RuntimeClassTable.All.Where(d => d.ConfigPathKey is not null).Select(RuntimeConfigPathKey),
         new("runtime", "runsc_path", (b, v) => b.Agent = b.Agent with { RunscPath = v.Path() }),
         new("runtime", "cgroup_parent", (b, v) => b.Agent = b.Agent with { CgroupParent = CgroupParent(v) }),
 
@@ -170,11 +169,23 @@ internal static class ConfigKeys
         return list;
     }
 
+    /// <summary>runtime.&lt;class&gt;_config_path: the class's config file; empty: the class's default.</summary>
+    private static ConfigKey RuntimeConfigPathKey(Core.Runtime.RuntimeClassDefinition definition) =>
+        new("runtime", definition.ConfigPathKey!, (b, v) =>
+        {
+            var paths = new Dictionary<string, string>(b.Agent.RuntimeConfigPaths, StringComparer.Ordinal);
+            if (v.Path(allowEmpty: true) is { Length: > 0 } path)
+                paths[definition.Name] = path;
+            else
+                paths.Remove(definition.Name);
+            b.Agent = b.Agent with { RuntimeConfigPaths = paths };
+        });
+
     private static List<string> RuntimeClassList(ConfigValue v)
     {
         var list = v.StringList().ToList();
         foreach (var name in list.Where(n => !RuntimeClasses.ContainsKey(n)))
-            throw new FormatException($"{v.Key} ({v.Source}): '{name}' is not a runtime class (kata, gvisor, runc)");
+            throw new FormatException($"{v.Key} ({v.Source}): '{name}' is not a runtime class ({Core.Runtime.RuntimeClassTable.Names})");
         return list.Count > 0 ? list : throw new FormatException($"{v.Key} ({v.Source}): empty: list the classes sessions may use, e.g. [\"kata\", \"gvisor\"]");
     }
 

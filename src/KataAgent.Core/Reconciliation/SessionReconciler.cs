@@ -70,7 +70,7 @@ internal sealed partial class SessionReconciler
             }
             _services.Ports.MarkInUse(record.Ports.Select(p => p.HostPort));
             _services.Resources.Restore(new ResourceAllocation(record.KernelId, new ResourceSlots(record.Cpus, record.MemoryBytes),
-                RuntimeClasses.Known(record.RuntimeClass).Class.RuntimeType.Contains("kata", StringComparison.Ordinal) ? _services.Resources.KataVmOverheadBytes : 0)
+                RuntimeClasses.Known(record.RuntimeClass).OverheadBytes)
             {
                 CpuSet = record.CpuSet,
             });

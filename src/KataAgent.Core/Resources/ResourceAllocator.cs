@@ -8,7 +8,7 @@ public sealed record ResourceSlots(double Cpus, long MemoryBytes)
         string.Create(CultureInfo.InvariantCulture, $"cpu={Cpus:0.##} mem={MemoryBytes / (1024.0 * 1024):0} MiB");
 }
 
-/// <summary>What one session holds: its own slots plus, for a VM runtime, the VM's host overhead.</summary>
+/// <summary>What one session holds: its own slots plus its runtime class's host overhead (a VM's shim + VMM + virtiofsd).</summary>
 public sealed record ResourceAllocation(string KernelId, ResourceSlots Slots, long OverheadBytes)
 {
     /// <summary>Host cores the session is pinned to (cpuset syntax, e.g. "0-1"); empty = not pinned.</summary>
@@ -19,7 +19,7 @@ public sealed class InsufficientResourcesException(string message) : Exception(m
 
 /// <summary>
 /// Keeps the agent from promising more than the host has: capacity is the host minus the
-/// reservation, and a Kata session also costs its VM's overhead. Thread-safe.
+/// reservation, and a session also costs its runtime class's overhead (a Kata VM's). Thread-safe.
 /// </summary>
 public sealed class ResourceAllocator
 {
@@ -33,7 +33,6 @@ public sealed class ResourceAllocator
         var hostMemory = options.TotalMemoryBytes ?? HostMemoryBytes();
         // Overcommit multiplies what sessions may ask for in total, not the cores they can be pinned to.
         Capacity = new ResourceSlots(Math.Max(0, hostCpus - options.ReservedCpus) * options.CpuOvercommit, Math.Max(0, hostMemory - options.ReservedMemoryBytes));
-        KataVmOverheadBytes = options.KataVmOverheadBytes;
         // Reserved cores are the lowest-numbered ones (where the host's own daemons usually sit).
         _cores = HostCores().Skip(options.ReservedCpus).ToArray();
         if (_cores.Length == 0)
@@ -41,7 +40,6 @@ public sealed class ResourceAllocator
     }
 
     public ResourceSlots Capacity { get; }
-    public long KataVmOverheadBytes { get; }
 
     public ResourceSlots Used
     {
@@ -61,14 +59,18 @@ public sealed class ResourceAllocator
         }
     }
 
-    /// <summary>Reserves slots or refuses, saying what is short and by how much; nothing is held on refusal.</summary>
-    public ResourceAllocation Allocate(string kernelId, ResourceSlots slots, bool isVm)
+    /// <summary>
+    /// Reserves slots plus the runtime class's host overhead (RuntimeClassStatus.OverheadBytes; 0 for runc and
+    /// gVisor), or refuses, saying what is short and by how much; nothing is held on refusal.
+    /// </summary>
+    public ResourceAllocation Allocate(string kernelId, ResourceSlots slots, long overheadBytes)
     {
         if (slots.Cpus <= 0 || double.IsNaN(slots.Cpus))
             throw new ArgumentOutOfRangeException(nameof(slots), $"cpu must be positive (got {slots.Cpus})");
         if (slots.MemoryBytes <= 0)
             throw new ArgumentOutOfRangeException(nameof(slots), $"memory must be positive (got {slots.MemoryBytes})");
-        var overhead = isVm ? KataVmOverheadBytes : 0;
+        ArgumentOutOfRangeException.ThrowIfNegative(overheadBytes);
+        var overhead = overheadBytes;
         lock (_gate)
         {
             if (_allocations.ContainsKey(kernelId))

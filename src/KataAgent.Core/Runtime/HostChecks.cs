@@ -5,36 +5,18 @@ namespace KataAgent.Core.Runtime;
 /// <summary>One readiness check: what was looked at, whether it passed, and what to do if not.</summary>
 public sealed record HostCheck(string Name, bool Ok, string Detail);
 
-/// <summary>Host readiness per runtime class (kata-notes §7).</summary>
+/// <summary>Host readiness checks; which ones each runtime class needs is in its RuntimeClassTable entry (kata-notes §7).</summary>
 public static partial class HostChecks
 {
     private const uint KvmCreateVm = 0xAE01;
 
-    public static IReadOnlyList<HostCheck> Runc() =>
-    [
-        Executable("containerd-shim-runc-v2", "install the Debian package 'containerd'"),
-        Executable("runc", "install the Debian package 'runc'"),
-    ];
+    /// <summary>A device node the runtime needs (e.g. /dev/vhost-vsock for QEMU).</summary>
+    public static HostCheck Device(string path, string remedy) =>
+        File.Exists(path) ? new HostCheck(path, true, "present") : new HostCheck(path, false, $"missing: {remedy}");
 
-    public static IReadOnlyList<HostCheck> Gvisor(string runscPath) =>
-    [
-        Executable("containerd-shim-runc-v2", "install the Debian package 'containerd'"),
-        File.Exists(runscPath)
-            ? new HostCheck("runsc", true, runscPath)
-            : new HostCheck("runsc", false, $"{runscPath} not found: install the Debian package 'runsc'"),
-    ];
-
-    public static IReadOnlyList<HostCheck> Kata() =>
-    [
-        Executable("containerd-shim-kata-v2", "install Kata Containers (kata-deploy or the distribution's kata-containers package)"),
-        Kvm(),
-        File.Exists("/dev/vhost-vsock")
-            ? new HostCheck("/dev/vhost-vsock", true, "present")
-            : new HostCheck("/dev/vhost-vsock", false, "missing: load the vhost_vsock module (modprobe vhost_vsock); QEMU needs it"),
-        Module("kvm"),
-        Module("vhost"),
-        Module("vhost_net"),
-    ];
+    /// <summary>A runtime configuration file the class names (a Kata flavour's hypervisor config).</summary>
+    public static HostCheck ConfigFile(string path, string remedy) =>
+        File.Exists(path) ? new HostCheck("config", true, path) : new HostCheck("config", false, $"{path} not found: {remedy}");
 
     public static HostCheck Executable(string name, string remedy)
     {

@@ -2,10 +2,13 @@ using KataAgent.Containerd.Runtime;
 
 namespace KataAgent.Core.Runtime;
 
-/// <summary>A runtime class and whether this host can run it (with the reason when not).</summary>
-public sealed record RuntimeClassStatus(RuntimeClass Class, bool Usable, string Detail);
+/// <summary>
+/// A runtime class as this host has it: its table entry, the containerd runtime built for this host, whether it can
+/// run here (with the reason when not), and the host memory each of its sessions costs beyond its allocation.
+/// </summary>
+public sealed record RuntimeClassStatus(RuntimeClassDefinition Definition, RuntimeClass Class, bool Usable, string Detail, long OverheadBytes);
 
-/// <summary>The runtime classes the agent offers: kata (production), gvisor, runc (development only).</summary>
+/// <summary>The runtime classes the agent offers (the entries of <see cref="RuntimeClassTable"/>), checked on this host.</summary>
 public sealed class RuntimeClassRegistry
 {
     private readonly Dictionary<string, RuntimeClassStatus> _classes;
@@ -32,27 +35,23 @@ public sealed class RuntimeClassRegistry
     public static async Task<RuntimeClassRegistry> CreateAsync(AgentOptions options, CancellationToken cancellationToken = default)
     {
         var gvisorWrapper = await GvisorWrapper.EnsureAsync(Path.Combine(options.DataDir, "bin"), options.RunscPath, cancellationToken).ConfigureAwait(false);
-        var classes = new Dictionary<string, RuntimeClassStatus>(StringComparer.Ordinal)
-        {
-            ["kata"] = Check(RuntimeClass.Kata(options.KataConfigPath), HostChecks.Kata()),
-            ["gvisor"] = Check(RuntimeClass.Gvisor(gvisorWrapper), HostChecks.Gvisor(options.RunscPath)),
-            ["runc"] = Check(RuntimeClass.Runc(), HostChecks.Runc()),
-        };
+        var settings = new RuntimeClassSettings(options, gvisorWrapper);
+        var classes = RuntimeClassTable.All.ToDictionary(d => d.Name, d => Check(d, settings), StringComparer.Ordinal);
         var allowed = options.AllowedRuntimeClasses.Distinct(StringComparer.Ordinal).ToList();
         foreach (var name in allowed.Where(n => !classes.ContainsKey(n)))
-            throw new ArgumentException($"{AllowedClassesKey}: runtime class '{name}' is unknown (kata, gvisor, runc)", nameof(options));
+            throw new ArgumentException($"{AllowedClassesKey}: runtime class '{name}' is unknown ({RuntimeClassTable.Names})", nameof(options));
         if (allowed.Count == 0)
             throw new ArgumentException($"{AllowedClassesKey} is empty: no session could run (production: [\"kata\", \"gvisor\"])", nameof(options));
         if (!classes.TryGetValue(options.DefaultRuntimeClass, out var wanted))
-            throw new ArgumentException($"default runtime class '{options.DefaultRuntimeClass}' is unknown (kata, gvisor, runc)", nameof(options));
+            throw new ArgumentException($"default runtime class '{options.DefaultRuntimeClass}' is unknown ({RuntimeClassTable.Names})", nameof(options));
         if (!allowed.Contains(wanted.Class.Name, StringComparer.Ordinal))
             throw new ArgumentException($"default runtime class '{wanted.Class.Name}' is not in {AllowedClassesKey} ({string.Join(", ", allowed)})", nameof(options));
         var runcOnly = RuncIsAllThatIsLeft(classes, allowed) ? RuncOnlyWarning : null;
         if (wanted.Usable)
-            return new RuntimeClassRegistry(classes, allowed, wanted.Class.Name, wanted.Class.Name == "runc" ? Join(RuncWarning, runcOnly) : runcOnly);
+            return new RuntimeClassRegistry(classes, allowed, wanted.Class.Name, wanted.Definition.IsolatesKernel ? runcOnly : Join(RuncWarning, runcOnly));
 
-        // Fall back to the next-strongest allowed sandbox, never to runc: it becomes the default only when configured so.
-        foreach (var candidate in new[] { "kata", "gvisor" })
+        // Fall back to the next-strongest allowed sandbox (table order), never to runc: it becomes the default only when configured so.
+        foreach (var candidate in RuntimeClassTable.All.Where(d => d.IsolatesKernel).Select(d => d.Name))
         {
             if (allowed.Contains(candidate, StringComparer.Ordinal) && classes[candidate].Usable)
             {
@@ -61,7 +60,7 @@ public sealed class RuntimeClassRegistry
             }
         }
         return new RuntimeClassRegistry(classes, allowed, wanted.Class.Name, Join("no sandboxed runtime class is usable on this host: " +
-            string.Join("; ", allowed.Where(n => n != "runc").Select(n => $"{n}: {classes[n].Detail}")), runcOnly));
+            string.Join("; ", allowed.Where(n => classes[n].Definition.IsolatesKernel).Select(n => $"{n}: {classes[n].Detail}")), runcOnly));
     }
 
     public const string RuncWarning = "WARNING: runc does not isolate untrusted code from the host kernel; use it for development only.";
@@ -69,11 +68,11 @@ public sealed class RuntimeClassRegistry
     public const string RuncOnlyWarning = "WARNING: runc is the only runtime class left that this agent may run here (no usable kata or gvisor): " +
         "sessions are not sandboxed from the host kernel; use it for development only.";
 
-    /// <summary>Of the allowed classes, only runc can run on this host.</summary>
+    /// <summary>Of the allowed classes, only runc (the one class that shares the host kernel) can run on this host.</summary>
     private static bool RuncIsAllThatIsLeft(Dictionary<string, RuntimeClassStatus> classes, IReadOnlyList<string> allowed)
     {
         var usable = allowed.Where(n => classes[n].Usable).ToList();
-        return usable is ["runc"];
+        return usable is [var only] && !classes[only].Definition.IsolatesKernel;
     }
 
     private static string? Join(string? first, string? second) =>
@@ -96,11 +95,13 @@ public sealed class RuntimeClassRegistry
         return status;
     }
 
-    private static RuntimeClassStatus Check(RuntimeClass runtimeClass, IReadOnlyList<HostCheck> checks)
+    private static RuntimeClassStatus Check(RuntimeClassDefinition definition, RuntimeClassSettings settings)
     {
-        var failed = checks.Where(c => !c.Ok).ToList();
+        var runtime = definition.BuildRuntime(settings);
+        var overhead = definition.OverheadBytes(settings.Options);
+        var failed = definition.HostChecks(settings.Options).Where(c => !c.Ok).ToList();
         return failed.Count == 0
-            ? new RuntimeClassStatus(runtimeClass, true, "ok")
-            : new RuntimeClassStatus(runtimeClass, false, string.Join("; ", failed.Select(c => $"{c.Name}: {c.Detail}")));
+            ? new RuntimeClassStatus(definition, runtime, true, "ok", overhead)
+            : new RuntimeClassStatus(definition, runtime, false, string.Join("; ", failed.Select(c => $"{c.Name}: {c.Detail}")), overhead);
     }
 }

@@ -236,7 +236,7 @@ public sealed partial class SessionCreator(SessionServices services)
     {
         var defaults = services.Options.Resources;
         var slots = new ResourceSlots(state.Request.Cpus ?? defaults.DefaultCpus, state.Request.MemoryBytes ?? defaults.DefaultMemoryBytes);
-        var allocation = services.Resources.Allocate(state.KernelId, slots, isVm: !state.Runtime.Class.RuntimeType.Contains("runc", StringComparison.Ordinal));
+        var allocation = services.Resources.Allocate(state.KernelId, slots, state.Runtime.OverheadBytes);
         undo.Push("allocate-resources", _ =>
         {
             services.Resources.Release(state.KernelId);

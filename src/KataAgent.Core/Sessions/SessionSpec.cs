@@ -11,7 +11,7 @@ public sealed record SessionSpecInputs(SessionRecord Record, SessionRequest Requ
     public string CgroupsPath => $"/{string.Join('/', Cgroups.SessionCgroupParent.ParsePath(Options.CgroupParent))}/{Record.KernelId}";
 }
 
-/// <summary>The spec options that make a container a session: runner, scratch, network, limits, and for Kata the VM size.</summary>
+/// <summary>The spec options that make a container a session: runner, scratch, network, limits, and what the runtime class adds (for Kata the VM size).</summary>
 public static class SessionSpec
 {
     /// <summary>The session's resolv.conf in its config dir, bind-mounted read-only over /etc/resolv.conf.</summary>
@@ -28,11 +28,11 @@ public static class SessionSpec
 
     /// <summary>
     /// Memory plus swap = the memory limit, so a session cannot page out past its limit; only where the host accounts
-    /// swap (a runtime would refuse a limit the cgroup cannot take). Not for Kata: the guest kernel has no swap
+    /// swap (a runtime would refuse a limit the cgroup cannot take). Not for a VM (Kata): the guest kernel has no swap
     /// device unless the Kata config adds one, and the VM's memory is the bound.
     /// </summary>
     private static long? SwapLimit(SessionSpecInputs inputs) =>
-        inputs.Runtime.RuntimeType != RuntimeClass.KataRuntimeType && Cgroups.SwapAccounting.OnHost
+        !inputs.Runtime.IsVm && Cgroups.SwapAccounting.OnHost
             ? inputs.Record.MemoryBytes
             : null;
 
@@ -63,8 +63,8 @@ public static class SessionSpec
         if (!string.IsNullOrEmpty(record.CpuSet))
             opts.Add(SpecOpts.WithCpuset(record.CpuSet));
         opts.AddRange(request.Mounts.Select(m => SpecOpts.WithBindMount(m.HostPath, m.ContainerPath, m.ReadOnly)));
-        if (inputs.Runtime.RuntimeType == RuntimeClass.KataRuntimeType)
-            opts.AddRange(KataSizing(record, options.Kata));
+        // What only this runtime class adds (Kata: the VM sizing annotations), from its runtime-class table entry.
+        opts.AddRange(Runtime.RuntimeClassTable.Get(inputs.Runtime.Name).SpecOptions(inputs));
         return opts;
     }
 
