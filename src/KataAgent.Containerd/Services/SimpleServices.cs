@@ -1,6 +1,5 @@
 using Containerd.Services.Introspection.V1;
 using Containerd.Services.Namespaces.V1;
-using Containerd.Services.Version.V1;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 

@@ -376,8 +376,10 @@ public sealed class ImagePuller(ContainerdClient client, RegistryClient registry
                 phase = PullPhase.Unpacking;
                 book.Phase();
                 if (options.MaxExpandedBytes is { } maxExpanded)
+                {
                     await ExpansionLimit.CheckLayersAsync(manifest.Layers, (layer, ct) => Task.FromResult(ContentReadStream.Open(leased, layer.Digest, ct)),
                         maxExpanded, $"pulling {name}", cancellationToken).ConfigureAwait(false);
+                }
                 await state.Unpacker.UnpackAsync(manifest.Layers, diffIds, manifest.Config,
                     (i, done) => book.Update(manifest.Layers[i], manifest.Layers[i].Size, done ? BlobState.Unpacked : BlobState.Unpacking), cancellationToken).ConfigureAwait(false);
             }

@@ -60,8 +60,10 @@ public sealed class CniClient
         if (failures.Count == 1)
             throw failures[0];
         if (failures.Count > 1)
+        {
             throw new CniException($"CNI DEL for container '{runtime.ContainerId}' failed in {failures.Count} plugins: "
                                    + string.Join("; ", failures.Select(f => f.Message)), new AggregateException(failures));
+        }
     }
 
     /// <summary>CHECK through the chain, except plugin types in <paramref name="skipTypes"/>; throws the first plugin's complaint.</summary>

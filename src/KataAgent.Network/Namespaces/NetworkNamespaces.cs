@@ -97,7 +97,9 @@ public sealed class NetworkNamespaces
     {
         if (string.IsNullOrEmpty(name) || name == "." || name == ".." || name.Contains('/') || name.Contains('\0')
             || System.Text.Encoding.UTF8.GetByteCount(name) > 255)
+        {
             throw new ArgumentException($"invalid netns name '{name}'", nameof(name));
+        }
     }
 
     private static void CreateOnThisThread(string name, string path)

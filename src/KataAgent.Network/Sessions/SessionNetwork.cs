@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using KataAgent.Network.Isolation;
 using Microsoft.Extensions.Logging;
@@ -348,9 +347,11 @@ public sealed partial class SessionNetwork
     private static void ValidateSessionId(string sessionId)
     {
         if (!IsValidSessionId(sessionId))
+        {
             throw new ArgumentException(
                 $"invalid session id '{sessionId}': it becomes the CNI container id and part of a file name, so 1-128 of letters, digits, '_', '.', '-', starting with a letter or digit",
                 nameof(sessionId));
+        }
     }
 
     private static bool IsValidSessionId(string? sessionId) => sessionId is { Length: > 0 and <= 128 } && SessionIdPattern().IsMatch(sessionId);
