@@ -19,7 +19,7 @@ internal static partial class MasqueradeLeftovers
         if (save is null || restore is null)
             return 0; // without iptables nothing could have created the chain either
 
-        var (exit, output, error) = await RunAsync(save, ["-t", "nat"], null, timeout, cancellationToken);
+        var (exit, output, error) = await RunAsync(save, ["-t", "nat"], null, timeout, cancellationToken).ConfigureAwait(false);
         if (exit != 0)
             throw new CniException($"iptables-save -t nat failed with status {exit}: {error.Trim()}");
 
@@ -51,7 +51,7 @@ internal static partial class MasqueradeLeftovers
         foreach (string chain in chains)
             script.Append("-X ").Append(chain).Append('\n');
         script.Append("COMMIT\n");
-        (exit, _, error) = await RunAsync(restore, ["-w", "--noflush"], script.ToString(), timeout, cancellationToken);
+        (exit, _, error) = await RunAsync(restore, ["-w", "--noflush"], script.ToString(), timeout, cancellationToken).ConfigureAwait(false);
         if (exit != 0)
             throw new CniException($"removing leftover masquerade rules of container '{containerId}' failed: iptables-restore status {exit}: {error.Trim()}");
         return deletes.Count + chains.Count;
@@ -77,10 +77,10 @@ internal static partial class MasqueradeLeftovers
             var stdout = process.StandardOutput.ReadToEndAsync(limit.Token);
             var stderr = process.StandardError.ReadToEndAsync(limit.Token);
             if (stdin is not null)
-                await process.StandardInput.WriteAsync(stdin.AsMemory(), limit.Token);
+                await process.StandardInput.WriteAsync(stdin.AsMemory(), limit.Token).ConfigureAwait(false);
             process.StandardInput.Close();
-            await process.WaitForExitAsync(limit.Token);
-            return (process.ExitCode, await stdout, await stderr);
+            await process.WaitForExitAsync(limit.Token).ConfigureAwait(false);
+            return (process.ExitCode, await stdout.ConfigureAwait(false), await stderr.ConfigureAwait(false));
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
