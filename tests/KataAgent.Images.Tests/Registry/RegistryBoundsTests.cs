@@ -94,6 +94,7 @@ public sealed class RegistryBoundsTests
             }
 
             _listener.Close();
+            _stop.Dispose();
         }
     }
 
