@@ -47,13 +47,13 @@ internal static class ChaosBench
                         containerdRestarts++;
                     }
                 }
-                Console.Error.WriteLine($"chaos: kill {i + 1}/{kills}");
+                await Console.Error.WriteLineAsync($"chaos: kill {i + 1}/{kills}");
             }
 
-            Console.Error.WriteLine("chaos: starting the final agent (recovery)");
+            await Console.Error.WriteLineAsync("chaos: starting the final agent (recovery)");
             await using var agent = await Agent.StartAsync(BenchAgent.Options(dataDir, slot: 2), NullLoggerFactory.Instance);
             var survivors = agent.Sessions.ToList();
-            Console.Error.WriteLine($"chaos: {survivors.Count} sessions recovered; checking each runs code");
+            await Console.Error.WriteLineAsync($"chaos: {survivors.Count} sessions recovered; checking each runs code");
             var working = 0;
             foreach (var session in survivors)
             {
@@ -103,7 +103,7 @@ internal static class ChaosBench
             }
             catch (Exception e)
             {
-                Console.Error.WriteLine(e.Message);
+                await Console.Error.WriteLineAsync(e.Message);
                 await Task.Delay(200);
             }
         }

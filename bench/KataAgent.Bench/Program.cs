@@ -49,7 +49,7 @@ switch (scenario)
         await ChaosBench.ChildAsync(positional[1]);
         return 0;
     default:
-        Console.Error.WriteLine($"unknown scenario '{scenario}' (echo, exec, create, sessions, soak, chaos)");
+        await Console.Error.WriteLineAsync($"unknown scenario '{scenario}' (echo, exec, create, sessions, soak, chaos)");
         return 2;
 }
 if (report.Length > 0)
@@ -59,7 +59,7 @@ if (report.Length > 0)
     if (outFile is not null)
         await File.AppendAllTextAsync(outFile, text);
 }
-Console.Error.WriteLine($"bench finished in {stopwatch.Elapsed.TotalSeconds:0.0} s");
+await Console.Error.WriteLineAsync($"bench finished in {stopwatch.Elapsed.TotalSeconds:0.0} s");
 return failed ? 1 : 0;
 
 static string MachineDescription()

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
-using KataAgent.Containerd.Runtime;
 using KataAgent.Core;
 using KataAgent.Core.Containers;
 using KataAgent.Testing;

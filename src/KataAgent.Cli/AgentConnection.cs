@@ -1,6 +1,5 @@
 using KataAgent.Api.Client;
 using KataAgent.Api.Server;
-using KataAgent.Cli.Config;
 using KataAgent.Core.Locking;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;

@@ -29,7 +29,7 @@ root.Subcommands.Add(VersionCommand.Create());
 var parse = root.Parse(args);
 if (parse.Errors.Count > 0)
 {
-    Console.Error.WriteLine($"error: {parse.Errors[0].Message} (see: kata-agent {string.Join(' ', CommandPath(parse.CommandResult.Command))} --help)".Replace("  ", " ", StringComparison.Ordinal));
+    await Console.Error.WriteLineAsync($"error: {parse.Errors[0].Message} (see: kata-agent {string.Join(' ', CommandPath(parse.CommandResult.Command))} --help)".Replace("  ", " ", StringComparison.Ordinal));
     return 2;
 }
 var verbose = parse.GetValue(GlobalOptions.Verbose);

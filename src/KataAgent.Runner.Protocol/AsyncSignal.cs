@@ -22,7 +22,7 @@ internal sealed class AsyncSignal
         }
         if (timeout is null)
         {
-            await _pulses.Reader.ReadAsync(cancellationToken);
+            await _pulses.Reader.ReadAsync(cancellationToken).ConfigureAwait(false);
             return;
         }
         if (timeout.Value <= TimeSpan.Zero)
@@ -33,7 +33,7 @@ internal sealed class AsyncSignal
         limit.CancelAfter(timeout.Value);
         try
         {
-            await _pulses.Reader.ReadAsync(limit.Token);
+            await _pulses.Reader.ReadAsync(limit.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {

@@ -131,10 +131,10 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         ExecutionOptions? options = null, CancellationToken cancellationToken = default)
     {
         options ??= new ExecutionOptions();
-        ActiveRun run = await BeginAsync(runId, mode, text, options, cancellationToken);
+        ActiveRun run = await BeginAsync(runId, mode, text, options, cancellationToken).ConfigureAwait(false);
         try
         {
-            return await CollectAsync(run, options.FlushTimeout, cancellationToken);
+            return await CollectAsync(run, options.FlushTimeout, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -150,7 +150,7 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         ExecutionOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         options ??= new ExecutionOptions();
-        ActiveRun run = await BeginAsync(runId, mode, text, options, cancellationToken);
+        ActiveRun run = await BeginAsync(runId, mode, text, options, cancellationToken).ConfigureAwait(false);
         var unyielded = new Queue<ConsoleItem>();
         try
         {
@@ -178,10 +178,10 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
                 }
                 if (run.ExecDeadlinePassed)
                 {
-                    yield return new ResultEvent(await AbandonAtExecTimeoutAsync(run, []));
+                    yield return new ResultEvent(await AbandonAtExecTimeoutAsync(run, []).ConfigureAwait(false));
                     yield break;
                 }
-                await run.Signal.WaitAsync(run.TimeUntilExecDeadline, cancellationToken);
+                await run.Signal.WaitAsync(run.TimeUntilExecDeadline, cancellationToken).ConfigureAwait(false);
             }
         }
         finally
@@ -204,7 +204,7 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
     public async Task<IReadOnlyList<string>> CompleteAsync(CompletionRequest request, CancellationToken cancellationToken = default)
     {
         byte[] answer = await RequestAsync(RunnerMessageTypes.Complete, JsonSerializer.SerializeToUtf8Bytes(request),
-            RunnerMessageTypes.Completion, _options.ReplyTimeout, cancellationToken);
+            RunnerMessageTypes.Completion, _options.ReplyTimeout, cancellationToken).ConfigureAwait(false);
         using JsonDocument document = JsonDocument.Parse(answer);
         return document.RootElement.TryGetProperty("suggestions", out JsonElement suggestions) && suggestions.ValueKind == JsonValueKind.Array
             ? suggestions.EnumerateArray().Select(suggestion => suggestion.ToString()).ToList()
@@ -214,7 +214,7 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
     /// <summary>The runner's `status` map (msgpack, decoded). Answered promptly even while code runs.</summary>
     public async Task<IReadOnlyDictionary<string, object?>> GetStatusAsync(CancellationToken cancellationToken = default)
     {
-        byte[] answer = await RequestAsync(RunnerMessageTypes.Status, [], RunnerMessageTypes.Status, _options.ReplyTimeout, cancellationToken);
+        byte[] answer = await RequestAsync(RunnerMessageTypes.Status, [], RunnerMessageTypes.Status, _options.ReplyTimeout, cancellationToken).ConfigureAwait(false);
         return MessagePackMapReader.Read(answer);
     }
 
@@ -223,7 +223,7 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         TimeSpan timeout = _options.ServiceStartTimeout > TimeSpan.FromSeconds(service.StartTimeoutSeconds + 10)
             ? _options.ServiceStartTimeout : TimeSpan.FromSeconds(service.StartTimeoutSeconds + 10);
         byte[] answer = await RequestAsync(RunnerMessageTypes.StartService, JsonSerializer.SerializeToUtf8Bytes(service),
-            RunnerMessageTypes.ServiceResult, timeout, cancellationToken);
+            RunnerMessageTypes.ServiceResult, timeout, cancellationToken).ConfigureAwait(false);
         return JsonSerializer.Deserialize<ServiceResult>(answer) ?? new ServiceResult("failed", "empty answer from the runner");
     }
 
@@ -234,7 +234,7 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
     /// <summary>The `apps-result` JSON.</summary>
     public async Task<JsonElement> GetAppsAsync(CancellationToken cancellationToken = default)
     {
-        byte[] answer = await RequestAsync(RunnerMessageTypes.GetApps, [], RunnerMessageTypes.AppsResult, _options.ReplyTimeout, cancellationToken);
+        byte[] answer = await RequestAsync(RunnerMessageTypes.GetApps, [], RunnerMessageTypes.AppsResult, _options.ReplyTimeout, cancellationToken).ConfigureAwait(false);
         using JsonDocument document = JsonDocument.Parse(answer);
         return document.RootElement.Clone();
     }
@@ -329,15 +329,15 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
             switch (mode)
             {
                 case ExecutionMode.Query:
-                    await SendAsync(RunnerMessageTypes.Code, Encoding.UTF8.GetBytes(text), cancellationToken);
+                    await SendAsync(RunnerMessageTypes.Code, Encoding.UTF8.GetBytes(text), cancellationToken).ConfigureAwait(false);
                     break;
                 case ExecutionMode.Batch:
-                    await SendAsync(RunnerMessageTypes.Clean, Encoding.UTF8.GetBytes(options.Clean), cancellationToken);
-                    await SendAsync(RunnerMessageTypes.Build, Encoding.UTF8.GetBytes(options.Build), cancellationToken);
-                    await SendAsync(RunnerMessageTypes.Exec, Encoding.UTF8.GetBytes(options.Exec), cancellationToken);
+                    await SendAsync(RunnerMessageTypes.Clean, Encoding.UTF8.GetBytes(options.Clean), cancellationToken).ConfigureAwait(false);
+                    await SendAsync(RunnerMessageTypes.Build, Encoding.UTF8.GetBytes(options.Build), cancellationToken).ConfigureAwait(false);
+                    await SendAsync(RunnerMessageTypes.Exec, Encoding.UTF8.GetBytes(options.Exec), cancellationToken).ConfigureAwait(false);
                     break;
                 case ExecutionMode.Input:
-                    await SendAsync(RunnerMessageTypes.Input, Encoding.UTF8.GetBytes(text), cancellationToken);
+                    await SendAsync(RunnerMessageTypes.Input, Encoding.UTF8.GetBytes(text), cancellationToken).ConfigureAwait(false);
                     break;
                 case ExecutionMode.Continue:
                     break;
@@ -381,7 +381,7 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
                 }
                 if (run.ExecDeadlinePassed)
                 {
-                    return await AbandonAtExecTimeoutAsync(run, console.Build());
+                    return await AbandonAtExecTimeoutAsync(run, console.Build()).ConfigureAwait(false);
                 }
                 TimeSpan untilFlush = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), flushDeadline);
                 // A full console is handed out early: what one call holds is bounded like the buffer.
@@ -394,7 +394,7 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
                 {
                     wait = untilFlush;
                 }
-                await run.Signal.WaitAsync(wait, cancellationToken);
+                await run.Signal.WaitAsync(wait, cancellationToken).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException)
@@ -435,7 +435,7 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         }
         try
         {
-            await SendAsync(RunnerMessageTypes.Interrupt, [], CancellationToken.None);
+            await SendAsync(RunnerMessageTypes.Interrupt, [], CancellationToken.None).ConfigureAwait(false);
         }
         catch (RunnerUnavailableException)
         {
@@ -473,8 +473,8 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         }
         try
         {
-            await SendAsync(type, payload, cancellationToken);
-            return await reply.Task.WaitAsync(timeout, cancellationToken);
+            await SendAsync(type, payload, cancellationToken).ConfigureAwait(false);
+            return await reply.Task.WaitAsync(timeout, cancellationToken).ConfigureAwait(false);
         }
         catch (TimeoutException)
         {

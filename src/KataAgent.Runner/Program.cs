@@ -21,7 +21,7 @@ for (int i = 0; i < args.Length; i++)
             Console.WriteLine($"kata-runner {typeof(RunnerConfig).Assembly.GetName().Version}");
             return 0;
         default:
-            Console.Error.WriteLine($"kata-runner: unknown argument '{args[i]}'. Usage: kata-runner [--config-dir DIR] [--verbose]");
+            await Console.Error.WriteLineAsync($"kata-runner: unknown argument '{args[i]}'. Usage: kata-runner [--config-dir DIR] [--verbose]");
             return 2;
     }
 }
@@ -67,7 +67,10 @@ using PosixSignalRegistration onInt = PosixSignalRegistration.Create(PosixSignal
 AgentLink link;
 try
 {
+    // Disposed explicitly below, before the session: that order is the shutdown sequence. On an exception the process ends.
+#pragma warning disable CA2000
     link = new AgentLink(config.BindHost, config.InboundPort, config.OutboundPort, config.CurveSecretKey, stopping.Token);
+#pragma warning restore CA2000
 }
 catch (Exception exception) when (exception is NetMQ.NetMQException or System.Net.Sockets.SocketException)
 {

@@ -1,6 +1,5 @@
 using System.Security.Cryptography;
 using System.Text;
-using KataAgent.Containerd;
 using KataAgent.Testing;
 
 namespace KataAgent.Containerd.Tests;

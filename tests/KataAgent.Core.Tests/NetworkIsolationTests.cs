@@ -337,7 +337,9 @@ public abstract class NetworkIsolationTestsBase(AgentFixture fixture, string run
         await Fixture.Agent.DisposeAsync();
         foreach (var (pid, _) in ProcessTable.All().Where(p => p.CommandLine.Contains("containerd-shim", StringComparison.Ordinal) &&
                      p.CommandLine.Contains(dies.KernelId, StringComparison.Ordinal)).ToList())
+        {
             ProcessTable.Kill(pid, 9);
+        }
         await Fixture.RestartAgentAsync();
         entries = await Agent.Services.Network.Guard!.ListEntriesAsync();
         Assert.DoesNotContain(entries, e => e.EndsWith(diesIp.ToString(), StringComparison.Ordinal));

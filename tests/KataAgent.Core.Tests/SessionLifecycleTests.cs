@@ -1,4 +1,3 @@
-using System.Text;
 using KataAgent.Core.Scratch;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;

@@ -1,7 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.Compression;
 using System.Text;
-using KataAgent.Containerd;
 using KataAgent.Testing;
 
 namespace KataAgent.Images.Tests;

@@ -1,5 +1,4 @@
 using System.Text;
-using KataAgent.Oci;
 
 namespace KataAgent.Images.Tests;
 

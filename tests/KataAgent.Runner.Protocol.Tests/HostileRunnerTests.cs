@@ -1,6 +1,3 @@
-using System.Text;
-using KataAgent.Runner.Protocol;
-
 namespace KataAgent.Runner.Protocol.Tests;
 
 /// <summary>

@@ -1,5 +1,4 @@
 using System.Text;
-using KataAgent.Runner.Protocol;
 
 namespace KataAgent.Runner.Protocol.Tests;
 

@@ -1,6 +1,5 @@
 using System.Text;
 using System.Text.Json;
-using KataAgent.Runner.Protocol;
 using KataAgent.Testing;
 
 namespace KataAgent.Runner.Protocol.Tests;

@@ -1,4 +1,3 @@
-using KataAgent.Runner.Protocol;
 
 namespace KataAgent.Runner.Protocol.Tests;
 

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Text.RegularExpressions;
-using KataAgent.Containerd.Services;
 using KataAgent.Core;
 
 namespace KataAgent.Testing;

@@ -64,11 +64,13 @@ public sealed class ApiClient : IDisposable
         var channel = GrpcChannel.ForAddress(address, Options(handler));
         var invoker = channel.CreateCallInvoker();
         if (!string.IsNullOrEmpty(token))
+        {
             invoker = invoker.Intercept(metadata =>
             {
                 metadata.Add("authorization", "Bearer " + token);
                 return metadata;
             });
+        }
         return new ApiClient(channel, invoker, address.ToString());
     }
 

@@ -90,11 +90,13 @@ public sealed partial class ApiServer : IAsyncDisposable
                 });
             }
             if (metrics is not null)
+            {
                 k.Listen(metrics, l =>
                 {
                     metricsListen = l;
                     l.Protocols = HttpProtocols.Http1;
                 });
+            }
         });
 
         var app = builder.Build();

@@ -85,10 +85,12 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
         var session = agent.GetSession(kernelId);
         // Nothing answers in a session whose process is gone: say so instead of waiting for output forever.
         if (session.State is not SessionState.Running)
+        {
             throw new RpcException(new Status(StatusCode.FailedPrecondition, session.State == SessionState.Exited
                 ? $"session {kernelId} has exited{(session.ExitCode is int code ? $" (exit code {code})" : "")}{(session.OutOfMemory ? ", out of memory" : "")}: " +
                   $"restart it (kata-agent session restart {kernelId}) or remove it (kata-agent session rm {kernelId})"
                 : $"session {kernelId} is {Mapping.StateName(session.State)}"));
+        }
         ApiMetrics.Executions.WithLabels(mode.ToString().ToLowerInvariant()).Inc();
         // A caller that goes away only stops collecting: the run goes on and keeps its output for a continue.
         await foreach (var e in agent.ExecuteAsync(kernelId, runId, mode, text, options, context.CancellationToken))

@@ -1,4 +1,3 @@
-using Containerd.Services.Version.V1;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 

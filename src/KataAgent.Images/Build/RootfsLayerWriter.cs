@@ -172,7 +172,9 @@ public static class RootfsLayerWriter
                 }
 
                 entry = new PaxTarEntry(TarEntryType.RegularFile, entryName);
+#pragma warning disable CA2000 // disposed in the finally below, whose try begins right after this switch
                 data = new FileStream(fullPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 16, FileOptions.Asynchronous | FileOptions.SequentialScan);
+#pragma warning restore CA2000
                 break;
             case UnixStat.Symlink:
                 var target = new FileInfo(fullPath).LinkTarget
@@ -193,18 +195,19 @@ public static class RootfsLayerWriter
                 return false; // sockets; device nodes unless asked for
         }
 
-        var mtime = DateTimeOffset.FromUnixTimeSeconds(stat.MtimeSeconds);
-        if (state.Options.ClampModificationTime is { } clamp && mtime > clamp)
-        {
-            mtime = DateTimeOffset.FromUnixTimeSeconds(clamp.ToUnixTimeSeconds());
-        }
-
-        entry.ModificationTime = mtime;
-        entry.Mode = (UnixFileMode)stat.Permissions;
-        entry.Uid = state.Options.Owner?.Uid ?? (int)stat.Uid;
-        entry.Gid = state.Options.Owner?.Gid ?? (int)stat.Gid;
+        // From here on the data stream (if any) is ours to close, whatever throws.
         try
         {
+            var mtime = DateTimeOffset.FromUnixTimeSeconds(stat.MtimeSeconds);
+            if (state.Options.ClampModificationTime is { } clamp && mtime > clamp)
+            {
+                mtime = DateTimeOffset.FromUnixTimeSeconds(clamp.ToUnixTimeSeconds());
+            }
+
+            entry.ModificationTime = mtime;
+            entry.Mode = (UnixFileMode)stat.Permissions;
+            entry.Uid = state.Options.Owner?.Uid ?? (int)stat.Uid;
+            entry.Gid = state.Options.Owner?.Gid ?? (int)stat.Gid;
             if (data is not null)
             {
                 entry.DataStream = data;

@@ -42,9 +42,11 @@ public static class ExpansionLimit
                     {
                         total += n;
                         if (total > maxBytes)
+                        {
                             throw new ExpansionLimitException(
                                 $"{what}: the layers expand to more than {maxBytes} bytes (the cap, images.max_expanded; passed in layer {i}, " +
                                 $"{layer.Digest}, {layer.Size} bytes compressed): refused before unpacking");
+                        }
                     }
                 }
             }

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using KataAgent.Containerd;
-using KataAgent.Containerd.Services;
 using KataAgent.Oci;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -112,8 +111,10 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
         var stopwatch = Stopwatch.StartNew();
         // Before the lease: a refused image has written nothing.
         if (options.Unpack && options.MaxExpandedBytes is { } maxExpanded)
+        {
             await ExpansionLimit.CheckLayersAsync(image.Layers, (layer, _) => Task.FromResult(archive.OpenBlob(layer)), maxExpanded, $"importing {name}",
                 cancellationToken).ConfigureAwait(false);
+        }
         var lease = await client.Leases.CreateAsync(
             $"kata-agent-import-{Guid.NewGuid():N}", options.LeaseExpiry,
             new Dictionary<string, string> { [LeaseLabel] = name }, cancellationToken).ConfigureAwait(false);

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Security.Cryptography;
 
 namespace KataAgent.Images.Registry;
@@ -13,6 +14,7 @@ namespace KataAgent.Images.Registry;
 internal sealed class DownloadStream : Stream
 {
     private const int MinRead = 1024 * 1024;
+    [SuppressMessage("Reliability", "CA2213:Disposable fields should be disposed", Justification = "Not owned: the caller's blob download owns and disposes the connection's stream.")]
     private readonly Stream _inner;
     private readonly long _start;
     private readonly long _size;

@@ -376,8 +376,10 @@ public sealed class ImagePuller(ContainerdClient client, RegistryClient registry
                 phase = PullPhase.Unpacking;
                 book.Phase();
                 if (options.MaxExpandedBytes is { } maxExpanded)
+                {
                     await ExpansionLimit.CheckLayersAsync(manifest.Layers, (layer, ct) => Task.FromResult(ContentReadStream.Open(leased, layer.Digest, ct)),
                         maxExpanded, $"pulling {name}", cancellationToken).ConfigureAwait(false);
+                }
                 await state.Unpacker.UnpackAsync(manifest.Layers, diffIds, manifest.Config,
                     (i, done) => book.Update(manifest.Layers[i], manifest.Layers[i].Size, done ? BlobState.Unpacked : BlobState.Unpacking), cancellationToken).ConfigureAwait(false);
             }
@@ -490,8 +492,10 @@ public sealed class ImagePuller(ContainerdClient client, RegistryClient registry
                 await using var download = offset < blob.Size || blob.Size == 0
                     ? await source.OpenBlobAsync(blob.Digest, offset < blob.Size ? offset : 0, cancellationToken).ConfigureAwait(false)
                     : null;
+#pragma warning disable CA2000 // disposed in the finally below on every path, retries included
                 stream = new DownloadStream(download?.Content ?? Stream.Null, download?.Offset ?? offset, blob.Size, blob.Digest, source.Registry,
                     registry.Options.StallTimeout, position => state.Book.Update(blob, position, BlobState.Transferring));
+#pragma warning restore CA2000
                 await content.WriteAsync(reference, stream, blob.Size, blob.Digest, labels: null, cancellationToken).ConfigureAwait(false);
                 Interlocked.Add(ref state.BytesDownloaded, stream.BytesReceived);
                 Interlocked.Increment(ref state.BlobsFetched);
@@ -531,7 +535,10 @@ public sealed class ImagePuller(ContainerdClient client, RegistryClient registry
             }
             finally
             {
-                stream?.Dispose();
+                if (stream is not null)
+                {
+                    await stream.DisposeAsync().ConfigureAwait(false);
+                }
             }
         }
     }

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Net;
 
 namespace KataAgent.Images.Registry;
@@ -14,6 +15,8 @@ public sealed class RedirectPolicyHandler(HttpMessageHandler inner) : Delegating
 {
     public const int MaxRedirects = 5;
 
+    [SuppressMessage("Reliability", "CA2000:Dispose objects before losing scope",
+        Justification = "Each hop's request is disposed when the next one replaces it; the last one stays with its response (RequestMessage), as the caller's own does.")]
     protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
     {
         var origin = request.RequestUri ?? throw new ArgumentException("the request has no URI", nameof(request));

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics.CodeAnalysis;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
@@ -30,6 +31,7 @@ public sealed class RegistryClient : IDisposable
     /// <summary>Largest token-service answer read; real ones are a few KiB.</summary>
     public const int MaxTokenResponseBytes = 64 * 1024;
 
+    [SuppressMessage("Reliability", "CA2000:Dispose objects before losing scope", Justification = "The handlers belong to _http (disposeHandler: true), which Dispose disposes.")]
     public RegistryClient(RegistryOptions? options = null, ILogger? logger = null, HttpMessageHandler? handler = null)
     {
         Options = options ?? new RegistryOptions();
@@ -376,7 +378,7 @@ public sealed class RegistryClient : IDisposable
                 throw new InvalidDataException($"response body is larger than {limit} bytes");
             }
 
-            buffer.Write(chunk, 0, read);
+            await buffer.WriteAsync(chunk.AsMemory(0, read), cancellationToken).ConfigureAwait(false);
         }
     }
 

@@ -27,7 +27,7 @@ public sealed class CniClient
         {
             string type = TypeOf(plugin);
             var config = BuildPluginConfig(configList, plugin, previous, runtime);
-            var result = await Invoker.InvokeAsync(CniCommand.Add, type, config, runtime, cancellationToken)
+            var result = await Invoker.InvokeAsync(CniCommand.Add, type, config, runtime, cancellationToken).ConfigureAwait(false)
                          ?? throw new CniPluginException(type, CniCommand.Add, $"CNI plugin '{type}' ADD for container '{runtime.ContainerId}' succeeded but printed no result");
             previous = result;
             onPluginAdded?.Invoke(result);
@@ -50,7 +50,7 @@ public sealed class CniClient
             try
             {
                 var config = BuildPluginConfig(configList, plugins[i], previousResult, runtime);
-                await Invoker.InvokeAsync(CniCommand.Del, type, config, runtime, cancellationToken);
+                await Invoker.InvokeAsync(CniCommand.Del, type, config, runtime, cancellationToken).ConfigureAwait(false);
             }
             catch (CniException e)
             {
@@ -60,8 +60,10 @@ public sealed class CniClient
         if (failures.Count == 1)
             throw failures[0];
         if (failures.Count > 1)
+        {
             throw new CniException($"CNI DEL for container '{runtime.ContainerId}' failed in {failures.Count} plugins: "
                                    + string.Join("; ", failures.Select(f => f.Message)), new AggregateException(failures));
+        }
     }
 
     /// <summary>CHECK through the chain, except plugin types in <paramref name="skipTypes"/>; throws the first plugin's complaint.</summary>
@@ -75,7 +77,7 @@ public sealed class CniClient
         foreach (var plugin in plugins.Where(p => skipTypes is null || !skipTypes.Contains(TypeOf(p))))
         {
             var config = BuildPluginConfig(configList, plugin, previousResult, runtime);
-            await Invoker.InvokeAsync(CniCommand.Check, TypeOf(plugin), config, runtime, cancellationToken);
+            await Invoker.InvokeAsync(CniCommand.Check, TypeOf(plugin), config, runtime, cancellationToken).ConfigureAwait(false);
         }
     }
 

@@ -99,19 +99,19 @@ public sealed class CniPluginInvoker
         {
             try
             {
-                await process.StandardInput.BaseStream.WriteAsync(stdin, timeout.Token);
+                await process.StandardInput.BaseStream.WriteAsync(stdin, timeout.Token).ConfigureAwait(false);
                 process.StandardInput.Close();
             }
             catch (IOException)
             {
                 // The plugin exited without reading all of stdin (EPIPE); its exit status and output tell why.
             }
-            await process.WaitForExitAsync(timeout.Token);
+            await process.WaitForExitAsync(timeout.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
             KillTree(process);
-            await ObserveQuietly(process.WaitForExitAsync(CancellationToken.None), stdoutTask, stderrTask);
+            await ObserveQuietly(process.WaitForExitAsync(CancellationToken.None), stdoutTask, stderrTask).ConfigureAwait(false);
             if (cancellationToken.IsCancellationRequested)
                 throw;
             throw new CniPluginException(type, command,
@@ -122,8 +122,8 @@ public sealed class CniPluginInvoker
         string stdout, stderr;
         try
         {
-            stdout = await stdoutTask;
-            stderr = await stderrTask;
+            stdout = await stdoutTask.ConfigureAwait(false);
+            stderr = await stderrTask.ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
@@ -189,7 +189,7 @@ public sealed class CniPluginInvoker
         {
             try
             {
-                await task.WaitAsync(TimeSpan.FromSeconds(5));
+                await task.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
             }
             catch (Exception)
             {

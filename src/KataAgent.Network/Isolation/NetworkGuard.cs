@@ -331,7 +331,9 @@ public sealed partial class NetworkGuard
     {
         if (!IPNetwork.TryParse(cidr, out var network) || network.BaseAddress.AddressFamily != AddressFamily.InterNetwork
             || !network.BaseAddress.Equals(IPAddress.Parse(cidr.Split('/')[0])))
+        {
             throw new ArgumentException($"'{cidr}' is not an IPv4 CIDR such as 203.0.113.0/24 (network address, no host bits)");
+        }
         return network;
     }
 

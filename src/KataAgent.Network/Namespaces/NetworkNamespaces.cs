@@ -44,9 +44,9 @@ public sealed class NetworkNamespaces
     public async Task<string> CreateAsync(string name, CancellationToken cancellationToken = default)
     {
         string path = PathOf(name);
-        await EnsureRunDirectoryAsync(cancellationToken);
+        await EnsureRunDirectoryAsync(cancellationToken).ConfigureAwait(false);
         cancellationToken.ThrowIfCancellationRequested();
-        await DedicatedThread.RunAsync(() => CreateOnThisThread(name, path), $"netns-add {name}");
+        await DedicatedThread.RunAsync(() => CreateOnThisThread(name, path), $"netns-add {name}").ConfigureAwait(false);
         return path;
     }
 
@@ -87,7 +87,7 @@ public sealed class NetworkNamespaces
 
     public async Task<InterfaceStatistics> GetInterfaceStatisticsAsync(string name, string interfaceName, CancellationToken cancellationToken = default)
     {
-        var all = await GetInterfaceStatisticsAsync(name, cancellationToken);
+        var all = await GetInterfaceStatisticsAsync(name, cancellationToken).ConfigureAwait(false);
         return all.TryGetValue(interfaceName, out var stats)
             ? stats
             : throw new NetworkNamespaceException($"interface '{interfaceName}' not found in netns '{name}' (has: {string.Join(", ", all.Keys)})");
@@ -97,7 +97,9 @@ public sealed class NetworkNamespaces
     {
         if (string.IsNullOrEmpty(name) || name == "." || name == ".." || name.Contains('/') || name.Contains('\0')
             || System.Text.Encoding.UTF8.GetByteCount(name) > 255)
+        {
             throw new ArgumentException($"invalid netns name '{name}'", nameof(name));
+        }
     }
 
     private static void CreateOnThisThread(string name, string path)
@@ -219,7 +221,7 @@ public sealed class NetworkNamespaces
     /// </summary>
     private async Task EnsureRunDirectoryAsync(CancellationToken cancellationToken)
     {
-        await SharedMountLock.WaitAsync(cancellationToken);
+        await SharedMountLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             if (SharedDirectories.Contains(RunDirectory))

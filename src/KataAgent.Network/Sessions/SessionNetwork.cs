@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using KataAgent.Network.Isolation;
 using Microsoft.Extensions.Logging;
@@ -48,7 +47,7 @@ public sealed partial class SessionNetwork
     /// (including cancellation) everything done so far is undone before the exception propagates.
     /// </summary>
     public async Task<NetworkAttachment> AttachAsync(string sessionId, IReadOnlyList<PortMapping> portMappings, CancellationToken cancellationToken = default) =>
-        await AttachAsync(sessionId, portMappings, EgressPolicy.Public, cancellationToken);
+        await AttachAsync(sessionId, portMappings, EgressPolicy.Public, cancellationToken).ConfigureAwait(false);
 
     /// <summary>As above, with the session's egress policy (enforced by the guard, when there is one).</summary>
     public async Task<NetworkAttachment> AttachAsync(string sessionId, IReadOnlyList<PortMapping> portMappings, EgressPolicy egress,
@@ -63,7 +62,7 @@ public sealed partial class SessionNetwork
             Cni.Invoker.FindPlugin((string)plugin["type"]!);
 
         var gate = LockOf(sessionId);
-        await gate.WaitAsync(cancellationToken);
+        await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             string statePath = StatePathOf(sessionId);
@@ -84,12 +83,12 @@ public sealed partial class SessionNetwork
             };
             // Intent first: if the agent dies from here on, a later detach finds the state and undoes the rest.
             Directory.CreateDirectory(_options.StateDirectory);
-            await WriteStateAsync(state, CancellationToken.None);
+            await WriteStateAsync(state, CancellationToken.None).ConfigureAwait(false);
 
             bool netnsCreated = false;
             try
             {
-                await Namespaces.CreateAsync(netnsName, cancellationToken);
+                await Namespaces.CreateAsync(netnsName, cancellationToken).ConfigureAwait(false);
                 netnsCreated = true;
                 var result = await Cni.AddAsync(configList, state.RuntimeConfig, partial =>
                 {
@@ -97,12 +96,12 @@ public sealed partial class SessionNetwork
                     // rules by the result's IPs); keep it on disk in case the agent dies mid-ADD.
                     state.Result = partial;
                     WriteStateNow(state);
-                }, cancellationToken);
+                }, cancellationToken).ConfigureAwait(false);
                 state.Complete = true;
-                await WriteStateAsync(state, CancellationToken.None);
+                await WriteStateAsync(state, CancellationToken.None).ConfigureAwait(false);
                 var attachment = ToAttachment(state, result);
                 if (Guard is not null)
-                    await WallInAsync(state, attachment, cancellationToken);
+                    await WallInAsync(state, attachment, cancellationToken).ConfigureAwait(false);
                 _logger.LogInformation("session {Session}: network attached in {Netns}, {Ips}", sessionId, netnsName, string.Join(",", result.Ips.Select(i => i.Address)));
                 return attachment;
             }
@@ -110,7 +109,7 @@ public sealed partial class SessionNetwork
             {
                 try
                 {
-                    await TeardownAsync(state, removeNetns: netnsCreated, CancellationToken.None);
+                    await TeardownAsync(state, removeNetns: netnsCreated, CancellationToken.None).ConfigureAwait(false);
                 }
                 catch (Exception rollbackFailure)
                 {
@@ -137,13 +136,13 @@ public sealed partial class SessionNetwork
     {
         string netnsName = NetnsNameOf(sessionId);
         var gate = LockOf(sessionId);
-        await gate.WaitAsync(cancellationToken);
+        await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            var state = await ReadStateAsync(sessionId, cancellationToken);
+            var state = await ReadStateAsync(sessionId, cancellationToken).ConfigureAwait(false);
             if (state is not null)
             {
-                await TeardownAsync(state, removeNetns: true, cancellationToken);
+                await TeardownAsync(state, removeNetns: true, cancellationToken).ConfigureAwait(false);
                 _logger.LogInformation("session {Session}: network detached", sessionId);
                 return true;
             }
@@ -159,17 +158,17 @@ public sealed partial class SessionNetwork
     /// <summary>The attachment as recorded at ADD, or null if the session has no completed attachment.</summary>
     public async Task<NetworkAttachment?> GetAsync(string sessionId, CancellationToken cancellationToken = default)
     {
-        var state = await ReadStateAsync(sessionId, cancellationToken);
+        var state = await ReadStateAsync(sessionId, cancellationToken).ConfigureAwait(false);
         return state is { Complete: true, Result: not null } ? ToAttachment(state, CniResult.Parse(state.Result)) : null;
     }
 
     /// <summary>CNI CHECK: every plugin verifies that what it set up is still in place.</summary>
     public async Task CheckAsync(string sessionId, CancellationToken cancellationToken = default)
     {
-        var state = await ReadStateAsync(sessionId, cancellationToken);
+        var state = await ReadStateAsync(sessionId, cancellationToken).ConfigureAwait(false);
         if (state is not { Complete: true, Result: not null })
             throw new SessionNetworkException(sessionId, $"session '{sessionId}' has no completed network attachment to check");
-        await Cni.CheckAsync(state.ConfigList, state.RuntimeConfig, state.Result, _options.CheckSkipsPlugins, cancellationToken);
+        await Cni.CheckAsync(state.ConfigList, state.RuntimeConfig, state.Result, _options.CheckSkipsPlugins, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Counters of the session's interface, read inside its namespace (rx = received by the session).</summary>
@@ -191,7 +190,7 @@ public sealed partial class SessionNetwork
                 string sessionId = Path.GetFileNameWithoutExtension(path);
                 if (!IsValidSessionId(sessionId))
                     continue;
-                var state = await ReadStateAsync(sessionId, cancellationToken);
+                var state = await ReadStateAsync(sessionId, cancellationToken).ConfigureAwait(false);
                 if (state is null)
                     continue;
                 var attachment = state is { Complete: true, Result: not null } ? ToAttachment(state, CniResult.Parse(state.Result)) : null;
@@ -216,13 +215,13 @@ public sealed partial class SessionNetwork
     /// </summary>
     private async Task WallInAsync(AttachmentState state, NetworkAttachment attachment, CancellationToken cancellationToken)
     {
-        await Guard!.AdmitAsync(GuardEntryOf(state, attachment), cancellationToken);
+        await Guard!.AdmitAsync(GuardEntryOf(state, attachment), cancellationToken).ConfigureAwait(false);
         await Namespaces.RunInsideAsync(state.NetnsName, () =>
         {
             foreach (var scope in new[] { "all", "default", state.InterfaceName })
                 WriteSysctl($"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "1");
             return 0;
-        }, cancellationToken);
+        }, cancellationToken).ConfigureAwait(false);
         // Nor does the host speak IPv6 to sessions: not on the bridge, not on the session's port.
         string bridge = (string?)state.ConfigList["plugins"]?[0]?["bridge"] ?? "";
         foreach (var hostSide in new[] { bridge, attachment.HostInterface ?? "" }.Where(n => n.Length > 0))
@@ -269,18 +268,18 @@ public sealed partial class SessionNetwork
     {
         if (Guard is null)
             return;
-        await Guard.EnsureAsync(cancellationToken);
+        await Guard.EnsureAsync(cancellationToken).ConfigureAwait(false);
         var entries = new List<GuardEntry>();
         if (Directory.Exists(_options.StateDirectory))
         {
             foreach (string path in Directory.EnumerateFiles(_options.StateDirectory, "*.json"))
             {
                 string sessionId = Path.GetFileNameWithoutExtension(path);
-                if (IsValidSessionId(sessionId) && await ReadStateAsync(sessionId, cancellationToken) is { Complete: true, Result: not null } state)
+                if (IsValidSessionId(sessionId) && await ReadStateAsync(sessionId, cancellationToken).ConfigureAwait(false) is { Complete: true, Result: not null } state)
                     entries.Add(GuardEntryOf(state, ToAttachment(state, CniResult.Parse(state.Result))));
             }
         }
-        await Guard.ReplaceEntriesAsync(entries, cancellationToken);
+        await Guard.ReplaceEntriesAsync(entries, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -290,7 +289,7 @@ public sealed partial class SessionNetwork
     public async Task<int> RemoveStaleRulesAsync(IReadOnlySet<string> liveSessionIds, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(liveSessionIds);
-        int removed = await CniRuleLeftovers.RemoveAsync(_options.Network.NetworkName, id => !liveSessionIds.Contains(id), _options.PluginTimeout, cancellationToken);
+        int removed = await CniRuleLeftovers.RemoveAsync(_options.Network.NetworkName, id => !liveSessionIds.Contains(id), _options.PluginTimeout, cancellationToken).ConfigureAwait(false);
         if (removed > 0)
             _logger.LogWarning("removed {Count} iptables rules and chains of network {Network} that belonged to no live session", removed, _options.Network.NetworkName);
         return removed;
@@ -299,12 +298,12 @@ public sealed partial class SessionNetwork
     private async Task TeardownAsync(AttachmentState state, bool removeNetns, CancellationToken cancellationToken)
     {
         if (Guard is not null && TryGuardEntryOf(state) is { } entry)
-            await Guard.RemoveAsync(entry, cancellationToken);
+            await Guard.RemoveAsync(entry, cancellationToken).ConfigureAwait(false);
         // DEL is safe even if ADD never ran: plugins treat missing resources as success (host-local releases
         // by container id, bridge ignores a missing netns, portmap deletes chains by name).
-        await Cni.DeleteAsync(state.ConfigList, state.RuntimeConfig, state.Result, cancellationToken);
+        await Cni.DeleteAsync(state.ConfigList, state.RuntimeConfig, state.Result, cancellationToken).ConfigureAwait(false);
         if (_options.RemoveMasqueradeLeftovers)
-            await CniRuleLeftovers.RemoveAsync((string)state.ConfigList["name"]!, id => id == state.SessionId, _options.PluginTimeout, cancellationToken);
+            await CniRuleLeftovers.RemoveAsync((string)state.ConfigList["name"]!, id => id == state.SessionId, _options.PluginTimeout, cancellationToken).ConfigureAwait(false);
         if (removeNetns)
             Namespaces.Delete(state.NetnsName);
         File.Delete(StatePathOf(state.SessionId));
@@ -329,7 +328,7 @@ public sealed partial class SessionNetwork
         byte[] bytes;
         try
         {
-            bytes = await File.ReadAllBytesAsync(path, cancellationToken);
+            bytes = await File.ReadAllBytesAsync(path, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
@@ -343,7 +342,7 @@ public sealed partial class SessionNetwork
     {
         string path = StatePathOf(state.SessionId);
         string temporary = path + ".tmp";
-        await File.WriteAllBytesAsync(temporary, state.Serialize(), cancellationToken);
+        await File.WriteAllBytesAsync(temporary, state.Serialize(), cancellationToken).ConfigureAwait(false);
         File.Move(temporary, path, overwrite: true);
     }
 
@@ -361,9 +360,11 @@ public sealed partial class SessionNetwork
     private static void ValidateSessionId(string sessionId)
     {
         if (!IsValidSessionId(sessionId))
+        {
             throw new ArgumentException(
                 $"invalid session id '{sessionId}': it becomes the CNI container id and part of a file name, so 1-128 of letters, digits, '_', '.', '-', starting with a letter or digit",
                 nameof(sessionId));
+        }
     }
 
     private static bool IsValidSessionId(string? sessionId) => sessionId is { Length: > 0 and <= 128 } && SessionIdPattern().IsMatch(sessionId);

@@ -1,5 +1,4 @@
 using System.Threading.Channels;
-using KataAgent.Runner.Native;
 using KataAgent.Runner.Processes;
 using KataAgent.Runner.Transport;
 

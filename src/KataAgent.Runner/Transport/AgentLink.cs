@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Text;
 using NetMQ;
 using NetMQ.Sockets;
@@ -31,7 +32,11 @@ internal sealed class AgentLink : IDisposable
     private readonly Queue<(string Type, byte[] Payload)> _replies = new();
     private readonly Queue<(string Type, byte[] Payload)> _runOutput = new();
     private readonly Lock _queueGate = new();
+    // Not disposed: a SemaphoreSlim holds no OS handle unless AvailableWaitHandle is used (it is not), and a run
+    // worker still finishing after Dispose's bounded Join may call SendRunOutput; it must not get ObjectDisposedException.
+    [SuppressMessage("Reliability", "CA2213:Disposable fields should be disposed", Justification = "No OS handle; late senders must not throw.")]
     private readonly SemaphoreSlim _queued = new(0);
+    [SuppressMessage("Reliability", "CA2213:Disposable fields should be disposed", Justification = "No OS handle; late senders must not throw.")]
     private readonly SemaphoreSlim _runOutputSlots = new(RunOutputQueueCapacity);
     private readonly CancellationToken _stopping;
     private readonly List<Thread> _threads = [];

@@ -319,7 +319,9 @@ public sealed class RuncMountSessionTests(MountRuncFixture fixture, ITestOutputH
         await Fixture.Agent.DisposeAsync();
         foreach (var (pid, _) in ProcessTable.All().Where(p => p.CommandLine.Contains("containerd-shim", StringComparison.Ordinal) &&
                      p.CommandLine.Contains(dies.KernelId, StringComparison.Ordinal)).ToList())
+        {
             ProcessTable.Kill(pid, 9);
+        }
         await Fixture.RestartAgentAsync();
 
         Assert.Throws<SessionNotFoundException>(() => Agent.GetSession(dies.KernelId));

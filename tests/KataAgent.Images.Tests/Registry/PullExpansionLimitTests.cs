@@ -1,4 +1,3 @@
-using KataAgent.Containerd;
 using KataAgent.Images.Registry;
 using KataAgent.Testing;
 using static KataAgent.Images.Tests.Registry.RegistryTestSupport;

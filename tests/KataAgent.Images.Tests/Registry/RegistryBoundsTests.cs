@@ -14,7 +14,7 @@ public sealed class RegistryBoundsTests
 {
     private static CancellationToken Limit() => new CancellationTokenSource(TimeSpan.FromSeconds(120)).Token;
 
-    /// <summary>Answers every request with what <paramref name="handle"/> writes; on 127.0.0.1, a free port.</summary>
+    /// <summary>Answers every request with what <c>handle</c> writes; on 127.0.0.1, a free port.</summary>
     private sealed class TinyHttpServer : IAsyncDisposable
     {
         private readonly HttpListener _listener = new();
@@ -94,6 +94,7 @@ public sealed class RegistryBoundsTests
             }
 
             _listener.Close();
+            _stop.Dispose();
         }
     }
 
