@@ -2,9 +2,9 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using KataAgent.Core;
-using KataAgent.Testing;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
+using KataAgent.Testing;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace KataAgent.Bench;

@@ -1,7 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Google.Protobuf.Reflection;
 using Google.Protobuf;
+using Google.Protobuf.Reflection;
 using Spectre.Console;
 
 namespace KataAgent.Cli;

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using KataAgent.Testing;
 
 namespace KataAgent.Cli.Tests;
 

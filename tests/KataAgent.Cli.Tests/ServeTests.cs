@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Text.Json;
-using KataAgent.Testing;
 
 namespace KataAgent.Cli.Tests;
 

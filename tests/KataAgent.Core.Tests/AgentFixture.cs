@@ -1,4 +1,3 @@
-using KataAgent.Core;
 using KataAgent.Testing;
 
 namespace KataAgent.Core.Tests;

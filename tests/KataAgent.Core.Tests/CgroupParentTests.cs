@@ -1,7 +1,7 @@
 using KataAgent.Core.Cgroups;
-using KataAgent.Testing;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
+using KataAgent.Testing;
 
 namespace KataAgent.Core.Tests;
 

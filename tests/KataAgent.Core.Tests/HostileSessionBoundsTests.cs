@@ -4,8 +4,8 @@ using System.Text;
 using KataAgent.Core.Scratch;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
-using Xunit.Abstractions;
 using KataAgent.Testing;
+using Xunit.Abstractions;
 
 namespace KataAgent.Core.Tests;
 

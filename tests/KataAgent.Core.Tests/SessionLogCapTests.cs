@@ -2,8 +2,8 @@ using System.Globalization;
 using System.Text;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
-using Xunit.Abstractions;
 using KataAgent.Testing;
+using Xunit.Abstractions;
 
 namespace KataAgent.Core.Tests;
 

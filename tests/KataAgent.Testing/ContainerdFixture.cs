@@ -1,6 +1,6 @@
-using Xunit;
 using KataAgent.Containerd;
 using KataAgent.Containerd.Private;
+using Xunit;
 
 namespace KataAgent.Testing;
 

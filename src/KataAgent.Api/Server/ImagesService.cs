@@ -1,10 +1,10 @@
 using Grpc.Core;
 using KataAgent.Api.V1;
 using KataAgent.Containerd;
-using Agent = KataAgent.Core.Agent;
 using KataAgent.Images;
 using KataAgent.Images.Registry;
 using Microsoft.Extensions.Logging;
+using Agent = KataAgent.Core.Agent;
 
 namespace KataAgent.Api.Server;
 

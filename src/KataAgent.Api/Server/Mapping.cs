@@ -2,12 +2,12 @@ using Google.Protobuf.WellKnownTypes;
 using KataAgent.Api.V1;
 using KataAgent.Core.Scratch;
 using KataAgent.Core.Sessions;
-using CoreImageDetails = KataAgent.Images.ImageDetails;
 using KataAgent.Runner.Protocol;
-using CoreSessionEvent = KataAgent.Core.Sessions.SessionEvent;
-using ProtoSessionEvent = KataAgent.Api.V1.SessionEvent;
-using ProtoExecutionMode = KataAgent.Api.V1.ExecutionMode;
 using CoreExecutionMode = KataAgent.Runner.Protocol.ExecutionMode;
+using CoreImageDetails = KataAgent.Images.ImageDetails;
+using CoreSessionEvent = KataAgent.Core.Sessions.SessionEvent;
+using ProtoExecutionMode = KataAgent.Api.V1.ExecutionMode;
+using ProtoSessionEvent = KataAgent.Api.V1.SessionEvent;
 
 namespace KataAgent.Api.Server;
 

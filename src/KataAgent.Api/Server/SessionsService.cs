@@ -2,11 +2,11 @@ using System.Diagnostics;
 using Google.Protobuf;
 using Grpc.Core;
 using KataAgent.Api.V1;
-using Agent = KataAgent.Core.Agent;
 using KataAgent.Core.Scratch;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
 using Microsoft.Extensions.Logging;
+using Agent = KataAgent.Core.Agent;
 
 namespace KataAgent.Api.Server;
 

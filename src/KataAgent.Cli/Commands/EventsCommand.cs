@@ -21,10 +21,14 @@ internal static class EventsCommand
                 await foreach (var e in call.ResponseStream.ReadAllAsync(ct))
                 {
                     if (parse.GetValue(GlobalOptions.Json))
+                    {
                         Output.Json(e);
+                    }
                     else
+                    {
                         Console.WriteLine($"{e.At.ToDateTimeOffset().ToString("u", CultureInfo.InvariantCulture)} {e.KernelId} {e.Kind} {e.State}" +
                             (e.HasExitCode ? $" exit={e.ExitCode}" : "") + (e.Detail.Length > 0 ? $" ({e.Detail})" : ""));
+                    }
                 }
             }
             catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)

@@ -67,10 +67,15 @@ internal static class ImageCommands
             long? total = path == "-" ? null : input.Length;
             var reply = await SendAsync(connection.Client.Images, input, total, new ImportImageHeader { Name = parse.GetValue(name) ?? "", Replace = parse.GetValue(replace) }, ct);
             if (parse.GetValue(GlobalOptions.Json))
+            {
                 Output.Json(reply);
+            }
             else
+            {
                 foreach (var image in reply.Images)
                     Console.WriteLine($"{image.Name} {image.Digest}");
+            }
+
             return 0;
         });
         return command;

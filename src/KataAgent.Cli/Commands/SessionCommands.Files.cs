@@ -131,7 +131,7 @@ internal static partial class SessionCommands
             }
             Output.Out.Write(table);
             if (reply.Truncated)
-                Console.Error.WriteLine($"note: the directory has more than {reply.Limit} entries; listed are the first {reply.Entries.Count} read (sorted), not the first by name");
+                await Console.Error.WriteLineAsync($"note: the directory has more than {reply.Limit} entries; listed are the first {reply.Entries.Count} read (sorted), not the first by name");
             return 0;
         });
         return command;

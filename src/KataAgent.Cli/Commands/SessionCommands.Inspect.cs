@@ -106,8 +106,8 @@ internal static partial class SessionCommands
             {
                 await foreach (var chunk in call.ResponseStream.ReadAllAsync(ct))
                 {
-                    Console.Out.Write(escape ? TerminalText.Output(chunk.Text) : chunk.Text);
-                    Console.Out.Flush();
+                    await Console.Out.WriteAsync(escape ? TerminalText.Output(chunk.Text) : chunk.Text);
+                    await Console.Out.FlushAsync(ct);
                 }
             }
             catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)

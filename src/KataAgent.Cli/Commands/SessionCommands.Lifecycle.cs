@@ -56,7 +56,7 @@ internal static partial class SessionCommands
                 }
                 catch (RpcException e)
                 {
-                    Console.Error.WriteLine($"error: {id}: {e.Status.Detail}");
+                    await Console.Error.WriteLineAsync($"error: {id}: {e.Status.Detail}");
                     failed++;
                 }
             }

@@ -184,7 +184,8 @@ public sealed class SessionCgroupParent
     // cgroupfs files are written in place: no create, no truncate.
     private static async Task WriteAsync(string path, string value, CancellationToken cancellationToken)
     {
-        await using var stream = new FileStream(path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1, FileOptions.None);
+        var stream = new FileStream(path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1, FileOptions.None);
+        await using var streamDisposal = stream.ConfigureAwait(false);
         await stream.WriteAsync(Encoding.ASCII.GetBytes(value), cancellationToken).ConfigureAwait(false);
     }
 

@@ -84,7 +84,8 @@ public sealed class StepPipeline<TSelf, TIn, TOut>
     public async Task<TOut> RunAsync(TSelf self, TIn input, StepRunOptions options, ILogger logger, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
-        await using var undo = new UndoStack(logger);
+        var undo = new UndoStack(logger);
+        await using var undoDisposal = undo.ConfigureAwait(false);
         var result = await _run(self, input, new StepRun(undo, options, cancellationToken)).ConfigureAwait(false);
         undo.Commit();
         return result;

@@ -29,8 +29,11 @@ public static class HostHardeningChecks
             return new HostCheck(name, true, $"{options.ScratchRoot} does not exist yet: the agent bind-mounts it nosuid,nodev at start");
         var (mount, own, hardened) = ScratchRootMount.Inspect(options.ScratchRoot);
         if (own && hardened)
+        {
             return new HostCheck(name, true, $"{options.ScratchRoot}: its own mount, {string.Join(",", ScratchRootMount.RequiredOptions)}" +
                 (mount!.Has("noexec") ? ",noexec" : ""));
+        }
+
         var running = AgentRunning(options.DataDir);
         var what = $"{options.ScratchRoot} is not a nosuid,nodev mount (it is on {mount?.MountPoint ?? "?"}, {string.Join(",", mount?.Options ?? new HashSet<string>())})";
         return running is { } holder

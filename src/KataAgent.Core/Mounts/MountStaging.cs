@@ -99,7 +99,9 @@ public sealed class MountStaging(string root, ILogger logger, bool useMountSetat
                 // Detach: a process that still has a file open there does not keep the session from going.
                 if (MountNative.Umount2(mount.MountPoint, MountNative.MNT_DETACH | MountNative.UMOUNT_NOFOLLOW) != 0 &&
                     Marshal.GetLastPInvokeError() != MountNative.EINVAL)
+                {
                     throw MountNative.Error($"unmount staged {mount.MountPoint}");
+                }
             }
         }
         var left = MountTable.Below(sessionDir);

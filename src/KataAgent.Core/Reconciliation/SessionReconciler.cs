@@ -75,7 +75,9 @@ internal sealed partial class SessionReconciler
                 CpuSet = record.CpuSet,
             });
             await _services.Store.SaveAsync(record, cancellationToken).ConfigureAwait(false);
+#pragma warning disable CA2000 // the registry owns the session (and its runner client) from here on
             _registry.Register(new Session(record, NewRunnerClient(record)));
+#pragma warning restore CA2000
             _services.LogRelays.Start(record.KernelId, record.LogPath);
             _logger.LogInformation("recovered session {KernelId}", record.KernelId);
         }

@@ -82,8 +82,11 @@ public sealed class ResourceAllocator
                 shortages.Add(string.Create(CultureInfo.InvariantCulture, $"cpu short by {cpuShort:0.##} (asked {slots.Cpus:0.##}, free {Capacity.Cpus - used.Cpus:0.##})"));
             var memShort = used.MemoryBytes + slots.MemoryBytes + overhead - Capacity.MemoryBytes;
             if (memShort > 0)
+            {
                 shortages.Add(string.Create(CultureInfo.InvariantCulture,
                     $"memory short by {Mib(memShort)} MiB (asked {Mib(slots.MemoryBytes)} MiB{(overhead > 0 ? $" + {Mib(overhead)} MiB VM overhead" : "")}, free {Mib(Capacity.MemoryBytes - used.MemoryBytes)} MiB)"));
+            }
+
             if (shortages.Count > 0)
                 throw new InsufficientResourcesException("the session does not fit: " + string.Join("; ", shortages) + Holders());
             var allocation = new ResourceAllocation(kernelId, slots, overhead) { CpuSet = PickCores(slots.Cpus) };

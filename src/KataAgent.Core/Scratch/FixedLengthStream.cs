@@ -41,7 +41,7 @@ internal sealed class FixedLengthStream(SafeFileHandle handle, long length) : St
         var want = (int)Math.Min(buffer.Length, length - _position);
         if (want <= 0)
             return 0;
-        var n = await RandomAccess.ReadAsync(handle, buffer[..want], _position, cancellationToken);
+        var n = await RandomAccess.ReadAsync(handle, buffer[..want], _position, cancellationToken).ConfigureAwait(false);
         return Advance(buffer.Span, want, n);
     }
 

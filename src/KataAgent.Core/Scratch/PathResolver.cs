@@ -125,7 +125,10 @@ internal sealed class PathResolver(ScratchPathResolution mode)
         // O_PATH|O_NOFOLLOW|O_DIRECTORY on a link reports ENOTDIR: say what it really is.
         if (err == Native.ENOTDIR && parent != null && component != null
             && Native.StatxAt(parent.Fd, component, Native.AT_SYMLINK_NOFOLLOW, Native.STATX_BASIC_STATS, out var st) == 0 && st.IsSymlink)
+        {
             err = Native.ELOOP;
+        }
+
         throw Map(path, err, component);
     }
 

@@ -91,12 +91,12 @@ public sealed partial class ScratchDirectory
             File.SetUnixFileMode(scratch.SessionPath, DirMode);
             MakeDirectory(scratch.WorkPath, (uint)ownerUid, (uint)ownerGid);
             MakeDirectory(scratch.ConfigPath, null, null);
-            await scratch.WriteConfigAsync(config, (uint)ownerUid, (uint)ownerGid, cancellationToken);
+            await scratch.WriteConfigAsync(config, (uint)ownerUid, (uint)ownerGid, cancellationToken).ConfigureAwait(false);
             return scratch;
         }
         catch
         {
-            await scratch.RemoveAsync(keep: false, CancellationToken.None);
+            await scratch.RemoveAsync(keep: false, CancellationToken.None).ConfigureAwait(false);
             throw;
         }
     }
@@ -113,23 +113,23 @@ public sealed partial class ScratchDirectory
     {
         ArgumentNullException.ThrowIfNull(config);
         var guest = (guestUid, guestGid);
-        await WriteConfigFileAsync(EnvironFile, KeyValueLines(config.Environ, EnvironFile), SecretFileMode, guest, cancellationToken);
-        await WriteConfigFileAsync(ResourceFile, KeyValueLines(config.Resource, ResourceFile), ConfigFileMode, cancellationToken);
+        await WriteConfigFileAsync(EnvironFile, KeyValueLines(config.Environ, EnvironFile), SecretFileMode, guest, cancellationToken).ConfigureAwait(false);
+        await WriteConfigFileAsync(ResourceFile, KeyValueLines(config.Resource, ResourceFile), ConfigFileMode, cancellationToken).ConfigureAwait(false);
         var ports = JsonSerializer.Serialize(new { replin = config.IntrinsicPorts.ReplIn, replout = config.IntrinsicPorts.ReplOut }, Compact);
-        await WriteConfigFileAsync(IntrinsicPortsFile, ports, ConfigFileMode, cancellationToken);
+        await WriteConfigFileAsync(IntrinsicPortsFile, ports, ConfigFileMode, cancellationToken).ConfigureAwait(false);
         if (config.Runner != null)
-            await WriteConfigFileAsync(RunnerFile, config.Runner.ToJsonString(Compact), ConfigFileMode, cancellationToken);
+            await WriteConfigFileAsync(RunnerFile, config.Runner.ToJsonString(Compact), ConfigFileMode, cancellationToken).ConfigureAwait(false);
         if (config.RunnerCurveKeyFile != null)
-            await WriteConfigFileAsync(RunnerCurveKeyFile, config.RunnerCurveKeyFile, SecretFileMode, cancellationToken);
+            await WriteConfigFileAsync(RunnerCurveKeyFile, config.RunnerCurveKeyFile, SecretFileMode, cancellationToken).ConfigureAwait(false);
         if (config.BootstrapScript != null)
-            await WriteConfigFileAsync(BootstrapFile, config.BootstrapScript, SecretFileMode, guest, cancellationToken);
+            await WriteConfigFileAsync(BootstrapFile, config.BootstrapScript, SecretFileMode, guest, cancellationToken).ConfigureAwait(false);
         foreach (var dotfile in config.Dotfiles)
         {
             // Backend.AI gives dotfile paths either relative to or under /home/work.
             var relative = dotfile.Path.StartsWith(GuestWorkPath + "/", StringComparison.Ordinal)
                 ? dotfile.Path[(GuestWorkPath.Length + 1)..]
                 : dotfile.Path;
-            await Files.WriteFileAsync(relative, Encoding.UTF8.GetBytes(dotfile.Content), dotfile.Mode, createParents: true, cancellationToken);
+            await Files.WriteFileAsync(relative, Encoding.UTF8.GetBytes(dotfile.Content), dotfile.Mode, createParents: true, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -146,16 +146,17 @@ public sealed partial class ScratchDirectory
         var temp = Path.Combine(ConfigPath, $".{name}.{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}.tmp");
         try
         {
-            await using (var stream = new FileStream(temp, new FileStreamOptions
+            var stream = new FileStream(temp, new FileStreamOptions
             {
                 Mode = FileMode.CreateNew,
                 Access = FileAccess.Write,
                 UnixCreateMode = mode,
                 Options = FileOptions.Asynchronous,
-            }))
+            });
+            await using (stream.ConfigureAwait(false))
             {
-                await stream.WriteAsync(Encoding.UTF8.GetBytes(content), cancellationToken);
-                await stream.FlushAsync(cancellationToken);
+                await stream.WriteAsync(Encoding.UTF8.GetBytes(content), cancellationToken).ConfigureAwait(false);
+                await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
                 if (owner is var (uid, gid) && Native.Fchown((int)stream.SafeFileHandle.DangerousGetHandle(), uid, gid) != 0)
                     throw Errno.Exception(Marshal.GetLastPInvokeError(), $"chown {temp} to {uid}:{gid}");
             }

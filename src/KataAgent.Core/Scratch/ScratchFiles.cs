@@ -70,7 +70,7 @@ public sealed class ScratchFiles
     public Task WriteFileAsync(string relativePath, ReadOnlyMemory<byte> content, UnixFileMode mode, bool createParents, CancellationToken cancellationToken = default) =>
         WriteAsync(relativePath, async (handle, ct) =>
         {
-            await RandomAccess.WriteAsync(handle, content, 0, ct);
+            await RandomAccess.WriteAsync(handle, content, 0, ct).ConfigureAwait(false);
             return content.Length;
         }, mode, createParents, cancellationToken);
 
@@ -91,7 +91,9 @@ public sealed class ScratchFiles
             throw new ScratchPathException(relativePath, ScratchPathError.IsDirectory, "is the work dir");
         using var root = PathResolver.OpenWorkRoot(WorkPath);
         using var leaf = _resolver.OpenLeaf(root, path);
+#pragma warning disable CA2000 // the returned stream owns it; the refusal below disposes it
         var handle = OpenRegularForRead(path.Original, leaf, out var st);
+#pragma warning restore CA2000
         if ((long)st.Size > maxBytes)
         {
             handle.Dispose();
@@ -119,7 +121,7 @@ public sealed class ScratchFiles
         await using (writer)
         {
             var budget = new TarBudget(maxTotalBytes, Options.MaxTarEntries);
-            await AddDirectoryAsync(path, writer, dir, dirStat, "", 0, budget, cancellationToken);
+            await AddDirectoryAsync(path, writer, dir, dirStat, "", 0, budget, cancellationToken).ConfigureAwait(false);
             return budget.Used;
         }
     }
@@ -197,13 +199,16 @@ public sealed class ScratchFiles
             if (owner is var (uid, gid) && Native.Fchown(fd, uid, gid) != 0)
                 throw Errno.Exception(Marshal.GetLastPInvokeError(), "fchown upload");
             Native.Fchmod(fd, (uint)(mode ?? existingMode ?? Options.NewFileMode));
-            var written = await writeContent(handle, cancellationToken);
+            var written = await writeContent(handle, cancellationToken).ConfigureAwait(false);
             cancellationToken.ThrowIfCancellationRequested();
 
             // The guest can see the temp name too: rename only if it still is our file.
             if (Native.StatxAt(parent.Fd, tempName, Native.AT_SYMLINK_NOFOLLOW, Native.STATX_BASIC_STATS, out var atName) != 0
                 || !atName.SameInode(Fstat(handle)))
+            {
                 throw new ScratchPathException(relativePath, ScratchPathError.Raced, "the temporary upload file was replaced");
+            }
+
             CheckReplaceable(path, parent);
             // rename(2) replaces the name, never what a link there points to, so losing a race with
             // the check above only replaces the guest's own link.
@@ -233,12 +238,12 @@ public sealed class ScratchFiles
             var total = 0L;
             while (true)
             {
-                var n = await content.ReadAsync(buffer.AsMemory(0, CopyBufferSize), cancellationToken);
+                var n = await content.ReadAsync(buffer.AsMemory(0, CopyBufferSize), cancellationToken).ConfigureAwait(false);
                 if (n == 0)
                     return total;
                 if (total + n > maxBytes)
                     throw new ScratchPathException(relativePath, ScratchPathError.TooLarge, $"is too large: more than {maxBytes} bytes");
-                await RandomAccess.WriteAsync(handle, buffer.AsMemory(0, n), total, cancellationToken);
+                await RandomAccess.WriteAsync(handle, buffer.AsMemory(0, n), total, cancellationToken).ConfigureAwait(false);
                 total += n;
             }
         }
@@ -387,15 +392,15 @@ public sealed class ScratchFiles
                 var childStat = child.Stat();
                 if (!childStat.SameInode(st))
                     continue;
-                await writer.WriteEntryAsync(Describe(new PaxTarEntry(TarEntryType.Directory, entryName + "/"), childStat), cancellationToken);
-                await AddDirectoryAsync(top, writer, child, topStat, entryName + "/", depth + 1, budget, cancellationToken);
+                await writer.WriteEntryAsync(Describe(new PaxTarEntry(TarEntryType.Directory, entryName + "/"), childStat), cancellationToken).ConfigureAwait(false);
+                await AddDirectoryAsync(top, writer, child, topStat, entryName + "/", depth + 1, budget, cancellationToken).ConfigureAwait(false);
             }
             else if (st.IsSymlink)
             {
                 var target = Native.ReadLink(dir.Fd, name);
                 if (target == null)
                     continue;
-                await writer.WriteEntryAsync(Describe(new PaxTarEntry(TarEntryType.SymbolicLink, entryName) { LinkName = target }, st), cancellationToken);
+                await writer.WriteEntryAsync(Describe(new PaxTarEntry(TarEntryType.SymbolicLink, entryName) { LinkName = target }, st), cancellationToken).ConfigureAwait(false);
             }
             else if (st.IsRegular)
             {
@@ -408,7 +413,9 @@ public sealed class ScratchFiles
                 {
                     try
                     {
+#pragma warning disable CA2000 // the entry's stream below owns it; the size refusal disposes it
                         handle = OpenRegularForRead(entryName, leaf, out fileStat);
+#pragma warning restore CA2000
                     }
                     catch (ScratchPathException e) when (e.Error is ScratchPathError.IsSymlink or ScratchPathError.IsDirectory
                         or ScratchPathError.NotRegularFile or ScratchPathError.Raced)
@@ -422,9 +429,10 @@ public sealed class ScratchFiles
                     handle.Dispose();
                     throw new ScratchPathException(top.Original, ScratchPathError.TooLarge, $"is too large: more than {budget.Max} bytes of files");
                 }
-                await using var data = new FixedLengthStream(handle, size);
+                var data = new FixedLengthStream(handle, size);
+                await using var dataDisposal = data.ConfigureAwait(false);
                 var entry = Describe(new PaxTarEntry(TarEntryType.RegularFile, entryName) { DataStream = data }, fileStat);
-                await writer.WriteEntryAsync(entry, cancellationToken);
+                await writer.WriteEntryAsync(entry, cancellationToken).ConfigureAwait(false);
                 budget.Used += size;
             }
             // fifos, sockets and devices: skipped, never opened.

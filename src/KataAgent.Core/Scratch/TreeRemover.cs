@@ -140,7 +140,10 @@ internal static class TreeRemover
                     continue;
                 if (err == Native.EISDIR
                     || err == Native.EPERM && Native.StatxAt(dir.Fd, entry, Native.AT_SYMLINK_NOFOLLOW, Native.STATX_BASIC_STATS, out var st) == 0 && st.IsDirectory)
+                {
                     return entry;
+                }
+
                 throw Errno.Exception(err, $"unlink {entry}");
             }
             if (!unlinked)

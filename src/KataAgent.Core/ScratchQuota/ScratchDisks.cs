@@ -38,12 +38,13 @@ public sealed class ScratchDisks(string imageDir, string scratchRoot, ILogger lo
         try
         {
             // CreateNew: a leftover image of the same id is never reused (orphan cleanup removes it).
-            await using (var file = new FileStream(image, new FileStreamOptions
+            var file = new FileStream(image, new FileStreamOptions
             {
                 Mode = FileMode.CreateNew,
                 Access = FileAccess.Write,
                 UnixCreateMode = (UnixFileMode)0x180,
-            }))
+            });
+            await using (file.ConfigureAwait(false))
             {
                 file.SetLength(sizeBytes); // sparse: costs no host blocks yet
             }

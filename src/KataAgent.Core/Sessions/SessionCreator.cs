@@ -8,11 +8,8 @@ using KataAgent.Core.Resources;
 using KataAgent.Core.Runtime;
 using KataAgent.Core.Scratch;
 using KataAgent.Core.ScratchQuota;
-using KataAgent.Images;
 using KataAgent.Network;
-using KataAgent.Oci;
 using KataAgent.Runner.Protocol;
-using Microsoft.Extensions.Logging;
 
 namespace KataAgent.Core.Sessions;
 
@@ -228,8 +225,10 @@ public sealed partial class SessionCreator(SessionServices services)
         var count = servicePorts.Sum(s => s.ContainerPorts.Count);
         var limit = services.Options.MaxServicePortsPerSession;
         if (count > limit)
+        {
             throw new SessionRequestException($"the session would publish {count} service ports (image label {ServicePortLabel.LabelName} " +
                 $"plus the request); at most {limit} are allowed per session (config limits.ports_per_session)");
+        }
     }
 
     private Task<ResourcesAllocated> AllocateResourcesAsync(MountsStaged state, UndoStack undo)
@@ -445,6 +444,7 @@ public sealed partial class SessionCreator(SessionServices services)
 
     private async Task<Session> WaitForRunnerAsync(SessionRecord record, UndoStack undo, CancellationToken ct)
     {
+#pragma warning disable CA2000 // the undo below disposes it on failure; on success the session owns it
         var runner = new KernelRunnerClient(new KernelRunnerClientOptions
         {
             InputPort = record.ReplInPort,
@@ -456,6 +456,7 @@ public sealed partial class SessionCreator(SessionServices services)
             ReconnectInterval = TimeSpan.FromMilliseconds(10),
             ReconnectIntervalMax = TimeSpan.FromMilliseconds(50),
         });
+#pragma warning restore CA2000
         undo.Push("runner-client", _ => runner.DisposeAsync().AsTask());
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
         deadline.CancelAfter(services.Options.RunnerReadyTimeout);
@@ -471,9 +472,11 @@ public sealed partial class SessionCreator(SessionServices services)
             catch (Exception e) when (e is TimeoutException or RunnerUnavailableException || (e is OperationCanceledException && !ct.IsCancellationRequested))
             {
                 if (deadline.IsCancellationRequested)
+                {
                     throw new TimeoutException($"the runner did not answer within {services.Options.RunnerReadyTimeout.TotalSeconds:0} s" +
                         (record.RunnerCurve is null ? "" : $" (if its log says it is serving, the CURVE handshake failed: the runner does not hold this session's key from {ScratchDirectory.RunnerCurveKeyFile})") +
                         $"; its log ends with:\n{LogTail(record.LogPath)}");
+                }
             }
         }
     }

@@ -48,8 +48,10 @@ public sealed class SessionDestroyer(SessionServices services)
         await Step("scratch-disk", async () =>
         {
             if (!keepScratch && ScratchDirectory.IsValidSessionId(record.KernelId))
+            {
                 await ScratchDisks.For(services.Options, services.Logger)
                     .UnmountAsync(record.KernelId, ScratchDirectory.Open(services.Options.ScratchRoot, record.KernelId).WorkPath, cancellationToken).ConfigureAwait(false);
+            }
         }).ConfigureAwait(false);
         await Step("scratch", async () =>
         {

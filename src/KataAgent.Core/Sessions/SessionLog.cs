@@ -26,7 +26,8 @@ public static class SessionLog
     {
         if (string.IsNullOrEmpty(path) || !File.Exists(path))
             return;
-        await using var stream = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, 4096, useAsync: true);
+        var stream = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, 4096, useAsync: true);
+        await using var streamDisposal = stream.ConfigureAwait(false);
         if (stream.Length <= maxBytes)
             return;
         var keep = (int)Math.Min(maxBytes / 2, int.MaxValue);
@@ -44,7 +45,8 @@ public static class SessionLog
     {
         if (!File.Exists(path))
             return "";
-        await using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 4096, useAsync: true);
+        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 4096, useAsync: true);
+        await using var streamDisposal = stream.ConfigureAwait(false);
         if (stream.Length > maxBytes)
             stream.Seek(-maxBytes, SeekOrigin.End);
         using var reader = new StreamReader(stream, Encoding.UTF8);
@@ -55,7 +57,9 @@ public static class SessionLog
     public static async IAsyncEnumerable<string> FollowAsync(string path, long maxBytes, Func<bool> ended,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
+#pragma warning disable CA2000 // no OS handle; a watcher callback still in flight after the end must not meet a disposed semaphore
         var changed = new SemaphoreSlim(0);
+#pragma warning restore CA2000
         using var watcher = new FileSystemWatcher(Path.GetDirectoryName(path)!, Path.GetFileName(path))
         {
             NotifyFilter = NotifyFilters.Size | NotifyFilters.LastWrite,
@@ -63,7 +67,8 @@ public static class SessionLog
         watcher.Changed += (_, _) => changed.Release();
         watcher.EnableRaisingEvents = true;
 
-        await using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 4096, useAsync: true);
+        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 4096, useAsync: true);
+        await using var streamDisposal = stream.ConfigureAwait(false);
         if (stream.Length > maxBytes)
             stream.Seek(-maxBytes, SeekOrigin.End);
         var decoder = Encoding.UTF8.GetDecoder();

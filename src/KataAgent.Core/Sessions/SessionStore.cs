@@ -20,13 +20,14 @@ public sealed class SessionStore(string directory)
         var temp = path + ".tmp";
         // Created 0600 (never briefly world-readable); a leftover temp file from a crash is replaced.
         File.Delete(temp);
-        await using (var stream = new FileStream(temp, new FileStreamOptions
+        var stream = new FileStream(temp, new FileStreamOptions
         {
             Mode = System.IO.FileMode.CreateNew,
             Access = FileAccess.Write,
             UnixCreateMode = FileMode,
             Options = FileOptions.Asynchronous,
-        }))
+        });
+        await using (stream.ConfigureAwait(false))
         {
             await stream.WriteAsync(System.Text.Encoding.UTF8.GetBytes(record.ToJson()), cancellationToken).ConfigureAwait(false);
         }

@@ -78,7 +78,8 @@ public sealed partial class OciArchive
 
         var magic = new byte[4];
         string digest;
-        await using (var stream = new FileSegmentStream(_tarPath, item.Offset, item.Length))
+        var stream = new FileSegmentStream(_tarPath, item.Offset, item.Length);
+        await using (stream.ConfigureAwait(false))
         {
             var got = await stream.ReadAtLeastAsync(magic, magic.Length, throwOnEndOfStream: false, cancellationToken).ConfigureAwait(false);
             using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);

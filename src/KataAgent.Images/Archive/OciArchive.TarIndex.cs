@@ -131,7 +131,8 @@ public sealed partial class OciArchive
         }
 
         var data = new byte[item.Length];
-        await using var stream = new FileSegmentStream(_tarPath, item.Offset, item.Length);
+        var stream = new FileSegmentStream(_tarPath, item.Offset, item.Length);
+        await using var streamDisposal = stream.ConfigureAwait(false);
         await stream.ReadExactlyAsync(data, cancellationToken).ConfigureAwait(false);
         return data;
     }

@@ -135,7 +135,8 @@ public sealed partial class OciArchive : IAsyncDisposable, IDisposable
             throw new InvalidOperationException($"blob {digest} ({size} bytes) is too large to read into memory");
         }
 
-        await using var stream = OpenBlob(digest);
+        var stream = OpenBlob(digest);
+        await using var streamDisposal = stream.ConfigureAwait(false);
         var buffer = new MemoryStream((int)size);
         await stream.CopyToAsync(buffer, cancellationToken).ConfigureAwait(false);
         return buffer.ToArray();
@@ -147,7 +148,8 @@ public sealed partial class OciArchive : IAsyncDisposable, IDisposable
         var buffer = new byte[1 << 16];
         foreach (var digest in _blobs.Keys)
         {
-            await using var stream = OpenBlob(digest);
+            var stream = OpenBlob(digest);
+            await using var streamDisposal = stream.ConfigureAwait(false);
             while (await stream.ReadAsync(buffer, cancellationToken).ConfigureAwait(false) > 0)
             {
             }

@@ -32,7 +32,8 @@ public sealed partial class BaseImageBuilder
             return cached;
         }
 
-        await using var cacheLock = await AcquireLockAsync(path + ".lock", cancellationToken).ConfigureAwait(false);
+        var cacheLock = await AcquireLockAsync(path + ".lock", cancellationToken).ConfigureAwait(false);
+        await using var cacheLockDisposal = cacheLock.ConfigureAwait(false);
         if (await TryLoadCachedAsync(path, imageName, stopwatch, cancellationToken).ConfigureAwait(false) is { } builtMeanwhile)
         {
             return builtMeanwhile;
@@ -78,7 +79,8 @@ public sealed partial class BaseImageBuilder
 
         try
         {
-            await using var archive = await OciArchive.OpenAsync(path, cancellationToken: cancellationToken).ConfigureAwait(false);
+            var archive = await OciArchive.OpenAsync(path, cancellationToken: cancellationToken).ConfigureAwait(false);
+            await using var archiveDisposal = archive.ConfigureAwait(false);
             var image = archive.SingleImage;
             return new BuiltImage(path, image.Name ?? imageName, image.ManifestDescriptor, image.Config, image.Layers,
                 new FileInfo(path).Length, FromCache: true, stopwatch.Elapsed);

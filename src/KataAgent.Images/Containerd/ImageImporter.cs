@@ -77,8 +77,9 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
     public async Task<IReadOnlyList<ImportedImage>> ImportAsync(string archivePath, ImportOptions? options = null, CancellationToken cancellationToken = default)
     {
         options ??= new ImportOptions();
-        await using var archive = await OciArchive.OpenAsync(archivePath,
+        var archive = await OciArchive.OpenAsync(archivePath,
             new OciArchiveOptions { Platform = options.Platform, TempDirectory = options.TempDirectory, MaxDecompressedBytes = options.MaxExpandedBytes }, cancellationToken).ConfigureAwait(false);
+        await using var archiveDisposal = archive.ConfigureAwait(false);
         if (options.Name is not null && archive.Images.Count != 1)
         {
             throw new ArgumentException($"ImportOptions.Name is set but {archivePath} holds {archive.Images.Count} images", nameof(options));
@@ -194,7 +195,8 @@ public sealed class ImageImporter(ContainerdClient client, ILogger? logger = nul
         state.OpenIngests.Add(reference);
         try
         {
-            await using var stream = state.Archive.OpenBlob(blob);
+            var stream = state.Archive.OpenBlob(blob);
+            await using var streamDisposal = stream.ConfigureAwait(false);
             await content.WriteAsync(reference, stream, blob.Size, blob.Digest, labels, cancellationToken).ConfigureAwait(false);
         }
         catch (ContainerdException e)

@@ -489,9 +489,11 @@ public sealed class ImagePuller(ContainerdClient client, RegistryClient registry
             DownloadStream? stream = null;
             try
             {
+#pragma warning disable CA2007 // may be null, which `await using` allows and ConfigureAwait does not; no context to capture here
                 await using var download = offset < blob.Size || blob.Size == 0
                     ? await source.OpenBlobAsync(blob.Digest, offset < blob.Size ? offset : 0, cancellationToken).ConfigureAwait(false)
                     : null;
+#pragma warning restore CA2007
 #pragma warning disable CA2000 // disposed in the finally below on every path, retries included
                 stream = new DownloadStream(download?.Content ?? Stream.Null, download?.Offset ?? offset, blob.Size, blob.Digest, source.Registry,
                     registry.Options.StallTimeout, position => state.Book.Update(blob, position, BlobState.Transferring));

@@ -402,7 +402,8 @@ public sealed class RegistryRepository
                 return;
             }
 
-            await using var counting = new CountingStream(stream, _onBytes);
+            var counting = new CountingStream(stream, _onBytes);
+            await using var countingDisposal = counting.ConfigureAwait(false);
             await _read(_offset, _length, counting, cancellationToken).ConfigureAwait(false);
             if (counting.Count != _length)
             {
