@@ -1,5 +1,6 @@
 using KataAgent.Containerd.Runtime;
 using KataAgent.Core.Sessions;
+using KataAgent.Oci;
 
 namespace KataAgent.Core.Runtime;
 
@@ -26,16 +27,9 @@ public static class RuntimeClassTable
             ConfigPathKey = "kata_config_path",
             Runtime = (self, s) => RuntimeClass.Kata(self.ConfigPath(s.Options), self.Name),
             Checks = (_, _) =>
-            [
-                HostChecks.Executable(KataShim, KataRemedy),
-                HostChecks.Kvm(),
-                HostChecks.Device("/dev/vhost-vsock", "load the vhost_vsock module (modprobe vhost_vsock); QEMU needs it"),
-                HostChecks.Module("kvm"),
-                HostChecks.Module("vhost"),
-                HostChecks.Module("vhost_net"),
-            ],
-            SpecOptions = inputs => SessionSpec.KataSizing(inputs.Record, inputs.Options.Kata),
-            OverheadBytes = options => options.Resources.KataVmOverheadBytes,
+                KataVmChecks(HostChecks.Device("/dev/vhost-vsock", "load the vhost_vsock module (modprobe vhost_vsock); QEMU needs it")),
+            SpecOptions = KataSizing,
+            OverheadBytes = KataVmOverhead,
         },
         // Kata with Cloud Hypervisor: the same shim with kata-deploy's CLH config (kata-notes §1: kata-deploy's
         // io.containerd.kata-clh.v2 handler has no binary of its own). CLH talks to the guest over hybrid vsock (a unix
@@ -50,16 +44,9 @@ public static class RuntimeClassTable
             DefaultConfigPath = "/opt/kata/share/defaults/kata-containers/runtimes/clh/configuration-clh.toml",
             Runtime = (self, s) => RuntimeClass.Kata(self.ConfigPath(s.Options), self.Name, self.Description),
             Checks = (self, options) =>
-            [
-                HostChecks.Executable(KataShim, KataRemedy),
-                HostChecks.Kvm(),
-                HostChecks.ConfigFile(self.ConfigPath(options), $"install Kata's Cloud Hypervisor config (kata-deploy) or set runtime.{self.ConfigPathKey}"),
-                HostChecks.Module("kvm"),
-                HostChecks.Module("vhost"),
-                HostChecks.Module("vhost_net"),
-            ],
-            SpecOptions = inputs => SessionSpec.KataSizing(inputs.Record, inputs.Options.Kata),
-            OverheadBytes = options => options.Resources.KataVmOverheadBytes,
+                KataVmChecks(HostChecks.ConfigFile(self.ConfigPath(options), $"install Kata's Cloud Hypervisor config (kata-deploy) or set runtime.{self.ConfigPathKey}")),
+            SpecOptions = KataSizing,
+            OverheadBytes = KataVmOverhead,
         },
         new()
         {
@@ -90,6 +77,21 @@ public static class RuntimeClassTable
             ],
         },
     ];
+
+    // What every Kata VM class needs of the host (the shim, KVM, the vhost modules), plus its hypervisor's own check.
+    private static IReadOnlyList<HostCheck> KataVmChecks(HostCheck hypervisorCheck) =>
+    [
+        HostChecks.Executable(KataShim, KataRemedy),
+        HostChecks.Kvm(),
+        hypervisorCheck,
+        HostChecks.Module("kvm"),
+        HostChecks.Module("vhost"),
+        HostChecks.Module("vhost_net"),
+    ];
+
+    private static IEnumerable<SpecOpt> KataSizing(SessionSpecInputs inputs) => SessionSpec.KataSizing(inputs.Record, inputs.Options.Kata);
+
+    private static long KataVmOverhead(AgentOptions options) => options.Resources.KataVmOverheadBytes;
 
     /// <summary>The class names, in table order, for messages ("kata, kata-clh, gvisor, runc").</summary>
     public static string Names => string.Join(", ", All.Select(d => d.Name));
