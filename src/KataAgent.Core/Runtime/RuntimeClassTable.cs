@@ -57,7 +57,7 @@ public static class RuntimeClassTable
             Runtime = (self, s) => RuntimeClass.Gvisor(s.GvisorWrapperPath, self.Name),
             Checks = (_, options) =>
             [
-                HostChecks.Executable("containerd-shim-runc-v2", "install the Debian package 'containerd'"),
+                RuncShimCheck(),
                 File.Exists(options.RunscPath)
                     ? new HostCheck("runsc", true, options.RunscPath)
                     : new HostCheck("runsc", false, $"{options.RunscPath} not found: install the Debian package 'runsc'"),
@@ -72,11 +72,14 @@ public static class RuntimeClassTable
             Runtime = (self, _) => RuntimeClass.Runc(self.Name),
             Checks = (_, _) =>
             [
-                HostChecks.Executable("containerd-shim-runc-v2", "install the Debian package 'containerd'"),
+                RuncShimCheck(),
                 HostChecks.Executable("runc", "install the Debian package 'runc'"),
             ],
         },
     ];
+
+    // gVisor runs through the runc shim too (with runsc as its binary).
+    private static HostCheck RuncShimCheck() => HostChecks.Executable("containerd-shim-runc-v2", "install the Debian package 'containerd'");
 
     // What every Kata VM class needs of the host (the shim, KVM, the vhost modules), plus its hypervisor's own check.
     private static IReadOnlyList<HostCheck> KataVmChecks(HostCheck hypervisorCheck) =>

@@ -14,7 +14,9 @@ namespace KataAgent.Network;
 /// </summary>
 internal static partial class CniRuleLeftovers
 {
-    private static readonly string[] Tables = ["nat", "filter"];
+    // Both plugins tag rules only in nat (portmap's DNAT chains, bridge's ipMasq chains); this runs after every DEL,
+    // so the filter table is not read for nothing.
+    private const string Table = "nat";
 
     /// <summary>Removes the rules of this network whose container id <paramref name="isStale"/> selects; returns how many rules and chains went.</summary>
     public static async Task<int> RemoveAsync(string networkName, Func<string, bool> isStale, TimeSpan timeout, CancellationToken cancellationToken)
@@ -24,21 +26,16 @@ internal static partial class CniRuleLeftovers
         if (save is null || restore is null)
             return 0; // without iptables nothing could have created the rules either
 
-        int removed = 0;
-        foreach (string table in Tables)
-        {
-            var (exit, output, error) = await RunAsync(save, ["-t", table], null, timeout, cancellationToken).ConfigureAwait(false);
-            if (exit != 0)
-                throw new CniException($"iptables-save -t {table} failed with status {exit}: {error.Trim()}");
-            string? script = BuildRemovalScript(table, output, networkName, isStale, out int count);
-            if (script is null)
-                continue;
-            (exit, _, error) = await RunAsync(restore, ["-w", "--noflush"], script, timeout, cancellationToken).ConfigureAwait(false);
-            if (exit != 0)
-                throw new CniException($"removing leftover CNI rules of network '{networkName}' from table {table} failed: iptables-restore status {exit}: {error.Trim()}");
-            removed += count;
-        }
-        return removed;
+        var (exit, output, error) = await RunAsync(save, ["-t", Table], null, timeout, cancellationToken).ConfigureAwait(false);
+        if (exit != 0)
+            throw new CniException($"iptables-save -t {Table} failed with status {exit}: {error.Trim()}");
+        string? script = BuildRemovalScript(Table, output, networkName, isStale, out int count);
+        if (script is null)
+            return 0;
+        (exit, _, error) = await RunAsync(restore, ["-w", "--noflush"], script, timeout, cancellationToken).ConfigureAwait(false);
+        if (exit != 0)
+            throw new CniException($"removing leftover CNI rules of network '{networkName}' failed: iptables-restore status {exit}: {error.Trim()}");
+        return count;
     }
 
     /// <summary>The iptables-restore input that deletes the selected containers' rules and chains, or null if there are none.</summary>
