@@ -77,5 +77,6 @@ dotnet publish "$repo_root/src/KataAgent.Runner/KataAgent.Runner.csproj" \
 
 test -x "$out_dir/kata-runner" || { log "error: $out_dir/kata-runner was not produced"; exit 1; }
 test -f "$out_dir/kata_runner_driver.py" || { log "error: driver script missing in $out_dir"; exit 1; }
+test -f "$out_dir/batch-site/sitecustomize.py" || { log "error: batch-site/sitecustomize.py missing in $out_dir"; exit 1; }
 max_glibc="$(objdump -T "$out_dir/kata-runner" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)"
 log "done: $out_dir/kata-runner (highest GLIBC symbol version needed: $max_glibc)"

@@ -11,6 +11,8 @@ internal sealed class RunnerConfig
     public const string DefaultConfigDir = "/home/config";
     public const string ConfigDirEnvironmentVariable = "KATA_RUNNER_CONFIG_DIR";
     public const string CurveKeyFile = "runner-curve.json";
+    public const string IntrinsicPortsFile = "intrinsic-ports.json";
+    public const string DefaultUserInputSocket = "/tmp/bai-user-input.sock";
 
     public required string ConfigDir { get; init; }
     public string RuntimeType { get; init; } = "python";
@@ -27,8 +29,14 @@ internal sealed class RunnerConfig
     /// <summary>From runner-curve.json: the runner's CURVE secret key (Z85); null means the NULL mechanism.</summary>
     public string? CurveSecretKey { get; init; }
 
-    /// <summary>Environment for every process the runner starts: its own, overridden by environ.txt.</summary>
-    public required IReadOnlyDictionary<string, string> ChildEnvironment { get; init; }
+    /// <summary>Unix socket that batch-mode Python's input() connects to (Backend.AI's path; overridable for host tests).</summary>
+    public string UserInputSocket { get; init; } = DefaultUserInputSocket;
+
+    /// <summary>
+    /// Environment for every process the runner starts (see <see cref="BuildChildEnvironment"/>). Replaced, never
+    /// mutated, once start-up knows the Python user site dir: readers may hold an older snapshot.
+    /// </summary>
+    public required IReadOnlyDictionary<string, string> ChildEnvironment { get; set; }
 
     public bool HasInterpreter => RuntimeType == "python";
 
@@ -38,69 +46,143 @@ internal sealed class RunnerConfig
         {
             throw new InvalidDataException($"config dir {configDir} does not exist");
         }
-        var environment = new Dictionary<string, string>(StringComparer.Ordinal);
+        var processEnvironment = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (System.Collections.DictionaryEntry entry in Environment.GetEnvironmentVariables())
         {
             string key = (string)entry.Key;
             if (key != ConfigDirEnvironmentVariable)
             {
-                environment[key] = (string?)entry.Value ?? "";
+                processEnvironment[key] = (string?)entry.Value ?? "";
             }
         }
         string environPath = Path.Combine(configDir, "environ.txt");
-        if (File.Exists(environPath))
-        {
-            foreach ((string key, string value) in ParseEnviron(File.ReadAllText(environPath)))
-            {
-                environment[key] = value;
-            }
-        }
+        IReadOnlyList<(string Key, string Value)> environ = File.Exists(environPath) ? [.. ParseEnviron(File.ReadAllText(environPath))] : [];
+        (int? intrinsicIn, int? intrinsicOut) = LoadIntrinsicPorts(Path.Combine(configDir, IntrinsicPortsFile));
 
         string settingsPath = Path.Combine(configDir, "runner.json");
-        string defaultBootstrap = Path.Combine(configDir, "bootstrap.sh");
         // Read here, before the uid switch: the file is root's alone (0600).
         string? curveSecretKey = LoadCurveSecretKey(Path.Combine(configDir, CurveKeyFile));
-        var config = new RunnerConfig
-        {
-            ConfigDir = configDir,
-            ChildEnvironment = environment,
-            BootstrapScript = File.Exists(defaultBootstrap) ? defaultBootstrap : null,
-            CurveSecretKey = curveSecretKey,
-        };
-        if (!File.Exists(settingsPath))
-        {
-            return config;
-        }
+        var defaults = new RunnerConfig { ConfigDir = configDir, ChildEnvironment = processEnvironment };
+        JsonDocument? document = null;
         try
         {
-            using JsonDocument document = JsonDocument.Parse(File.ReadAllText(settingsPath));
-            JsonElement root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
+            if (File.Exists(settingsPath))
             {
-                throw new InvalidDataException("the top level must be a JSON object");
+                document = JsonDocument.Parse(File.ReadAllText(settingsPath));
+                if (document.RootElement.ValueKind != JsonValueKind.Object)
+                {
+                    throw new InvalidDataException("the top level must be a JSON object");
+                }
             }
-            string? bootstrap = OptionalString(root, "bootstrap");
+            JsonElement root = document?.RootElement ?? default;
+            string? Text(string name) => document is null ? null : OptionalString(root, name);
+            int? Number(string name) => document is null ? null : OptionalInt(root, name);
+
+            string workDir = Text("workDir") ?? defaults.WorkDir;
+            string? bootstrap = Text("bootstrap");
             return new RunnerConfig
             {
                 ConfigDir = configDir,
-                ChildEnvironment = environment,
-                RuntimeType = OptionalString(root, "runtimeType") ?? config.RuntimeType,
-                RuntimePath = OptionalString(root, "runtimePath") ?? config.RuntimePath,
-                WorkDir = OptionalString(root, "workDir") ?? config.WorkDir,
-                BindHost = OptionalString(root, "bindHost") ?? config.BindHost,
-                InboundPort = OptionalInt(root, "replInPort") ?? config.InboundPort,
-                OutboundPort = OptionalInt(root, "replOutPort") ?? config.OutboundPort,
-                Uid = OptionalInt(root, "uid"),
-                Gid = OptionalInt(root, "gid"),
-                BootstrapScript = bootstrap is null ? config.BootstrapScript
+                ChildEnvironment = BuildChildEnvironment(processEnvironment, environ, workDir, path => File.Exists(path) || Directory.Exists(path)),
+                RuntimeType = Text("runtimeType") ?? defaults.RuntimeType,
+                RuntimePath = Text("runtimePath") ?? defaults.RuntimePath,
+                WorkDir = workDir,
+                BindHost = Text("bindHost") ?? defaults.BindHost,
+                // Explicit runner.json ports win; else intrinsic-ports.json (Backend.AI's host-network convention); else 2000/2001.
+                InboundPort = Number("replInPort") ?? intrinsicIn ?? defaults.InboundPort,
+                OutboundPort = Number("replOutPort") ?? intrinsicOut ?? defaults.OutboundPort,
+                Uid = Number("uid"),
+                Gid = Number("gid"),
+                // Backend.AI's user bootstrap is /home/work/bootstrap.sh; runner.json may name another (relative = in the config dir).
+                BootstrapScript = bootstrap is null ? Path.Combine(workDir, "bootstrap.sh")
                     : Path.IsPathRooted(bootstrap) ? bootstrap : Path.Combine(configDir, bootstrap),
-                BootstrapTimeout = TimeSpan.FromSeconds(OptionalInt(root, "bootstrapTimeoutSeconds") ?? 600),
+                BootstrapTimeout = TimeSpan.FromSeconds(Number("bootstrapTimeoutSeconds") ?? 600),
+                UserInputSocket = Text("userInputSocket") ?? defaults.UserInputSocket,
                 CurveSecretKey = curveSecretKey,
             };
         }
         catch (Exception exception) when (exception is JsonException or InvalidOperationException or FormatException)
         {
             throw new InvalidDataException($"{settingsPath} is not valid: {exception.Message}", exception);
+        }
+        finally
+        {
+            document?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Backend.AI's child environment: the runner's own, with LANG, HOME and TERM forced; PATH and SHELL
+    /// defaulted when missing; then environ.txt, which overrides anything; then ~/.local/bin (and the
+    /// CUDA, NVIDIA and Linuxbrew bin dirs when present) moved to the front of PATH.
+    /// </summary>
+    public static Dictionary<string, string> BuildChildEnvironment(IReadOnlyDictionary<string, string> processEnvironment,
+        IEnumerable<(string Key, string Value)> environ, string workDir, Func<string, bool> exists)
+    {
+        var environment = new Dictionary<string, string>(processEnvironment, StringComparer.Ordinal)
+        {
+            ["LANG"] = "C.UTF-8",
+            ["HOME"] = workDir,
+            ["TERM"] = "xterm",
+        };
+        _ = environment.TryAdd("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        _ = environment.TryAdd("SHELL", exists("/bin/ash") ? "/bin/ash" : exists("/bin/bash") ? "/bin/bash" : "/bin/sh");
+        foreach ((string key, string value) in environ)
+        {
+            environment[key] = value;
+        }
+        string path = environment["PATH"];
+        foreach (string directory in new[] { "/usr/local/cuda/bin", "/usr/local/nvidia/bin", "/home/linuxbrew/.linuxbrew/bin" })
+        {
+            if (exists(directory))
+            {
+                path = PromotePath(path, directory);
+            }
+        }
+        environment["PATH"] = PromotePath(path, Path.Combine(workDir, ".local", "bin"));
+        return environment;
+    }
+
+    /// <summary>Puts <paramref name="entry"/> first in a colon-separated list, removing other copies of it.</summary>
+    public static string PromotePath(string list, string entry) =>
+        string.Join(':', new[] { entry }.Concat(list.Split(':').Where(item => item.Length > 0 && item != entry)));
+
+    /// <summary>Adds the Python user site dir (found once at start-up) to the front of PYTHONPATH for every later child.</summary>
+    public void PromotePythonUserSite(string userSite)
+    {
+        var environment = new Dictionary<string, string>(ChildEnvironment, StringComparer.Ordinal);
+        environment["PYTHONPATH"] = PromotePath(environment.GetValueOrDefault("PYTHONPATH", ""), userSite);
+        ChildEnvironment = environment;
+    }
+
+    /// <summary>intrinsic-ports.json: <c>{"replin": 2000, "replout": 2001, ...}</c> (numbers or numeric strings); absent: nulls.</summary>
+    private static (int? In, int? Out) LoadIntrinsicPorts(string path)
+    {
+        if (!File.Exists(path))
+        {
+            return (null, null);
+        }
+        try
+        {
+            using JsonDocument document = JsonDocument.Parse(File.ReadAllText(path));
+            if (document.RootElement.ValueKind != JsonValueKind.Object)
+            {
+                throw new InvalidDataException($"{path}: the top level must be a JSON object");
+            }
+            int? Port(string name)
+            {
+                if (!document.RootElement.TryGetProperty(name, out JsonElement value) || value.ValueKind == JsonValueKind.Null)
+                {
+                    return null;
+                }
+                int port = value.ValueKind == JsonValueKind.String ? int.Parse(value.GetString()!, System.Globalization.CultureInfo.InvariantCulture) : value.GetInt32();
+                return port is > 0 and < 65536 ? port : throw new InvalidDataException($"{path}: {name} {port} is not a TCP port");
+            }
+            return (Port("replin"), Port("replout"));
+        }
+        catch (Exception exception) when (exception is JsonException or InvalidOperationException or FormatException or OverflowException)
+        {
+            throw new InvalidDataException($"{path} is not valid: {exception.Message}", exception);
         }
     }
 

@@ -15,6 +15,7 @@ internal sealed class RunnerSession : IDisposable
     private readonly PythonInterpreter? _interpreter;
     private readonly RunWorker _worker;
     private readonly ServiceManager _services;
+    private readonly UserInputServer _inputServer;
     private readonly CancellationToken _stopping;
     private readonly Stopwatch _uptime = Stopwatch.StartNew();
 
@@ -24,13 +25,18 @@ internal sealed class RunnerSession : IDisposable
         _link = link;
         _stopping = stopping;
         _interpreter = config.HasInterpreter ? new PythonInterpreter(config, link) : null;
-        _worker = new RunWorker(config, link, _interpreter);
+        _inputServer = new UserInputServer(config.UserInputSocket, link, stopping);
+        _worker = new RunWorker(config, link, _interpreter, _inputServer);
         _services = new ServiceManager(config);
     }
 
     public Task RunAsync() => _worker.RunAsync(_stopping);
 
-    public void Dispose() => _services.Dispose();
+    public void Dispose()
+    {
+        _services.Dispose();
+        _inputServer.Dispose();
+    }
 
     public async Task StopAsync(TimeSpan grace)
     {
@@ -59,7 +65,16 @@ internal sealed class RunnerSession : IDisposable
                 }
                 break;
             case "status":
-                _link.SendReply("status", DescribeStatus());
+                // Backend.AI's agent takes the status reply as "start-up is done": hold it until then.
+                if (_worker.Started.IsCompletedSuccessfully)
+                {
+                    _link.SendReply("status", DescribeStatus(_worker.Started.Result));
+                }
+                else
+                {
+                    _ = _worker.Started.ContinueWith(started => _link.SendReply("status", DescribeStatus(started.Result)),
+                        CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+                }
                 break;
             case "start-service":
                 string request = message.PayloadText;
@@ -74,6 +89,10 @@ internal sealed class RunnerSession : IDisposable
                 break;
             case "event":
                 Log.Info($"event from the agent: {Truncate(message.PayloadText, 200)}");
+                if (ReadEventType(message.PayloadText) == "oom")
+                {
+                    _ = Task.Run(ProcessTreeLog.LogOutOfMemory, _stopping);
+                }
                 break;
             default:
                 Log.Warn($"ignored unknown message type '{Truncate(message.Type, 40)}'");
@@ -81,10 +100,11 @@ internal sealed class RunnerSession : IDisposable
         }
     }
 
-    private byte[] DescribeStatus()
+    private byte[] DescribeStatus(double startedAt)
     {
         bool busy = _worker.Current is not null || _worker.QueuedRuns > 0;
         return new MessagePackMap()
+            .Add("started_at", startedAt)
             .Add("status", _worker.IsBootstrapping ? "bootstrapping" : busy ? "busy" : "idle")
             .Add("started", !_worker.IsBootstrapping)
             .Add("runtime-type", _config.RuntimeType)
@@ -93,6 +113,21 @@ internal sealed class RunnerSession : IDisposable
             .Add("pid", Libc.getpid())
             .Add("uptime-seconds", _uptime.Elapsed.TotalSeconds)
             .Encode();
+    }
+
+    private static string? ReadEventType(string payload)
+    {
+        try
+        {
+            using JsonDocument document = JsonDocument.Parse(payload);
+            return document.RootElement.ValueKind == JsonValueKind.Object
+                && document.RootElement.TryGetProperty("type", out JsonElement type) && type.ValueKind == JsonValueKind.String
+                ? type.GetString() : null;
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
     }
 
     /// <summary>The payload is a JSON string; a JSON object with "name" or bare text is accepted too.</summary>

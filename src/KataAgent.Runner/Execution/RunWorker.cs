@@ -7,7 +7,8 @@ namespace KataAgent.Runner.Execution;
 /// <summary>
 /// Runs `code`, `clean`, `build` and `exec` one after the other, in arrival order (the agent sends
 /// a batch's three steps at once). Each answers with its own end message: finished, clean-finished,
-/// build-finished. An exec that follows a failed build is skipped and reports the build's exit code.
+/// build-finished. An exec that follows a failed build is skipped and finishes with exit code 127 (as
+/// Backend.AI's runner does). Start-up work (the Python user site lookup, the bootstrap script) comes first.
 /// </summary>
 internal sealed class RunWorker
 {
@@ -20,13 +21,19 @@ internal sealed class RunWorker
     private int _queued;
     private int? _failedBuildExitCode;
     private ShellJob? _currentShell;
+    private readonly UserInputServer _inputServer;
+    private readonly TaskCompletionSource<double> _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public RunWorker(RunnerConfig config, AgentLink link, PythonInterpreter? interpreter)
+    public RunWorker(RunnerConfig config, AgentLink link, PythonInterpreter? interpreter, UserInputServer inputServer)
     {
         _config = config;
         _link = link;
         _interpreter = interpreter;
+        _inputServer = inputServer;
     }
+
+    /// <summary>Completes with the Unix time (seconds) at which start-up work finished.</summary>
+    public Task<double> Started => _started.Task;
 
     public IRunControl? Current => _current;
 
@@ -42,8 +49,13 @@ internal sealed class RunWorker
 
     public async Task RunAsync(CancellationToken stopping)
     {
+        if (_config.HasInterpreter)
+        {
+            await FindPythonUserSiteAsync(stopping);
+        }
         await RunBootstrapAsync(stopping);
         _bootstrapping = false;
+        _started.TrySetResult(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0);
         if (_interpreter is not null)
         {
             try
@@ -133,16 +145,21 @@ internal sealed class RunWorker
         {
             _failedBuildExitCode = null;
             _link.SendRunOutput("stderr", $"kata-runner: exec skipped: the build failed with exit code {buildExitCode}.\n");
-            _link.SendRunOutput(endType, $"{{\"exitCode\": {buildExitCode}}}");
+            _link.SendRunOutput(endType, $"{{\"exitCode\": {BatchHeuristics.NotFoundExitCode}}}");
             return;
         }
         string? command = commandText.Trim() == "*"
             ? BatchHeuristics.Resolve(step, _config.WorkDir, _config.RuntimePath)
             : commandText;
         int exitCode = 0;
-        if (!string.IsNullOrWhiteSpace(command))
+        if (command == BatchHeuristics.MissingMain)
         {
-            exitCode = await RunShellAsync(command);
+            _link.SendRunOutput("stderr", "kata-runner: cannot find the main script (main.py) in the work dir.\n");
+            exitCode = BatchHeuristics.NotFoundExitCode;
+        }
+        else if (!string.IsNullOrWhiteSpace(command))
+        {
+            exitCode = await RunShellAsync(command, batchMode: step == "exec");
         }
         if (step == "build")
         {
@@ -151,12 +168,12 @@ internal sealed class RunWorker
         _link.SendRunOutput(endType, $"{{\"exitCode\": {exitCode}}}");
     }
 
-    private async Task<int> RunShellAsync(string command)
+    private async Task<int> RunShellAsync(string command, bool batchMode)
     {
         ShellJob job;
         try
         {
-            job = ShellJob.Start(command, _config, _link);
+            job = ShellJob.Start(command, _config, _link, batchMode ? _inputServer : null);
         }
         catch (IOException exception)
         {
@@ -175,10 +192,60 @@ internal sealed class RunWorker
         }
     }
 
+    /// <summary>
+    /// Backend.AI puts the runtime's user site dir (site.USER_SITE, e.g. ~/.local/lib/python3.X/site-packages)
+    /// first on PYTHONPATH of every child; it is asked once, from the interpreter itself.
+    /// </summary>
+    private async Task FindPythonUserSiteAsync(CancellationToken stopping)
+    {
+        if (_config.RuntimePath.Contains('/', StringComparison.Ordinal) && !File.Exists(_config.RuntimePath))
+        {
+            return;
+        }
+        try
+        {
+            ChildProcess process = ProcessSpawner.Start(new ProcessStartSpec
+            {
+                Executable = _config.RuntimePath,
+                Arguments = [_config.RuntimePath, "-c", "import site; print(site.USER_SITE)"],
+                Environment = _config.ChildEnvironment,
+                WorkingDirectory = Directory.Exists(_config.WorkDir) ? _config.WorkDir : null,
+            });
+            var stdout = new MemoryStream();
+            var pump = new PipePump("user-site", [process.StdoutFd, process.StderrFd], (index, data) =>
+            {
+                if (index == 0 && stdout.Length < 64 * 1024)
+                {
+                    stdout.Write(data);
+                }
+            }, process.Exited);
+            Task finished = Task.WhenAll(pump.Finished, process.Exited);
+            if (await Task.WhenAny(finished, Task.Delay(TimeSpan.FromSeconds(60), stopping)) != finished)
+            {
+                Log.Warn("the Python user site lookup did not finish within 60 s; PYTHONPATH stays as it is");
+                await process.TerminateAsync(TimeSpan.FromSeconds(2));
+                return;
+            }
+            string userSite = System.Text.Encoding.UTF8.GetString(stdout.ToArray()).Trim();
+            if (await process.Exited == 0 && Path.IsPathRooted(userSite) && !userSite.Contains(':', StringComparison.Ordinal))
+            {
+                _config.PromotePythonUserSite(userSite);
+                Log.Info($"Python user site dir {userSite} is first on PYTHONPATH");
+            }
+        }
+        catch (IOException exception)
+        {
+            Log.Warn($"cannot ask the Python interpreter for its user site dir: {exception.Message}");
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
     private async Task RunBootstrapAsync(CancellationToken stopping)
     {
         string? script = _config.BootstrapScript;
-        if (script is null)
+        if (script is null || !File.Exists(script))
         {
             return;
         }

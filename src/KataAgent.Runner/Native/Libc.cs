@@ -153,10 +153,10 @@ internal static unsafe partial class Libc
 
     public static string LibcVersion() => Marshal.PtrToStringUTF8((nint)gnu_get_libc_version()) ?? "unknown";
 
-    /// <summary>Exit status as a shell reports it: the code, or 128 + signal number.</summary>
+    /// <summary>Exit status as Backend.AI's runner (Python's returncode) reports it: the code, or -signal number.</summary>
     public static int DecodeWaitStatus(int status)
     {
         int signal = status & 0x7f;
-        return signal == 0 ? (status >> 8) & 0xff : 128 + signal;
+        return signal == 0 ? (status >> 8) & 0xff : -signal;
     }
 }
