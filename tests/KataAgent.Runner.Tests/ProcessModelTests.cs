@@ -166,7 +166,7 @@ public sealed class ProcessModelTests(PublishedRunner runner)
     public async Task BootstrapScriptRunsBeforeTheFirstRun()
     {
         await using RunnerHost host = await RunnerHost.StartAsync(runner, prepared =>
-            File.WriteAllText(Path.Combine(prepared.ConfigDir, "bootstrap.sh"), "echo bootstrapped > bootstrap-done.txt\n"));
+            File.WriteAllText(Path.Combine(prepared.WorkDir, "bootstrap.sh"), "echo bootstrapped > bootstrap-done.txt\n"));
 
         ExecutionResult result = await host.Client.ExecuteToStatusAsync("r1", ExecutionMode.Query,
             "print(open('bootstrap-done.txt').read().strip())", RunnerTestHelpers.Limit());

@@ -52,8 +52,9 @@ public sealed class RunnerHost : IAsyncDisposable
     }
 
     /// <param name="curve">Write a runner-curve.json (0600) like the agent does, and give the client its keys.</param>
+    /// <param name="waitUntilServing">False: return once the process is started, before any status was answered.</param>
     public static async Task<RunnerHost> StartAsync(PublishedRunner runner, Action<RunnerHost>? prepare = null, bool curve = false,
-        long maxMessageSize = KernelRunnerClientOptions.DefaultMaxMessageSize)
+        long maxMessageSize = KernelRunnerClientOptions.DefaultMaxMessageSize, bool waitUntilServing = true, TimeSpan? replyTimeout = null)
     {
         string root = Directory.CreateTempSubdirectory("kata-runner-test-").FullName;
         var host = new RunnerHost(runner.BinaryPath, root, FreePort(), FreePort());
@@ -68,6 +69,8 @@ public sealed class RunnerHost : IAsyncDisposable
                 ["bindHost"] = "127.0.0.1",
                 ["replInPort"] = host.InputPort,
                 ["replOutPort"] = host.OutputPort,
+                // Per host: runners of parallel tests must not share Backend.AI's fixed /tmp/bai-user-input.sock.
+                ["userInputSocket"] = Path.Combine(host.Root, "user-input.sock"),
             }));
             if (curve)
             {
@@ -77,11 +80,15 @@ public sealed class RunnerHost : IAsyncDisposable
             }
             prepare?.Invoke(host);
             host.StartProcess();
-            host.Client = new KernelRunnerClient(new KernelRunnerClientOptions
+            var options = new KernelRunnerClientOptions
             {
                 InputPort = host.InputPort, OutputPort = host.OutputPort, Curve = host.Curve, MaxMessageSize = maxMessageSize,
-            });
-            await host.WaitUntilServingAsync();
+            };
+            host.Client = new KernelRunnerClient(replyTimeout is TimeSpan timeout ? options with { ReplyTimeout = timeout } : options);
+            if (waitUntilServing)
+            {
+                await host.WaitUntilServingAsync();
+            }
             return host;
         }
         catch
