@@ -6,14 +6,17 @@ namespace KataAgent.Runner.Tests;
 public sealed class BatchModeTests(PublishedRunner runner)
 {
     [SkippableFact]
-    public async Task BuildsAndRunsACProgramWithTheHeuristicAndReportsItsExitCode()
+    public async Task BuildsACProgramWithTheMakefileHeuristicAndReportsItsExitCode()
     {
-        Skip.If(!File.Exists("/usr/bin/cc"), "needs a C compiler at /usr/bin/cc");
+        Skip.If(!File.Exists("/usr/bin/cc") || !File.Exists("/usr/bin/make"), "needs a C compiler at /usr/bin/cc and /usr/bin/make");
         await using RunnerHost host = await RunnerHost.StartAsync(runner, prepared =>
+        {
             File.WriteAllText(Path.Combine(prepared.WorkDir, "main.c"),
-                "#include <stdio.h>\nint main(void) { printf(\"hello from C\\n\"); return 3; }\n"));
+                "#include <stdio.h>\nint main(void) { printf(\"hello from C\\n\"); return 3; }\n");
+            File.WriteAllText(Path.Combine(prepared.WorkDir, "Makefile"), "main: main.c\n\tcc -o main main.c\n");
+        });
         CancellationToken limit = RunnerTestHelpers.Limit();
-        var options = new ExecutionOptions { Clean = "", Build = "*", Exec = "*" };
+        var options = new ExecutionOptions { Clean = "", Build = "*", Exec = "./main" };
 
         ExecutionResult clean = await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Batch, "", limit, options);
         ExecutionResult build = await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Continue, "", limit);
