@@ -173,6 +173,47 @@ public sealed class BackendAiSemanticsTests(PublishedRunner runner)
     }
 
     [Fact]
+    public async Task TaskLogStopsGrowingAtItsLimit()
+    {
+        await using RunnerHost host = await RunnerHost.StartAsync(runner);
+        CancellationToken limit = RunnerTestHelpers.Limit(300);
+        const long limitBytes = 16L * 1024 * 1024;
+
+        // 20 MiB of output: all of it reaches the agent, only the first 16 MiB the log.
+        (_, _) = await RunCleanAndBuildAsync(host, new ExecutionOptions { Exec = "head -c 20971520 /dev/zero | tr '\\0' x; echo; echo after" }, limit);
+        ExecutionResult exec = await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Continue, "", limit);
+        (_, _) = await RunCleanAndBuildAsync(host, new ExecutionOptions { Exec = "echo next-run" }, limit, "b2");
+        await host.Client.ExecuteToStatusAsync("b2", ExecutionMode.Continue, "", limit);
+
+        Assert.True(exec.Status == ExecutionStatus.Finished && exec.ExitCode == 0, $"status={exec.Status} exit={exec.ExitCode}");
+        var log = new FileInfo(Path.Combine(host.WorkDir, ".logs", "task", "task.log"));
+        Assert.InRange(log.Length, limitBytes, limitBytes + 200);
+        string tail = File.ReadAllText(log.FullName)[^150..];
+        Assert.Contains("task log size limit reached", tail);
+        Assert.DoesNotContain("after", tail);
+        Assert.DoesNotContain("next-run", tail);
+    }
+
+    [Fact]
+    public async Task OurSitecustomizeRunsTheUsersOwnToo()
+    {
+        await using RunnerHost host = await RunnerHost.StartAsync(runner);
+        CancellationToken limit = RunnerTestHelpers.Limit();
+        ExecutionResult site = await host.Client.ExecuteToStatusAsync("q1", ExecutionMode.Query, "import site; print(site.USER_SITE)", limit);
+        string userSite = site.Text("stdout").Trim();
+        Directory.CreateDirectory(userSite);
+        File.WriteAllText(Path.Combine(userSite, "sitecustomize.py"), "import sys\nsys.stderr.write('user sitecustomize ran\\n')\n");
+
+        (_, _) = await RunCleanAndBuildAsync(host, new ExecutionOptions { Exec = $"{PublishedRunner.PythonPath} -c 'print(input())'" }, limit);
+        ExecutionResult asked = await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Continue, "", limit);
+        ExecutionResult end = await host.Client.ExecuteToStatusAsync("b1", ExecutionMode.Input, "answered", limit);
+
+        Assert.True(asked.Status == ExecutionStatus.WaitingInput, asked.Describe());
+        Assert.Equal("user sitecustomize ran\n", asked.Text("stderr"));
+        Assert.True(end.ExitCode == 0 && end.Text("stdout") == "answered\n", end.Describe());
+    }
+
+    [Fact]
     public async Task IntrinsicPortsJsonSetsTheReplPortsWhenRunnerJsonDoesNot()
     {
         await using RunnerHost host = await RunnerHost.StartAsync(runner, prepared =>
