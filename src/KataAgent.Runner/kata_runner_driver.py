@@ -389,11 +389,29 @@ def _install_inline_show(pyplot):
     pyplot.show = show
 
 
-class _PyplotLoader:
-    """Loads matplotlib.pyplot with its own loader, then installs the inline show()."""
+def _route_ipython_display(module):
+    # Without an IPython shell, IPython's display() only prints; `from IPython.display import display`
+    # must show media here as the builtin does. (__dict__: IPython 8's core.display warns on attribute access
+    # and hands out display_functions' display, which is patched.)
+    if callable(module.__dict__.get("display")):
+        module.display = display
 
-    def __init__(self, loader):
+
+# Modules patched right after they load (the hook imports nothing itself).
+_PATCH_AFTER_LOAD = {
+    "matplotlib.pyplot": _install_inline_show,
+    "IPython.core.display_functions": _route_ipython_display,
+    "IPython.core.display": _route_ipython_display,
+    "IPython.display": _route_ipython_display,
+}
+
+
+class _PatchingLoader:
+    """Loads a module with its own loader, then patches it."""
+
+    def __init__(self, loader, patch):
         self._loader = loader
+        self._patch = patch
 
     def create_module(self, spec):
         create = getattr(self._loader, "create_module", None)
@@ -401,17 +419,18 @@ class _PyplotLoader:
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        _install_inline_show(module)
+        self._patch(module)
 
     def __getattr__(self, name):
         return getattr(self._loader, name)
 
 
-class PyplotImportHook:
-    """A meta path finder that only wraps the loader of matplotlib.pyplot (it imports nothing)."""
+class PatchingImportHook:
+    """A meta path finder that wraps the loaders of the modules in _PATCH_AFTER_LOAD and finds nothing else."""
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != "matplotlib.pyplot":
+        patch = _PATCH_AFTER_LOAD.get(fullname)
+        if patch is None:
             return None
         for finder in sys.meta_path:
             find_spec = getattr(finder, "find_spec", None)
@@ -420,7 +439,7 @@ class PyplotImportHook:
             spec = find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _PyplotLoader(spec.loader)
+                    spec.loader = _PatchingLoader(spec.loader, patch)
                 return spec
         return None
 
@@ -545,10 +564,11 @@ def main():
     getpass.getpass = lambda prompt="Password: ", stream=None: request_input(prompt, True)
     builtins.display = display
     sys.displayhook = displayhook
-    # Figures render off-screen (also in the user's subprocesses); pyplot's show() sends them as media.
+    # Figures render off-screen (also in the user's subprocesses); pyplot's show() sends them as media,
+    # and IPython.display's display() is ours.
     if not os.environ.get("MPLBACKEND"):
         os.environ["MPLBACKEND"] = "Agg"
-    sys.meta_path.insert(0, PyplotImportHook())
+    sys.meta_path.insert(0, PatchingImportHook())
     # Like an interactive interpreter: imports resolve from the working directory, not the driver's folder.
     sys.path[0] = ""
     interpreter = Interpreter()

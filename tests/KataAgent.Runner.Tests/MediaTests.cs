@@ -249,17 +249,40 @@ public sealed class MediaTests(PublishedRunner runner)
         Assert.Equal(1, ExitCode(run[^1]));
     }
 
-    private static void RequireMatplotlib()
+    [Fact]
+    public async Task IPython_display_and_its_rich_objects_send_media()
     {
-        using Process check = Process.Start(new ProcessStartInfo(PublishedRunner.PythonPath, ["-c", "import matplotlib"])
+        RequirePythonModule("IPython", "python3-ipython");
+        await using RunnerHost host = await RunnerHost.StartAsync(runner);
+        using var wire = new WireClient(host);
+
+        // Without an IPython shell, IPython's own display() would only print the objects.
+        List<WireMessage> run = wire.Run("""
+            import base64
+            from IPython.display import display, HTML, Image
+            display(HTML('<p>from IPython</p>'))
+            Image(data=base64.b64decode('aGVsbG8='), format='png')
+            """);
+
+        Assert.Equal(["media", "media", "finished"], run.Select(message => message.Type));
+        Assert.Equal(("text/html", "<p>from IPython</p>"), Media(run[0]));
+        Assert.Equal(("image/png", "data:image/png;base64,aGVsbG8="), Media(run[1]));
+    }
+
+    private static void RequireMatplotlib() => RequirePythonModule("matplotlib", "python3-matplotlib");
+
+    private static void RequirePythonModule(string module, string package)
+    {
+        using Process check = Process.Start(new ProcessStartInfo(PublishedRunner.PythonPath, ["-c", "import " + module])
         {
             RedirectStandardError = true,
         }) ?? throw new InvalidOperationException("cannot start python3");
+        string errors = check.StandardError.ReadToEnd();
         check.WaitForExit();
         if (check.ExitCode != 0)
         {
             throw new InvalidOperationException(
-                $"the matplotlib tests need python3-matplotlib for {PublishedRunner.PythonPath} (scripts/setup.sh installs it): {check.StandardError.ReadToEnd()}");
+                $"this test needs {package} for {PublishedRunner.PythonPath} (scripts/setup.sh installs it): {errors}");
         }
     }
 
