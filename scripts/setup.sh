@@ -13,12 +13,13 @@ fi
 
 # Runtime: containerd + runc + gVisor, CNI, netns/iptables tools, a registry for pull/push tests.
 # Build: containerd's API protos (compiled at build time), the OCI runtime-spec schema (tests),
-# debootstrap + clang for the base image and the runner's glibc-2.31 sysroot.
+# debootstrap + clang for the base image and the runner's glibc-2.31 sysroot; python3-matplotlib
+# and python3-ipython for the runner's media tests.
 packages=(
   containerd runc runsc containernetworking-plugins iptables nftables iproute2 docker-registry busybox-static
   golang-github-containerd-containerd-dev golang-github-containerd-cgroups-dev
   golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev golang-github-opencontainers-specs-dev
-  debootstrap clang-14 binutils zstd python3 gcc make ca-certificates
+  debootstrap clang-14 binutils zstd python3 python3-matplotlib python3-ipython gcc make ca-certificates
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -9,12 +9,14 @@ driver -> runner (EVENTS_OUT_FD):
   R  ready (JSON)                o / e  stdout / stderr text (UTF-8)
   w  waiting for input (JSON {"is_password": bool})
   f  run finished (JSON {"exitCode": int})       C  completion result (JSON {"suggestions": [...]})
+  m  media (JSON {"type": mime, "data": str}, at most MAX_MEDIA_PAYLOAD bytes)
 
-Python-level writes to sys.stdout/sys.stderr travel as frames, so they stay in order with the
+Python-level writes to sys.stdout/sys.stderr and media travel as frames, so they stay in order with the
 "finished" frame; raw writes to fd 1/2 (subprocesses, C code) go to plain pipes the runner also reads.
 Works on Python 3.6+ (Ubuntu 20.04 ships 3.8).
 """
 import ast
+import base64
 import builtins
 import getpass
 import io
@@ -191,6 +193,268 @@ class InputStream(io.TextIOBase):
         return self.readline()
 
 
+# --- Rich display (IPython's display protocol) -------------------------------------------------
+
+# The runner's bound for one frame and one agent message (FrameReader.MaxControlPayload): a media
+# item is one JSON document and cannot be cut into pieces like text output.
+MAX_MEDIA_PAYLOAD = 1024 * 1024
+
+# Richest first, in the order of IPython's formatters. Backend.AI's runner sends the first of them an
+# object offers (after dropping text/plain); JupyterLab prefers the same order among these four.
+_MEDIA_METHODS = (
+    ("text/html", "_repr_html_"),
+    ("image/svg+xml", "_repr_svg_"),
+    ("image/png", "_repr_png_"),
+    ("image/jpeg", "_repr_jpeg_"),
+)
+
+
+def _repr_method(obj, name):
+    """obj's bound display method, or None (as IPython: not on classes, not on objects that claim every name)."""
+    if isinstance(obj, type):
+        return None
+    try:
+        if getattr(obj, "_kata_display_canary_no_object_has_this_", None) is not None:
+            return None
+        method = getattr(obj, name, None)
+    except Exception:
+        return None
+    return method if callable(method) else None
+
+
+def _call_repr(obj, name, **kwargs):
+    """Calls a display method; a failing one is reported on stderr and skipped, as IPython does."""
+    method = _repr_method(obj, name)
+    if method is None:
+        return None
+    try:
+        data = method(**kwargs)
+    except Exception as error:
+        sys.stderr.write("%s.%s() failed: %s: %s\n" % (type(obj).__name__, name, type(error).__name__, error))
+        return None
+    if isinstance(data, tuple):
+        # (data, metadata), as IPython allows
+        data = data[0] if data else None
+    return data
+
+
+def _is_matplotlib_figure(obj):
+    figure_module = sys.modules.get("matplotlib.figure")
+    return figure_module is not None and isinstance(obj, getattr(figure_module, "Figure", ()))
+
+
+def _figure_png(figure):
+    """PNG bytes of a matplotlib figure, as the inline backend renders it; None for an empty figure."""
+    if not figure.axes and not getattr(figure, "lines", None):
+        return None
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=figure.dpi, bbox_inches="tight",
+                   facecolor=figure.get_facecolor(), edgecolor=figure.get_edgecolor())
+    return buffer.getvalue()
+
+
+def _representations(obj):
+    """(mime, data) pairs obj offers, richest first, computed only as far as they are asked for."""
+    bundle = _call_repr(obj, "_repr_mimebundle_", include=None, exclude=None)
+    if not isinstance(bundle, dict):
+        bundle = {}
+    for mime, name in _MEDIA_METHODS:
+        if mime in bundle:
+            data = bundle[mime]
+        elif mime == "image/png" and _is_matplotlib_figure(obj):
+            data = _figure_png(obj)
+        else:
+            data = _call_repr(obj, name)
+        if data is not None:
+            yield mime, data
+
+
+def _media_payload(mime, data):
+    """The media frame's JSON for data, or its size in bytes when that is over MAX_MEDIA_PAYLOAD
+    (estimated before anything large is allocated), or None when data is not of a usable type."""
+    if mime in ("image/png", "image/jpeg"):
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            if len(data) * 4 // 3 > MAX_MEDIA_PAYLOAD:
+                return len(data) * 4 // 3
+            encoded = base64.b64encode(data).decode("ascii")
+        elif isinstance(data, str):
+            # IPython takes a str from _repr_png_ as base64 already
+            if len(data) > MAX_MEDIA_PAYLOAD:
+                return len(data)
+            encoded = "".join(data.split())
+        else:
+            return None
+        data = "data:%s;base64,%s" % (mime, encoded)
+    elif isinstance(data, (bytes, bytearray)):
+        data = bytes(data).decode("utf-8", "replace")
+    elif not isinstance(data, str):
+        return None
+    if len(data) > MAX_MEDIA_PAYLOAD:
+        return len(data)
+    document = {"type": mime, "data": data}
+    try:
+        payload = json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        # lone surrogates: \\u escapes keep the JSON valid
+        payload = json.dumps(document).encode("ascii")
+    return payload if len(payload) <= MAX_MEDIA_PAYLOAD else len(payload)
+
+
+def send_media(what, representations):
+    """Sends the first representation that fits in one media item. False when none was sent; if one
+    was too large, says so on stderr."""
+    too_large = None
+    for mime, data in representations:
+        payload = _media_payload(mime, data)
+        if isinstance(payload, bytes):
+            channel.send(b"m", payload)
+            return True
+        if payload is not None and too_large is None:
+            too_large = (mime, payload)
+    if too_large is not None:
+        sys.stderr.write("kata-runner: %s not shown: its %s output is about %d bytes, over the limit of %d bytes "
+                         "for one media item\n" % (what, too_large[0], too_large[1], MAX_MEDIA_PAYLOAD))
+    return False
+
+
+def _show(obj):
+    if not send_media("a %s" % type(obj).__name__, _representations(obj)):
+        sys.stdout.write(repr(obj) + "\n")
+
+
+def display(*objs, **options):
+    """Shows each object like IPython's display(): as a media item when it has a rich representation
+    (_repr_html_, _repr_svg_, _repr_png_, _repr_jpeg_, _repr_mimebundle_, matplotlib figures), else its
+    repr on stdout. raw=True takes each object as a mime bundle {mime: data}. IPython's other options
+    (include, exclude, metadata, display_id, ...) are accepted and ignored."""
+    raw = options.get("raw", False)
+    for obj in objs:
+        if raw and isinstance(obj, dict):
+            representations = [(mime, obj[mime]) for mime, _ in _MEDIA_METHODS if mime in obj]
+            if not send_media("a mime bundle", representations) and "text/plain" in obj:
+                sys.stdout.write(str(obj["text/plain"]) + "\n")
+        else:
+            _show(obj)
+
+
+def displayhook(value):
+    """sys.displayhook for a cell's trailing expression: rich objects become media, the rest print their repr."""
+    if value is None:
+        return
+    builtins._ = None
+    _show(value)
+    builtins._ = value
+
+
+# --- matplotlib: figures show inline, like IPython's inline backend --------------------------------
+# The driver sets MPLBACKEND=Agg (unless set) and never imports matplotlib itself: when user code
+# imports pyplot, its show() is replaced, and after each run the open figures are sent and closed.
+
+
+def _uses_agg(pyplot):
+    try:
+        return str(pyplot.get_backend()).lower() == "agg"
+    except Exception:
+        return False
+
+
+def show_open_figures(pyplot=None):
+    """Sends every open pyplot figure as a PNG media item, then closes them all (when the backend is Agg)."""
+    pyplot = pyplot or sys.modules.get("matplotlib.pyplot")
+    if pyplot is None or not _uses_agg(pyplot) or not pyplot.get_fignums():
+        return
+    try:
+        from matplotlib._pylab_helpers import Gcf
+        figures = [manager.canvas.figure for manager in Gcf.get_all_fig_managers()]
+        for number, figure in enumerate(figures, 1):
+            png = _figure_png(figure)
+            if png is not None:
+                send_media("figure %d" % number, [("image/png", png)])
+    finally:
+        pyplot.close("all")
+
+
+def _install_inline_show(pyplot):
+    original = getattr(pyplot, "show", None)
+    if original is None or getattr(original, "_kata_inline", False):
+        return
+
+    def show(*args, **kwargs):
+        if not _uses_agg(pyplot):
+            return original(*args, **kwargs)
+        show_open_figures(pyplot)
+
+    show._kata_inline = True
+    show.__doc__ = original.__doc__
+    pyplot.show = show
+
+
+def _route_ipython_display(module):
+    # Without an IPython shell, IPython's display() only prints; `from IPython.display import display`
+    # must show media here as the builtin does. (__dict__: IPython 8's core.display warns on attribute access
+    # and hands out display_functions' display, which is patched.)
+    if callable(module.__dict__.get("display")):
+        module.display = display
+
+
+# Modules patched right after they load (the hook imports nothing itself).
+_PATCH_AFTER_LOAD = {
+    "matplotlib.pyplot": _install_inline_show,
+    "IPython.core.display_functions": _route_ipython_display,
+    "IPython.core.display": _route_ipython_display,
+    "IPython.display": _route_ipython_display,
+}
+
+
+class _PatchingLoader:
+    """Loads a module with its own loader, then patches it."""
+
+    def __init__(self, loader, patch):
+        self._loader = loader
+        self._patch = patch
+
+    def create_module(self, spec):
+        create = getattr(self._loader, "create_module", None)
+        return create(spec) if create is not None else None
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        self._patch(module)
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+class PatchingImportHook:
+    """A meta path finder that wraps the loaders of the modules in _PATCH_AFTER_LOAD and finds nothing else."""
+
+    def find_spec(self, fullname, path, target=None):
+        patch = _PATCH_AFTER_LOAD.get(fullname)
+        if patch is None:
+            return None
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            if finder is self or find_spec is None:
+                continue
+            spec = find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _PatchingLoader(spec.loader, patch)
+                return spec
+        return None
+
+    def invalidate_caches(self):
+        pass
+
+
+def after_run_figures():
+    """After a run: an inline show() on a pyplot that came in another way, then the open figures."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        _install_inline_show(pyplot)
+        show_open_figures(pyplot)
+
+
 class Interpreter:
     def __init__(self):
         self.namespace = {"__name__": "__main__", "__builtins__": builtins}
@@ -201,12 +465,22 @@ class Interpreter:
         filename = "<cell %d>" % self.cell_count
         # Lets tracebacks show the offending source line.
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        exit_code = self._run_user_code(lambda: self._execute(source, filename))
+        if "matplotlib.pyplot" in sys.modules:
+            # Like IPython's inline backend: after every cell, a failed one too, the open figures are shown.
+            # Rendering runs user code (artists), so it can fail and be interrupted like the cell.
+            figures_exit_code = self._run_user_code(after_run_figures)
+            exit_code = exit_code or figures_exit_code
+        channel.send(b"f", json.dumps({"exitCode": exit_code}).encode())
+
+    def _run_user_code(self, action):
+        """Runs action as user code (interruptible); returns its exit code, a traceback on stderr if it raised."""
         exit_code = 0
         error = None
         try:
             channel.in_user_code = True
             try:
-                self._execute(source, filename)
+                action()
             finally:
                 channel.in_user_code = False
         except SystemExit as exit_request:
@@ -224,7 +498,7 @@ class Interpreter:
         if error is not None:
             exit_code = 1
             self._print_traceback(error)
-        channel.send(b"f", json.dumps({"exitCode": exit_code}).encode())
+        return exit_code
 
     def _execute(self, source, filename):
         tree = ast.parse(source, filename, "exec")
@@ -238,12 +512,12 @@ class Interpreter:
 
     @staticmethod
     def _print_traceback(error):
-        tb = error.__traceback__
-        # Hide the driver's own frames: the user sees only their code.
-        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-            tb = tb.tb_next
         try:
-            traceback.print_exception(type(error), error, tb, file=sys.stderr)
+            report = traceback.TracebackException(type(error), error, error.__traceback__)
+            # Hide the driver's own frames (also those between the cell and a failing __repr__): the user sees only their code.
+            report.stack = traceback.StackSummary.from_list(
+                [frame for frame in report.stack if frame.filename != __file__])
+            sys.stderr.write("".join(report.format()))
         except Exception:
             sys.stderr.write("%s: %s\n" % (type(error).__name__, error))
 
@@ -288,6 +562,13 @@ def main():
     sys.stdin = InputStream()
     builtins.input = lambda prompt="": request_input(prompt, False)
     getpass.getpass = lambda prompt="Password: ", stream=None: request_input(prompt, True)
+    builtins.display = display
+    sys.displayhook = displayhook
+    # Figures render off-screen (also in the user's subprocesses); pyplot's show() sends them as media,
+    # and IPython.display's display() is ours.
+    if not os.environ.get("MPLBACKEND"):
+        os.environ["MPLBACKEND"] = "Agg"
+    sys.meta_path.insert(0, PatchingImportHook())
     # Like an interactive interpreter: imports resolve from the working directory, not the driver's folder.
     sys.path[0] = ""
     interpreter = Interpreter()

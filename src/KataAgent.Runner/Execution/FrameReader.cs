@@ -19,7 +19,8 @@ internal sealed class FrameProtocolException(string message) : Exception(message
 internal sealed class FrameReader
 {
     public const int HeaderSize = 5;
-    // Completions are the largest control frames the driver writes (500 suggestions).
+    // Completions (500 suggestions) and media items are the largest control frames the driver writes;
+    // a media item goes to the agent as one message, so this is also AgentLink's message bound.
     public const int MaxControlPayload = 1024 * 1024;
 
     private readonly byte[] _header = new byte[HeaderSize];
@@ -31,7 +32,7 @@ internal sealed class FrameReader
 
     public static bool IsOutputKind(byte kind) => kind is (byte)'o' or (byte)'e';
 
-    private static bool IsControlKind(byte kind) => kind is (byte)'R' or (byte)'w' or (byte)'f' or (byte)'C';
+    private static bool IsControlKind(byte kind) => kind is (byte)'R' or (byte)'w' or (byte)'f' or (byte)'C' or (byte)'m';
 
     public List<FramePiece> Append(ReadOnlySpan<byte> data)
     {

@@ -213,6 +213,15 @@ internal sealed class PythonInterpreter : IRunControl
                     FlushMerged();
                     _link.SendReply("completion", payload);
                     break;
+                case 'm':
+                    FlushMerged();
+                    if (!IsMediaItem(payload))
+                    {
+                        StopOnBrokenChannel(process, "a media frame that is not a JSON {\"type\": string, \"data\": string} object");
+                        return;
+                    }
+                    _link.SendRunOutput("media", payload);
+                    break;
                 case 'R':
                     Log.Info($"interpreter ready: {Encoding.UTF8.GetString(payload)}");
                     break;
@@ -275,6 +284,23 @@ internal sealed class PythonInterpreter : IRunControl
             _currentRun = null;
         }
         run?.TrySetResult(exitCode);
+    }
+
+    // The agent parses media items as {"type", "data"}; the driver writes nothing else (user code writing fd 4 might).
+    private static bool IsMediaItem(byte[] payload)
+    {
+        try
+        {
+            using JsonDocument document = JsonDocument.Parse(payload);
+            JsonElement root = document.RootElement;
+            return root.ValueKind == JsonValueKind.Object
+                && root.TryGetProperty("type", out JsonElement type) && type.ValueKind == JsonValueKind.String
+                && root.TryGetProperty("data", out JsonElement data) && data.ValueKind == JsonValueKind.String;
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
     }
 
     private static int ReadExitCode(byte[] finishedJson)
