@@ -24,6 +24,9 @@ internal sealed class RunnerConfig
     public string? BootstrapScript { get; init; }
     public TimeSpan BootstrapTimeout { get; init; } = TimeSpan.FromMinutes(10);
 
+    /// <summary>Backend.AI service definitions, one &lt;name&gt;.json per service app.</summary>
+    public string ServiceDefsDir { get; init; } = "/etc/backend.ai/service-defs";
+
     /// <summary>From runner-curve.json: the runner's CURVE secret key (Z85); null means the NULL mechanism.</summary>
     public string? CurveSecretKey { get; init; }
 
@@ -95,6 +98,7 @@ internal sealed class RunnerConfig
                 BootstrapScript = bootstrap is null ? config.BootstrapScript
                     : Path.IsPathRooted(bootstrap) ? bootstrap : Path.Combine(configDir, bootstrap),
                 BootstrapTimeout = TimeSpan.FromSeconds(OptionalInt(root, "bootstrapTimeoutSeconds") ?? 600),
+                ServiceDefsDir = OptionalString(root, "serviceDefsDir") ?? config.ServiceDefsDir,
                 CurveSecretKey = curveSecretKey,
             };
         }
