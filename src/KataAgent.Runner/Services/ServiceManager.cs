@@ -414,7 +414,12 @@ internal sealed class ServiceManager : IDisposable
     {
         lock (_stateGate)
         {
-            return _stateDirectory ??= Directory.CreateTempSubdirectory("kata-runner-services-").FullName;
+            if (_stateDirectory is null)
+            {
+                _stateDirectory = Directory.CreateTempSubdirectory("kata-runner-services-").FullName;
+                Log.Info($"service files (host keys, generated config, temp files) in {_stateDirectory}");
+            }
+            return _stateDirectory;
         }
     }
 
