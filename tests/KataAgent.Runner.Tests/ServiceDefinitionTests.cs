@@ -23,7 +23,7 @@ public sealed class ServiceDefinitionTests(PublishedRunner runner)
         "    def do_GET(self):\n",
         "        env = lambda name: os.environ.get(name, '-')\n",
         "        lines = [TEMPLATED, 'argv=' + ' '.join(sys.argv[1:]), 'GREETING=' + env('GREETING'), 'SHELL_TEXT=' + env('SHELL_TEXT'),\n",
-        "                 'ECHOED=' + env('ECHOED'), 'EXTRA=' + env('EXTRA'), 'cwd=' + os.getcwd()]\n",
+        "                 'ECHOED=' + env('ECHOED'), 'FORMATTED=' + env('FORMATTED'), 'EXTRA=' + env('EXTRA'), 'cwd=' + os.getcwd()]\n",
         "        body = '\\n'.join(lines).encode()\n",
         "        self.send_response(200)\n",
         "        self.end_headers()\n",
@@ -45,10 +45,18 @@ public sealed class ServiceDefinitionTests(PublishedRunner runner)
             ["GREETING"] = "hello on {ports[0]}",
             ["SHELL_TEXT"] = "${HOME}",
             ["ECHOED"] = "{echoed[out]}",
+            ["FORMATTED"] = "{formatted[out]}",
         },
         ["prestart"] = new JsonArray(
             new JsonObject { ["action"] = "log", ["args"] = new JsonObject { ["message"] = "preparing web on {ports[0]}" } },
             new JsonObject { ["action"] = "run_command", ["args"] = new JsonObject { ["command"] = new JsonArray("/bin/echo", "echo-{ports[0]}") }, ["ref"] = "echoed" },
+            // Python's str()/repr() of a list, a dict and a string, and format specs.
+            new JsonObject
+            {
+                ["action"] = "run_command",
+                ["args"] = new JsonObject { ["command"] = new JsonArray("/bin/echo", "{ports!r}|{echoed}|{runtime_path!r}|{ports[0]:>8}|{ports[0]:x}") },
+                ["ref"] = "formatted",
+            },
             new JsonObject { ["action"] = "write_tempfile", ["args"] = new JsonObject { ["body"] = new JsonArray(ServerBody.Select(line => (JsonNode)line!).ToArray()) }, ["ref"] = "server" }),
     };
 
@@ -73,6 +81,7 @@ public sealed class ServiceDefinitionTests(PublishedRunner runner)
         Assert.Contains($"GREETING=hello on {port}\n", body);
         Assert.Contains("SHELL_TEXT=${HOME}\n", body);
         Assert.Contains($"ECHOED=echo-{port}\n", body);
+        Assert.Contains($"FORMATTED=[{port}]|{{'out': 'echo-{port}\\n', 'err': ''}}|'{PublishedRunner.PythonPath}'|{port,8}|{port:x}\n", body);
         Assert.Contains("EXTRA=extra-value\n", body);
         Assert.Contains("cwd=" + host.WorkDir, body);
         await Eventually.WaitAsync(() => host.Log.Contains($"preparing web on {port}", StringComparison.Ordinal), "the log prestart action's line in the runner log");
@@ -85,6 +94,22 @@ public sealed class ServiceDefinitionTests(PublishedRunner runner)
         JsonElement restarted = await link.StartServiceAsync(new { name = "web", port, ports = new[] { port }, protocol = "http" });
         Assert.True(restarted.GetProperty("status").GetString() == "started", restarted.ToString());
         Assert.Contains("argv=" + port + " --mode default --flag\n", await GetAsync(port));
+    }
+
+    [Fact]
+    public async Task A_string_command_runs_in_bash_with_its_placeholders_filled()
+    {
+        await using RunnerHost host = await StartWithDefinitionsAsync(new()
+        {
+            ["shelled"] = new JsonObject { ["command"] = "echo \"$0 ${HOME:+home-set}\" > shell.txt; exec {runtime_path} -m http.server --bind 127.0.0.1 ${{ ports[0] }}" },
+        });
+        using RawRunnerLink link = await RawRunnerLink.TakeOverAsync(host, RunnerTestHelpers.Limit());
+        int port = RunnerHost.FreePort();
+
+        JsonElement result = await link.StartServiceAsync(new { name = "shelled", port, ports = new[] { port }, protocol = "http" });
+        Assert.True(result.GetProperty("status").GetString() == "started", $"{result}\n{host.Log}");
+        Assert.Equal("bash home-set\n", File.ReadAllText(Path.Combine(host.WorkDir, "shell.txt")));
+        Assert.Contains("shell.txt", await GetAsync(port));
     }
 
     [Fact]
