@@ -99,6 +99,11 @@ internal sealed class ServiceManager : IDisposable
             {
                 return Failed(request, exception.Message);
             }
+            catch (Exception exception) when (exception is IOException or UnauthorizedAccessException)
+            {
+                // Files the runner writes for the service (host keys, configs, prestart files).
+                return Failed(request, $"{exception.GetType().Name}: {exception.Message}");
+            }
             if (launch is null)
             {
                 return Failed(request, $"unsupported service: {request.Name}");
