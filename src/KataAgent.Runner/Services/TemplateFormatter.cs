@@ -189,6 +189,10 @@ internal static partial class TemplateFormatter
             {
                 throw new TemplateException($"attribute access is not supported in {{{field}}}");
             }
+            if (name[position] != '[')
+            {
+                throw new TemplateException($"only '.' or '[' may follow ']' in {{{field}}}");
+            }
             int close = name.IndexOf(']', position);
             string key = name[(position + 1)..close];
             position = close + 1;
