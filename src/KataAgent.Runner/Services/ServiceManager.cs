@@ -71,7 +71,8 @@ internal sealed class ServiceManager : IDisposable
     /// <summary>Starts a service (also usable by the runner itself, e.g. for sshd/ttyd at start-up); returns the `service-result` payload.</summary>
     public async Task<string> StartAsync(ServiceRequest request, CancellationToken stopping)
     {
-        if (request.Protocol == "preopen")
+        // The protocol rules are Backend.AI's, for requests without a command; the extension's command always runs.
+        if (request.Protocol == "preopen" && request.Command is null)
         {
             // The user starts a preopen service by hand; its port is only published.
             return Result("started");
@@ -86,7 +87,7 @@ internal sealed class ServiceManager : IDisposable
                     return Result("running");
                 }
             }
-            if (request.Protocol == "pty")
+            if (request.Protocol == "pty" && request.Command is null)
             {
                 return Failed(request, "pty services are not implemented");
             }
