@@ -180,6 +180,14 @@ public sealed class ServiceDefinitionTests(PublishedRunner runner)
 
         JsonElement pty = await link.StartServiceAsync(new { name = "terminal", port, ports = new[] { port }, protocol = "pty" });
         Assert.Equal("failed", pty.GetProperty("status").GetString());
+
+        // KataAgent's extension: a request with a command runs it, whatever the protocol.
+        JsonElement explicitPreopen = await link.StartServiceAsync(new
+        {
+            name = "explicit", port, protocol = "preopen", command = new[] { PublishedRunner.PythonPath, "-m", "http.server", "--bind", "127.0.0.1", "{port}" },
+        });
+        Assert.True(explicitPreopen.GetProperty("status").GetString() == "started", explicitPreopen.ToString());
+        Assert.True(await AcceptsAsync(port));
     }
 
     [Fact]
