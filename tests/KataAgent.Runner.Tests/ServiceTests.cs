@@ -12,7 +12,10 @@ public sealed class ServiceTests(PublishedRunner runner)
     public async Task HttpServerServiceStartsAnswersAndStops()
     {
         await using RunnerHost host = await RunnerHost.StartAsync(runner, prepared =>
-            File.WriteAllText(Path.Combine(prepared.WorkDir, "hello.txt"), "hello from the service\n"));
+        {
+            File.WriteAllText(Path.Combine(prepared.WorkDir, "hello.txt"), "hello from the service\n");
+            ServiceDefinitionTests.SetRunnerSetting(prepared, "serviceDefsDir", Directory.CreateDirectory(Path.Combine(prepared.Root, "service-defs")).FullName);
+        });
         CancellationToken limit = RunnerTestHelpers.Limit();
         int port = RunnerHost.FreePort();
 
@@ -38,7 +41,7 @@ public sealed class ServiceTests(PublishedRunner runner)
         }, limit);
         Assert.Equal("running", again.Status);
 
-        // get-apps lists service definitions (none here), not the processes that run.
+        // get-apps lists service definitions (an empty dir here), not the processes that run.
         JsonElement apps = await host.Client.GetAppsAsync(limit);
         Assert.Equal("done", apps.GetProperty("status").GetString());
         Assert.Empty(apps.GetProperty("data").EnumerateArray());

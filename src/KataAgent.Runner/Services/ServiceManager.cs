@@ -354,6 +354,7 @@ internal sealed class ServiceManager : IDisposable
         }
         var service = new RunningService(name, process);
         Log.Info($"service '{name}' started from {launch.Source} (pid {process.Pid}), waiting for port(s) {string.Join(",", launch.ReadinessPorts)}");
+        Log.Debug($"service '{name}' argv: {string.Join(" ", launch.Argv)}");
         string? failure = await WaitUntilListeningAsync(service, launch, stopping);
         if (failure is not null)
         {
