@@ -20,6 +20,7 @@ packages=(
   golang-github-containerd-containerd-dev golang-github-containerd-cgroups-dev
   golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev golang-github-opencontainers-specs-dev
   debootstrap clang-14 binutils zstd python3 python3-matplotlib python3-ipython gcc make ca-certificates
+  dropbear-bin tmux
 )
 missing=()
 for p in "${packages[@]}"; do

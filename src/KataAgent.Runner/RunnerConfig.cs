@@ -26,6 +26,9 @@ internal sealed class RunnerConfig
     public string? BootstrapScript { get; init; }
     public TimeSpan BootstrapTimeout { get; init; } = TimeSpan.FromMinutes(10);
 
+    /// <summary>Backend.AI service definitions, one &lt;name&gt;.json per service app.</summary>
+    public string ServiceDefsDir { get; init; } = "/etc/backend.ai/service-defs";
+
     /// <summary>From runner-curve.json: the runner's CURVE secret key (Z85); null means the NULL mechanism.</summary>
     public string? CurveSecretKey { get; init; }
 
@@ -98,6 +101,7 @@ internal sealed class RunnerConfig
                     : Path.IsPathRooted(bootstrap) ? bootstrap : Path.Combine(configDir, bootstrap),
                 BootstrapTimeout = TimeSpan.FromSeconds(Number("bootstrapTimeoutSeconds") ?? 600),
                 UserInputSocket = Text("userInputSocket") ?? defaults.UserInputSocket,
+                ServiceDefsDir = Text("serviceDefsDir") ?? defaults.ServiceDefsDir,
                 CurveSecretKey = curveSecretKey,
             };
         }

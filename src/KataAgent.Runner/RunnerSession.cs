@@ -85,7 +85,9 @@ internal sealed class RunnerSession : IDisposable
                 _ = Task.Run(() => _services.StopAsync(name), _stopping);
                 break;
             case "get-apps":
-                _link.SendReply("apps-result", _services.DescribeApps());
+                // The payload is a service-name filter ("" = all); the definitions are files, read off this thread.
+                string filter = message.PayloadText.Trim();
+                _ = Task.Run(async () => _link.SendReply("apps-result", await _services.DescribeAppsAsync(filter, _stopping)), _stopping);
                 break;
             case "event":
                 Log.Info($"event from the agent: {Truncate(message.PayloadText, 200)}");

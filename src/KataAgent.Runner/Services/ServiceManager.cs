@@ -6,61 +6,10 @@ using KataAgent.Runner.Processes;
 namespace KataAgent.Runner.Services;
 
 /// <summary>
-/// An in-guest service app as the agent describes it in `start-service`:
-/// {"name", "protocol", "port" or "ports", "command": "shell text" or ["argv", ...], "env"?: {...},
-///  "startTimeoutSeconds"?: 30}. "{port}" in the command and env values is the first port.
+/// Starts, tracks and stops service apps, resolving a request without a command the way Backend.AI's
+/// runner does (see the runner README): preopen, already running, pty, the built-in sshd/ttyd, the
+/// service-def files, the runtime's own apps, else "unsupported service".
 /// </summary>
-internal sealed record ServiceDefinition(
-    string Name, string Protocol, IReadOnlyList<int> Ports, IReadOnlyList<string> Argv,
-    IReadOnlyDictionary<string, string> Environment, TimeSpan StartTimeout)
-{
-    public static ServiceDefinition Parse(string json)
-    {
-        using JsonDocument document = JsonDocument.Parse(json);
-        JsonElement root = document.RootElement;
-        string name = root.GetProperty("name").GetString() ?? throw new InvalidDataException("name is null");
-        var ports = new List<int>();
-        if (root.TryGetProperty("ports", out JsonElement portList) && portList.ValueKind == JsonValueKind.Array)
-        {
-            ports.AddRange(portList.EnumerateArray().Select(port => port.GetInt32()));
-        }
-        if (root.TryGetProperty("port", out JsonElement singlePort) && singlePort.ValueKind == JsonValueKind.Number)
-        {
-            ports.Insert(0, singlePort.GetInt32());
-        }
-        string firstPort = ports.Count > 0 ? ports[0].ToString(System.Globalization.CultureInfo.InvariantCulture) : "";
-        string Expand(string text) => text.Replace("{port}", firstPort, StringComparison.Ordinal);
-
-        if (!root.TryGetProperty("command", out JsonElement command))
-        {
-            throw new InvalidDataException($"service '{name}' has no command");
-        }
-        List<string> argv = command.ValueKind switch
-        {
-            JsonValueKind.Array => command.EnumerateArray().Select(part => Expand(part.GetString() ?? "")).ToList(),
-            JsonValueKind.String => ["/bin/sh", "-c", Expand(command.GetString() ?? "")],
-            _ => throw new InvalidDataException("command must be a string or an array of strings"),
-        };
-        if (argv.Count == 0 || argv[0].Length == 0)
-        {
-            throw new InvalidDataException($"service '{name}' has an empty command");
-        }
-        var environment = new Dictionary<string, string>(StringComparer.Ordinal);
-        if (root.TryGetProperty("env", out JsonElement env) && env.ValueKind == JsonValueKind.Object)
-        {
-            foreach (JsonProperty variable in env.EnumerateObject())
-            {
-                environment[variable.Name] = Expand(variable.Value.GetString() ?? "");
-            }
-        }
-        int timeoutSeconds = root.TryGetProperty("startTimeoutSeconds", out JsonElement timeout) && timeout.ValueKind == JsonValueKind.Number
-            ? timeout.GetInt32() : 30;
-        string protocol = root.TryGetProperty("protocol", out JsonElement protocolValue) ? protocolValue.GetString() ?? "tcp" : "tcp";
-        return new ServiceDefinition(name, protocol, ports, argv, environment, TimeSpan.FromSeconds(timeoutSeconds));
-    }
-}
-
-/// <summary>Starts, tracks and stops service apps. A service is "started" once all its ports accept TCP connections.</summary>
 internal sealed class ServiceManager : IDisposable
 {
     private const int OutputTailBytes = 4096;
@@ -68,10 +17,29 @@ internal sealed class ServiceManager : IDisposable
     private readonly RunnerConfig _config;
     private readonly Dictionary<string, RunningService> _services = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _gate = new(1, 1);
+    // Backend.AI keeps one variable table for the runner's life: what a prestart action stores under its
+    // ref stays visible to later services. "ports" is set per start. Used only under _gate.
+    private readonly Dictionary<string, object?> _variables = new(StringComparer.Ordinal);
+    private readonly BuiltInServices _builtIns;
+    private readonly RuntimeApps _runtimeApps;
+    private readonly PrestartActions _prestart;
+    private readonly Lock _stateGate = new();
+    private string? _stateDirectory;
 
-    public ServiceManager(RunnerConfig config) => _config = config;
+    public ServiceManager(RunnerConfig config)
+    {
+        _config = config;
+        _variables["runtime_path"] = config.RuntimePath;
+        _builtIns = new BuiltInServices(config, StateDirectory);
+        _runtimeApps = new RuntimeApps(config, StateDirectory);
+        _prestart = new PrestartActions(config, StateDirectory);
+    }
 
-    public void Dispose() => _gate.Dispose();
+    public void Dispose()
+    {
+        _gate.Dispose();
+        DeleteStateDirectory();
+    }
 
     public int Count
     {
@@ -84,62 +52,69 @@ internal sealed class ServiceManager : IDisposable
         }
     }
 
-    /// <summary>Answers the `service-result` payload: started, running or failed with a reason.</summary>
+    /// <summary>Answers the `service-result` payload of a `start-service` request.</summary>
     public async Task<string> StartAsync(string requestJson, CancellationToken stopping)
     {
-        ServiceDefinition definition;
+        ServiceRequest request;
         try
         {
-            definition = ServiceDefinition.Parse(requestJson);
+            request = ServiceRequest.Parse(requestJson);
         }
-        catch (Exception exception) when (exception is JsonException or InvalidDataException or KeyNotFoundException or InvalidOperationException or FormatException)
+        catch (InvalidDataException exception)
         {
-            return Result("failed", $"invalid service description: {exception.Message}");
+            Log.Warn($"start-service: invalid request: {exception.Message}");
+            return Result("failed", $"invalid start-service request: {exception.Message}");
+        }
+        return await StartAsync(request, stopping);
+    }
+
+    /// <summary>Starts a service (also usable by the runner itself, e.g. for sshd/ttyd at start-up); returns the `service-result` payload.</summary>
+    public async Task<string> StartAsync(ServiceRequest request, CancellationToken stopping)
+    {
+        // The protocol rules are Backend.AI's, for requests without a command; the extension's command always runs.
+        if (request.Protocol == "preopen" && request.Command is null)
+        {
+            // The user starts a preopen service by hand; its port is only published.
+            return Result("started");
         }
         await _gate.WaitAsync(stopping);
         try
         {
             lock (_services)
             {
-                if (_services.TryGetValue(definition.Name, out RunningService? existing) && !existing.Process.HasExited)
+                if (_services.TryGetValue(request.Name, out RunningService? existing) && !existing.Process.HasExited)
                 {
                     return Result("running");
                 }
             }
-            var environment = new Dictionary<string, string>(_config.ChildEnvironment, StringComparer.Ordinal);
-            foreach ((string key, string value) in definition.Environment)
+            if (request.Protocol == "pty" && request.Command is null)
             {
-                environment[key] = value;
+                return Failed(request, "pty services are not implemented");
             }
-            ChildProcess process;
+            ServiceLaunch? launch;
             try
             {
-                process = ProcessSpawner.Start(new ProcessStartSpec
-                {
-                    Executable = definition.Argv[0],
-                    Arguments = definition.Argv,
-                    Environment = environment,
-                    WorkingDirectory = Directory.Exists(_config.WorkDir) ? _config.WorkDir : null,
-                });
+                launch = await ResolveAsync(request, stopping);
             }
-            catch (IOException exception)
+            catch (Exception exception) when (exception is ServiceStartException or TemplateException or InvalidDataException or TimeoutException)
             {
-                return Result("failed", exception.Message);
+                return Failed(request, exception.Message);
             }
-            var service = new RunningService(definition, process);
-            Log.Info($"service '{definition.Name}' started (pid {process.Pid}), waiting for port(s) {string.Join(",", definition.Ports)}");
-            string? failure = await WaitUntilListeningAsync(service, stopping);
-            if (failure is not null)
+            catch (Exception exception) when (exception is IOException or UnauthorizedAccessException)
             {
-                await process.TerminateAsync(TimeSpan.FromSeconds(3));
-                Log.Warn($"service '{definition.Name}' failed: {failure}");
-                return Result("failed", failure);
+                // Files the runner writes for the service (host keys, configs, prestart files).
+                return Failed(request, $"{exception.GetType().Name}: {exception.Message}");
             }
-            lock (_services)
+            if (launch is null)
             {
-                _services[definition.Name] = service;
+                return Failed(request, $"unsupported service: {request.Name}");
             }
-            return Result("started");
+            if (launch.Noop)
+            {
+                Log.Info($"service '{request.Name}' is a noop definition: nothing to start");
+                return Result("started");
+            }
+            return await LaunchAsync(request.Name, launch, stopping);
         }
         finally
         {
@@ -172,34 +147,48 @@ internal sealed class ServiceManager : IDisposable
             _services.Clear();
         }
         await Task.WhenAll(all.Select(service => service.Process.TerminateAsync(grace)));
+        DeleteStateDirectory();
     }
 
-    /// <summary>The `apps-result` payload.</summary>
-    public string DescribeApps()
+    /// <summary>
+    /// The `apps-result` payload: the service definitions (not the running processes), all of them for an
+    /// empty <paramref name="filter"/>, else only the one of that name. A malformed definition is left
+    /// out (and logged); starting it answers the problem.
+    /// </summary>
+    public async Task<string> DescribeAppsAsync(string filter, CancellationToken stopping)
     {
+        var definitions = new List<ServiceDefinitionFile>();
+        IEnumerable<string> paths = filter.Length > 0
+            ? DefinitionPath(filter) is { } selected ? [selected] : []
+            : Directory.Exists(_config.ServiceDefsDir) ? Directory.EnumerateFiles(_config.ServiceDefsDir, "*.json").Order(StringComparer.Ordinal) : [];
+        foreach (string path in paths)
+        {
+            try
+            {
+                definitions.Add(await Task.Run(() => ServiceDefinitionFile.Load(path), stopping));
+            }
+            catch (InvalidDataException exception)
+            {
+                Log.Warn($"get-apps: skipped {exception.Message}");
+            }
+        }
         using var buffer = new MemoryStream();
         using (var writer = new Utf8JsonWriter(buffer))
         {
             writer.WriteStartObject();
             writer.WriteString("status", "done");
             writer.WriteStartArray("data");
-            lock (_services)
+            foreach (ServiceDefinitionFile definition in definitions)
             {
-                foreach (RunningService service in _services.Values)
+                writer.WriteStartObject();
+                writer.WriteString("name", definition.Name);
+                if (definition.UrlTemplate.Length > 0)
                 {
-                    writer.WriteStartObject();
-                    writer.WriteString("name", service.Definition.Name);
-                    writer.WriteString("protocol", service.Definition.Protocol);
-                    writer.WriteStartArray("ports");
-                    foreach (int port in service.Definition.Ports)
-                    {
-                        writer.WriteNumberValue(port);
-                    }
-                    writer.WriteEndArray();
-                    writer.WriteBoolean("running", !service.Process.HasExited);
-                    writer.WriteNumber("pid", service.Process.Pid);
-                    writer.WriteEndObject();
+                    writer.WriteString("url_template", definition.UrlTemplate);
                 }
+                WriteList(writer, "allowed_arguments", definition.AllowedArguments);
+                WriteList(writer, "allowed_envs", definition.AllowedEnvironment);
+                writer.WriteEndObject();
             }
             writer.WriteEndArray();
             writer.WriteEndObject();
@@ -207,10 +196,182 @@ internal sealed class ServiceManager : IDisposable
         return Encoding.UTF8.GetString(buffer.ToArray());
     }
 
-    private static async Task<string?> WaitUntilListeningAsync(RunningService service, CancellationToken stopping)
+    private static void WriteList(Utf8JsonWriter writer, string name, IReadOnlyList<string> values)
     {
-        DateTime deadline = DateTime.UtcNow + service.Definition.StartTimeout;
-        var pending = new List<int>(service.Definition.Ports);
+        if (values.Count == 0)
+        {
+            return;
+        }
+        writer.WriteStartArray(name);
+        foreach (string value in values)
+        {
+            writer.WriteStringValue(value);
+        }
+        writer.WriteEndArray();
+    }
+
+    /// <summary>Backend.AI's order: the built-ins, the service-def file, the runtime's apps. Null: unsupported.</summary>
+    private async Task<ServiceLaunch?> ResolveAsync(ServiceRequest request, CancellationToken stopping)
+    {
+        if (request.Command is { } command)
+        {
+            return new ServiceLaunch
+            {
+                Source = "the request's command",
+                Argv = command.Argv,
+                Environment = command.Environment,
+                ReadinessPorts = request.Ports,
+                StartTimeout = command.StartTimeout,
+            };
+        }
+        if (await _builtIns.ResolveAsync(request, stopping) is { } builtIn)
+        {
+            return builtIn;
+        }
+        if (DefinitionPath(request.Name) is { } path)
+        {
+            return await FromDefinitionAsync(ServiceDefinitionFile.Load(path), request, stopping);
+        }
+        return await _runtimeApps.ResolveAsync(request, stopping);
+    }
+
+    /// <summary>The definition file of a service, if there is one (names that are not plain file names have none).</summary>
+    private string? DefinitionPath(string name)
+    {
+        if (name is "." or ".." || name.IndexOfAny(['/', '\0']) >= 0)
+        {
+            return null;
+        }
+        string path = Path.Combine(_config.ServiceDefsDir, name + ".json");
+        return File.Exists(path) ? path : null;
+    }
+
+    /// <summary>Backend.AI's ServiceParser.start_service: check the options, run the prestart actions, build argv and env.</summary>
+    private async Task<ServiceLaunch> FromDefinitionAsync(ServiceDefinitionFile definition, ServiceRequest request, CancellationToken stopping)
+    {
+        string source = $"service-def {definition.Path}";
+        if (definition.Noop)
+        {
+            return new ServiceLaunch { Source = source, Argv = [], ReadinessPorts = [], StartTimeout = TimeSpan.Zero };
+        }
+        // The options are checked before any prestart action has an effect.
+        var arguments = new List<KeyValuePair<string, IReadOnlyList<string>>>(definition.DefaultArguments);
+        foreach ((string name, IReadOnlyList<string> values) in request.Arguments)
+        {
+            if (!definition.AllowedArguments.Contains(name, StringComparer.Ordinal))
+            {
+                throw new ServiceStartException($"Argument {name} not allowed for service {request.Name}");
+            }
+            int existing = arguments.FindIndex(argument => argument.Key == name);
+            if (existing >= 0)
+            {
+                arguments[existing] = new(name, values);
+            }
+            else
+            {
+                arguments.Add(new(name, values));
+            }
+        }
+        foreach ((string name, _) in request.Environment)
+        {
+            if (!definition.AllowedEnvironment.Contains(name, StringComparer.Ordinal))
+            {
+                throw new ServiceStartException($"Environment variable {name} not allowed for service {request.Name}");
+            }
+            if (_config.ChildEnvironment.ContainsKey(name))
+            {
+                throw new ServiceStartException($"Environment variable {name} can't be overwritten");
+            }
+        }
+        int port = request.PrimaryPort ?? throw new ServiceStartException($"{request.Name}: no port given");
+        try
+        {
+            foreach (PrestartAction action in definition.PrestartActions)
+            {
+                PrestartActions.Check(action);
+            }
+            _variables["ports"] = request.Ports.Select(item => (object?)item).ToList();
+            foreach (PrestartAction action in definition.PrestartActions)
+            {
+                object? result = await _prestart.RunAsync(action, _variables, stopping);
+                if (action.Ref is { } reference)
+                {
+                    _variables[reference] = result;
+                }
+            }
+            var argv = new List<string>(definition.Command);
+            foreach ((string name, IReadOnlyList<string> values) in arguments)
+            {
+                argv.Add(name);
+                argv.AddRange(values);
+            }
+            var environment = new List<KeyValuePair<string, string>>(request.Environment);
+            foreach ((string name, string value) in definition.Environment)
+            {
+                environment.Add(new(TemplateFormatter.Interpolate(name, _variables), TemplateFormatter.Interpolate(value, _variables)));
+            }
+            return new ServiceLaunch
+            {
+                Source = source,
+                Argv = argv.Select(part => TemplateFormatter.Interpolate(part, _variables)).ToList(),
+                Environment = environment,
+                ReadinessPorts = [port],
+                StartTimeout = ServiceLaunch.AppStartTimeout,
+            };
+        }
+        catch (Exception exception) when (exception is ServiceStartException or TemplateException)
+        {
+            throw new ServiceStartException($"service-def {Path.GetFileName(definition.Path)}: {exception.Message}");
+        }
+    }
+
+    private async Task<string> LaunchAsync(string name, ServiceLaunch launch, CancellationToken stopping)
+    {
+        var environment = new Dictionary<string, string>(_config.ChildEnvironment, StringComparer.Ordinal);
+        foreach ((string key, string value) in launch.Environment)
+        {
+            environment[key] = value;
+        }
+        if (environment.TryGetValue("LD_LIBRARY_PATH", out string? libraryPath))
+        {
+            // Backend.AI's own libraries must not leak into the image's programs.
+            environment["LD_LIBRARY_PATH"] = libraryPath.Replace("/opt/backend.ai/lib:", "", StringComparison.Ordinal);
+        }
+        ChildProcess process;
+        try
+        {
+            process = ProcessSpawner.Start(new ProcessStartSpec
+            {
+                Executable = launch.Argv[0],
+                Arguments = launch.Argv,
+                Environment = environment,
+                WorkingDirectory = Directory.Exists(_config.WorkDir) ? _config.WorkDir : null,
+            });
+        }
+        catch (IOException exception)
+        {
+            return Failed(name, exception.Message);
+        }
+        var service = new RunningService(name, process);
+        Log.Info($"service '{name}' started from {launch.Source} (pid {process.Pid}), waiting for port(s) {string.Join(",", launch.ReadinessPorts)}");
+        Log.Debug($"service '{name}' argv: {string.Join(" ", launch.Argv)}");
+        string? failure = await WaitUntilListeningAsync(service, launch, stopping);
+        if (failure is not null)
+        {
+            await process.TerminateAsync(TimeSpan.FromSeconds(3));
+            return Failed(name, failure);
+        }
+        lock (_services)
+        {
+            _services[name] = service;
+        }
+        return Result("started");
+    }
+
+    private static async Task<string?> WaitUntilListeningAsync(RunningService service, ServiceLaunch launch, CancellationToken stopping)
+    {
+        DateTime deadline = DateTime.UtcNow + launch.StartTimeout;
+        var pending = new List<int>(launch.ReadinessPorts);
         while (true)
         {
             if (service.Process.HasExited)
@@ -233,7 +394,7 @@ internal sealed class ServiceManager : IDisposable
             }
             if (DateTime.UtcNow > deadline)
             {
-                return $"not listening on port(s) {string.Join(",", pending)} after {service.Definition.StartTimeout.TotalSeconds:0} s";
+                return $"opening the service port timed out: {service.Name} (not listening on port(s) {string.Join(",", pending)} after {launch.StartTimeout.TotalSeconds:0} s)";
             }
             await Task.Delay(200, stopping);
         }
@@ -253,6 +414,50 @@ internal sealed class ServiceManager : IDisposable
         {
             return false;
         }
+    }
+
+    /// <summary>A directory of the runner's own (host keys, generated config, temp files), removed when the runner stops.</summary>
+    private string StateDirectory()
+    {
+        lock (_stateGate)
+        {
+            if (_stateDirectory is null)
+            {
+                _stateDirectory = Directory.CreateTempSubdirectory("kata-runner-services-").FullName;
+                Log.Info($"service files (host keys, generated config, temp files) in {_stateDirectory}");
+            }
+            return _stateDirectory;
+        }
+    }
+
+    private void DeleteStateDirectory()
+    {
+        string? directory;
+        lock (_stateGate)
+        {
+            directory = _stateDirectory;
+            _stateDirectory = null;
+        }
+        if (directory is null)
+        {
+            return;
+        }
+        try
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+        catch (Exception exception) when (exception is IOException or UnauthorizedAccessException)
+        {
+            Log.Warn($"cannot remove {directory}: {exception.Message}");
+        }
+    }
+
+    private static string Failed(ServiceRequest request, string error) => Failed(request.Name, error);
+
+    private static string Failed(string name, string error)
+    {
+        Log.Warn($"failed to start service '{name}': {error}");
+        return Result("failed", error);
     }
 
     private static string Result(string status, string? error = null)
@@ -276,16 +481,16 @@ internal sealed class ServiceManager : IDisposable
         private readonly byte[] _tail = new byte[OutputTailBytes];
         private int _tailLength;
 
-        public RunningService(ServiceDefinition definition, ChildProcess process)
+        public RunningService(string name, ChildProcess process)
         {
-            Definition = definition;
+            Name = name;
             Process = process;
             // Keeps the service's pipes drained (so it never blocks on output) and remembers the last
             // few KiB to explain a failed start.
-            Pump = new PipePump($"service-{definition.Name}", [process.StdoutFd, process.StderrFd], (_, data) => Remember(data), process.Exited);
+            Pump = new PipePump($"service-{name}", [process.StdoutFd, process.StderrFd], (_, data) => Remember(data), process.Exited);
         }
 
-        public ServiceDefinition Definition { get; }
+        public string Name { get; }
         public ChildProcess Process { get; }
         public PipePump Pump { get; }
 

@@ -1,0 +1,90 @@
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+
+namespace KataAgent.Runner.Tests;
+
+/// <summary>The runner's built-in sshd (dropbear) and ttyd, started by name like Backend.AI's agent asks for them.</summary>
+[Collection(RunnerCollection.Name)]
+public sealed partial class BuiltInServiceTests(PublishedRunner runner)
+{
+    [SkippableFact]
+    public async Task Sshd_is_served_by_dropbear_with_host_keys_in_a_directory_removed_at_stop()
+    {
+        Skip.If(Find("dropbear") is null || Find("dropbearkey") is null, "dropbear is not installed on this host (apt-get install dropbear-bin)");
+        RunnerHost host = await ServiceDefinitionTests.StartWithDefinitionsAsync(runner, []);
+        await using (host)
+        {
+            using RawRunnerLink link = await RawRunnerLink.TakeOverAsync(host, RunnerTestHelpers.Limit());
+            int port = RunnerHost.FreePort();
+
+            JsonElement result = await link.StartServiceAsync(new { name = "sshd", port, ports = new[] { port }, protocol = "tcp", options = new { } });
+            Assert.True(result.GetProperty("status").GetString() == "started", $"{result}\n{host.Log}");
+            Assert.StartsWith("SSH-2.0-dropbear", await ReadBannerAsync(port));
+            JsonElement again = await link.StartServiceAsync(new { name = "sshd", port, ports = new[] { port }, protocol = "tcp" });
+            Assert.Equal("running", again.GetProperty("status").GetString());
+
+            string stateDirectory = StateDirectory().Match(host.Log).Groups[1].Value;
+            Assert.True(Directory.Exists(stateDirectory), host.Log);
+            Assert.NotEmpty(Directory.GetFiles(stateDirectory, "dropbear_host_key"));
+
+            Assert.Equal(0, await host.StopAsync(TimeSpan.FromSeconds(60)));
+            Assert.False(await ServiceDefinitionTests.AcceptsAsync(port));
+            Assert.False(Directory.Exists(stateDirectory), $"{stateDirectory} is left behind");
+        }
+    }
+
+    [SkippableFact]
+    public async Task Ttyd_serves_a_terminal_when_installed()
+    {
+        Skip.If(Find("ttyd") is null, "ttyd is missing on this host (Debian 12 has no ttyd package); the built-in ttyd service is not tested");
+        await using RunnerHost host = await ServiceDefinitionTests.StartWithDefinitionsAsync(runner, []);
+        using RawRunnerLink link = await RawRunnerLink.TakeOverAsync(host, RunnerTestHelpers.Limit());
+        int port = RunnerHost.FreePort();
+
+        JsonElement result = await link.StartServiceAsync(new { name = "ttyd", port, ports = new[] { port }, protocol = "http", options = new { } });
+        Assert.True(result.GetProperty("status").GetString() == "started", $"{result}\n{host.Log}");
+        Assert.Contains("<html", await ServiceDefinitionTests.GetAsync(port), StringComparison.OrdinalIgnoreCase);
+    }
+
+    [SkippableFact]
+    public async Task Ttyd_without_the_program_is_an_unsupported_service()
+    {
+        Skip.If(Find("ttyd") is not null, "ttyd is installed on this host");
+        await using RunnerHost host = await ServiceDefinitionTests.StartWithDefinitionsAsync(runner, []);
+        using RawRunnerLink link = await RawRunnerLink.TakeOverAsync(host, RunnerTestHelpers.Limit());
+
+        ServiceDefinitionTests.AssertFailed(await link.StartServiceAsync(new { name = "ttyd", port = RunnerHost.FreePort(), protocol = "http" }),
+            "unsupported service: ttyd");
+    }
+
+    [GeneratedRegex(@"service files \(host keys, generated config, temp files\) in (\S+)")]
+    private static partial Regex StateDirectory();
+
+    private static async Task<string> ReadBannerAsync(int port)
+    {
+        using var client = new TcpClient();
+        await client.ConnectAsync("127.0.0.1", port);
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var buffer = new byte[256];
+        var banner = new StringBuilder();
+        NetworkStream stream = client.GetStream();
+        while (!banner.ToString().Contains('\n', StringComparison.Ordinal))
+        {
+            int read = await stream.ReadAsync(buffer, limit.Token);
+            if (read == 0)
+            {
+                break;
+            }
+            banner.Append(Encoding.ASCII.GetString(buffer, 0, read));
+        }
+        return banner.ToString();
+    }
+
+    private static string? Find(string name) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
+            .Concat(["/usr/local/sbin", "/usr/sbin", "/sbin"])
+            .Select(directory => Path.Combine(directory, name))
+            .FirstOrDefault(File.Exists);
+}
