@@ -142,7 +142,14 @@ public static class ImageLabels
         }
         else
         {
-            command = SplitWords(value);
+            try
+            {
+                command = SplitCommandLine(value);
+            }
+            catch (FormatException e)
+            {
+                throw new FormatException($"{RunnerCommand}: {e.Message}", e);
+            }
         }
         var problem = CheckCommand(command);
         return problem is null ? command : throw new FormatException($"{RunnerCommand}: {problem}");
@@ -162,8 +169,10 @@ public static class ImageLabels
         return null;
     }
 
-    private static List<string> SplitWords(string text)
+    /// <summary>Splits a command line into words: whitespace separates; single and double quotes group; backslash escapes.</summary>
+    public static IReadOnlyList<string> SplitCommandLine(string text)
     {
+        ArgumentNullException.ThrowIfNull(text);
         var words = new List<string>();
         var word = new StringBuilder();
         var inWord = false;
@@ -199,7 +208,7 @@ public static class ImageLabels
             }
         }
         if (quote is not null)
-            throw new FormatException($"{RunnerCommand}: unterminated {quote} quote in '{text}'");
+            throw new FormatException($"unterminated {quote} quote in '{text}'");
         if (inWord)
             words.Add(word.ToString());
         return words;
