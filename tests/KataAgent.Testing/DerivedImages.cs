@@ -15,7 +15,7 @@ public sealed record DerivedFile(byte[] Content, UnixFileMode Mode)
     public static DerivedFile Executable(string content) => Text(content, (UnixFileMode)0b111_101_101);
 }
 
-/// <summary>What a derived image is made of: the python base image plus one layer and changed config labels/env.</summary>
+/// <summary>What a derived image is made of: the python base image plus one layer (none without files) and changed config labels/env.</summary>
 public sealed record DerivedImageSpec
 {
     /// <summary>The name the image gets in the test's containerd (an existing image of that name is replaced).</summary>
@@ -79,14 +79,18 @@ public static class DerivedImages
             layers.Add(new LayerBlob(descriptor, image.DiffIds[i], path));
         }
 
-        var rootfs = Path.Combine(work, "rootfs");
-        Directory.CreateDirectory(rootfs);
-        foreach (var (guestPath, file) in spec.Files)
-            WriteFile(rootfs, guestPath, file);
-        var layerPath = Path.Combine(work, "layer.tar.gz");
-        var layer = await RootfsLayerWriter.WriteFileAsync(rootfs, layerPath,
-            new LayerWriterOptions { ClampModificationTime = DateTimeOffset.UnixEpoch }, cancellationToken);
-        layers.Add(LayerBlob.FromInfo(layer, layerPath));
+        // No files, no layer (an empty tar is not a layer containerd applies): the image differs in its config alone.
+        if (spec.Files.Count > 0)
+        {
+            var rootfs = Path.Combine(work, "rootfs");
+            Directory.CreateDirectory(rootfs);
+            foreach (var (guestPath, file) in spec.Files)
+                WriteFile(rootfs, guestPath, file);
+            var layerPath = Path.Combine(work, "layer.tar.gz");
+            var layer = await RootfsLayerWriter.WriteFileAsync(rootfs, layerPath,
+                new LayerWriterOptions { ClampModificationTime = DateTimeOffset.UnixEpoch }, cancellationToken);
+            layers.Add(LayerBlob.FromInfo(layer, layerPath));
+        }
 
         var config = ImageConfig.Parse(image.Config.ToJson());
         config.Config ??= new ImageRuntimeConfig();
