@@ -274,10 +274,24 @@ public abstract class ImageSessionTestsBase(AgentFixture fixture, string runtime
         var label = await Assert.ThrowsAsync<SessionRequestException>(() => CreateAsync(new SessionRequest { Image = badLabel }));
         Assert.Contains($"image '{badLabel}' has a bad label: io.kata-agent.runner-command: not a JSON array of strings", label.Message, StringComparison.Ordinal);
 
-        var session = await CreateAsync(new SessionRequest { Image = name, RunnerCommand = ["python3", "/opt/test/runner.py"] });
+        // This time the runner answers get-apps: its definitions are merged into the declared port of the same name.
+        string[] command = ["python3", "/opt/test/runner.py", "--apps-result",
+            """{"status": "done", "data": [{"name": "web", "protocol": "tcp", "url_template": "http://{host}:{port}/app", "allowed_envs": ["APP_TOKEN"]}, {"name": "undeclared"}]}"""];
+        var session = await CreateAsync(new SessionRequest
+        {
+            Image = name,
+            RunnerCommand = command,
+            ServicePorts = [new ServicePortDefinition("web", "http", [8080])],
+        });
         try
         {
-            Assert.Equal(["python3", "/opt/test/runner.py"], session.Record.RunnerCommand!);
+            Assert.Equal(command, session.Record.RunnerCommand!);
+            var web = Assert.Single(session.Record.ServicePorts);
+            Assert.Equal(("web", "http", "http://{host}:{port}/app"), (web.Name, web.Protocol, web.UrlTemplate));
+            Assert.Equal(["APP_TOKEN"], web.AllowedEnvs);
+            // Stored with the session (what a restart or a recovered agent reads).
+            var stored = Assert.Single((await Agent.Services.Store.LoadAllAsync()).Single(r => r.KernelId == session.KernelId).ServicePorts);
+            Assert.Equal((web.UrlTemplate, "APP_TOKEN"), (stored.UrlTemplate, Assert.Single(stored.AllowedEnvs)));
             Assert.Equal("from the image's runner\n", Out(await QueryAsync(session, "import sys\nprint(\"from the image's runner\")")));
         }
         finally

@@ -7,7 +7,8 @@ runner: PULL bound on 2000 (the agent's requests), PUSH bound on 2001 (the answe
   status -> msgpack {"started_at": <float>}
   code   -> exec() in one persistent namespace; its stdout as "stdout", a traceback as "stderr", then
             "finished" {"exitCode": 0 or 1}
-Anything else (get-apps, complete, start-service, ...) is logged and left unanswered, like an old runner.
+  get-apps -> the JSON given with --apps-result '<json>' (as "apps-result"); without that option it is not answered
+Anything else (complete, start-service, ...) is logged and left unanswered, like an old runner.
 Used by the agent's tests (image's-own-runner mode).
 """
 import contextlib
@@ -22,6 +23,7 @@ import traceback
 
 REPL_IN, REPL_OUT = 2000, 2001
 STARTED_AT = time.time()
+APPS_RESULT = sys.argv[sys.argv.index("--apps-result") + 1] if "--apps-result" in sys.argv[:-1] else None
 
 out_lock = threading.Lock()
 out_peers = []  # connected PULL peers of our PUSH socket; the newest gets each message
@@ -141,6 +143,8 @@ def serve_requests(conn):
                 send("status", status_payload())
             elif msg_type == "code":
                 run_code(payload.decode())
+            elif msg_type == "get-apps" and APPS_RESULT is not None:
+                send("apps-result", APPS_RESULT.encode())
             else:
                 log("not answering", msg_type)
     except (ConnectionError, OSError) as e:
