@@ -208,7 +208,7 @@ public abstract class ImageSessionTestsBase(AgentFixture fixture, string runtime
     };
 
     [Fact]
-    public async Task An_images_own_runner_from_its_label_is_driven_without_curve_and_survives_a_restart()
+    public async Task An_images_own_runner_from_its_label_is_driven_without_curve_and_survives_a_restart_and_recovery()
     {
         var name = UniqueName("own-runner");
         await ImportAsync(RunnerImage(name, new Dictionary<string, string?>
@@ -250,6 +250,14 @@ public abstract class ImageSessionTestsBase(AgentFixture fixture, string runtime
             Assert.Equal(session.Record.RunnerCommand, restarted.Record.RunnerCommand);
             Assert.Null(restarted.Record.RunnerCurve);
             Assert.Equal("fresh\n", Out(await QueryAsync(restarted, "print('fresh' if 'x' not in globals() else 'stale')")));
+            await QueryAsync(restarted, "y = 5");
+
+            // A new agent recovers the session from its record and drives the same runner without keys (state kept).
+            await Fixture.RestartAgentAsync();
+            var recovered = Agent.GetSession(session.KernelId);
+            Assert.Equal(session.Record.RunnerCommand, recovered.Record.RunnerCommand);
+            Assert.Null(recovered.Record.RunnerCurve);
+            Assert.Equal("6\n", Out(await QueryAsync(recovered, "print(y + 1)")));
         }
         finally
         {
