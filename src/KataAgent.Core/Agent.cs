@@ -244,8 +244,31 @@ public sealed partial class Agent : IAsyncDisposable
     }
 
     public IAsyncEnumerable<ExecutionEvent> ExecuteAsync(string kernelId, string runId, ExecutionMode mode, string text,
-        ExecutionOptions? options = null, CancellationToken cancellationToken = default) =>
-        GetSession(kernelId).Runner.ExecuteStreamingAsync(runId, mode, text, options, cancellationToken);
+        ExecutionOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        var session = GetSession(kernelId);
+        CheckImageOffers(session.Record, mode);
+        return session.Runner.ExecuteStreamingAsync(runId, mode, text, options, cancellationToken);
+    }
+
+    /// <summary>
+    /// An image that declares its features (ai.backend.features) and leaves out "query" or "batch" does not offer
+    /// that mode (Backend.AI's launcher does not either): refused here with a clear error rather than by the runner.
+    /// </summary>
+    private static void CheckImageOffers(SessionRecord record, ExecutionMode mode)
+    {
+        var feature = mode switch
+        {
+            ExecutionMode.Query => "query",
+            ExecutionMode.Batch => "batch",
+            _ => null,
+        };
+        if (feature is not null && record.Features is { } features && !features.Contains(feature, StringComparer.Ordinal))
+        {
+            throw new SessionRequestException($"session {record.KernelId}: its image '{record.Image}' does not offer {feature} mode " +
+                $"(label {ImageLabels.Features}: '{string.Join(' ', features)}')");
+        }
+    }
 
     public Task InterruptAsync(string kernelId, CancellationToken cancellationToken = default) =>
         GetSession(kernelId).Runner.InterruptAsync(cancellationToken);

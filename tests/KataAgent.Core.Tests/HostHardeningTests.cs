@@ -198,7 +198,9 @@ public abstract class HostHardeningTestsBase(AgentFixture fixture, string runtim
         {
             var config = Path.Combine(session.Record.ScratchDir, "config");
             Assert.Equal("600 1000", (await Host("stat", "-c", "%a %u", Path.Combine(config, "environ.txt"))).Output);
-            Assert.Equal("600 1000", (await Host("stat", "-c", "%a %u", Path.Combine(config, "bootstrap.sh"))).Output);
+            // bootstrap.sh is in the work dir (/home/work/bootstrap.sh, as Backend.AI's runner has it), the guest user's alone.
+            Assert.Equal("700 1000", (await Host("stat", "-c", "%a %u", Path.Combine(session.Record.ScratchDir, "work", "bootstrap.sh"))).Output);
+            Assert.False(File.Exists(Path.Combine(config, "bootstrap.sh")));
             Assert.Equal("600 0", (await Host("stat", "-c", "%a %u", session.Record.LogPath)).Output);
             Assert.Equal("600 0", (await Host("stat", "-c", "%a %u", Path.Combine(Agent.Options.StateDir, "sessions", session.KernelId + ".json"))).Output);
             foreach (var dir in new[] { Agent.Options.DataDir, Agent.Options.ScratchRoot, Agent.Options.StateDir, Agent.Options.LogDir })

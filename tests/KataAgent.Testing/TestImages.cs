@@ -11,17 +11,22 @@ public static class TestImages
     /// <summary>debootstrap'ed Debian 12 + python3 (about a minute the first time, cached afterwards).</summary>
     public static async Task<ImportedImage> ImportPythonAsync(ContainerdClient client, CancellationToken cancellationToken = default)
     {
-        BuiltImage built;
+        var built = await BuildPythonAsync(cancellationToken);
+        var imported = await new ImageImporter(client).ImportAsync(built.ArchivePath, cancellationToken: cancellationToken);
+        return imported.Single();
+    }
+
+    /// <summary>The python base image's archive (built once, cached on disk).</summary>
+    public static async Task<BuiltImage> BuildPythonAsync(CancellationToken cancellationToken = default)
+    {
         await BuildGate.WaitAsync(cancellationToken);
         try
         {
-            built = await new BaseImageBuilder().BuildPythonAsync(cancellationToken: cancellationToken);
+            return await new BaseImageBuilder().BuildPythonAsync(cancellationToken: cancellationToken);
         }
         finally
         {
             BuildGate.Release();
         }
-        var imported = await new ImageImporter(client).ImportAsync(built.ArchivePath, cancellationToken: cancellationToken);
-        return imported.Single();
     }
 }

@@ -44,6 +44,16 @@ public static class Mapping
             HostIp = p.HostIp,
             HostPort = p.HostPort,
         }));
+        info.ServicePorts.AddRange(r.ServicePorts.Select(p =>
+        {
+            var port = new ServicePortInfo { Name = p.Name, Protocol = p.Protocol, UrlTemplate = p.UrlTemplate ?? "" };
+            port.ContainerPorts.AddRange(p.ContainerPorts);
+            port.AllowedArguments.AddRange(p.AllowedArguments);
+            port.AllowedEnvs.AddRange(p.AllowedEnvs);
+            return port;
+        }));
+        info.Features.AddRange(r.Features ?? []);
+        info.RunnerCommand.AddRange(r.RunnerCommand ?? []);
         return info;
     }
 
@@ -76,6 +86,7 @@ public static class Mapping
                 var other => throw new SessionRequestException($"egress '{other}' is not one of: public, none"),
             },
             AddCapabilities = request.AddCapabilities.ToList(),
+            RunnerCommand = request.RunnerCommand.ToList(),
         };
     }
 

@@ -81,6 +81,12 @@ internal static partial class SessionCommands
             Row("active run", s.ActiveRunId.Length > 0 ? s.ActiveRunId : "-");
             foreach (var p in s.Ports)
                 Row($"port {TerminalText.Name(p.Name)}", $"{p.Protocol} {p.ContainerPort} -> {p.HostIp}:{p.HostPort}");
+            foreach (var p in s.ServicePorts.Where(p => p.UrlTemplate.Length > 0))
+                Row($"service {TerminalText.Name(p.Name)}", TerminalText.Name(p.UrlTemplate));
+            if (s.Features.Count > 0)
+                Row("features", TerminalText.Name(string.Join(' ', s.Features)));
+            if (s.RunnerCommand.Count > 0)
+                Row("runner", TerminalText.Name("image's own: " + string.Join(' ', s.RunnerCommand)));
             Output.Out.Write(grid);
             return 0;
         });

@@ -16,10 +16,11 @@ internal sealed class SessionOptions
     public Option<string[]> Label { get; } = new("--label", "-l") { Description = "Label K=V on the session (repeatable)" };
     public Option<string?> Egress { get; } = new("--egress") { Description = "What the session may reach: public (the public internet only) or none (default: network.egress)" };
     public Option<string[]> CapAdd { get; } = new("--cap-add") { Description = "Add a capability beyond the default set, e.g. CAP_NET_RAW (repeatable; must be in agent.allowed_capabilities)" };
+    public Option<string?> ImageRunner { get; } = new("--image-runner") { Description = "Run the image's own kernel runner, this command line, instead of the agent's, e.g. \"python3 -m ai.backend.kernel python /usr/bin/python3\" (driven without CURVE; an image's io.kata-agent.runner-command label does the same)" };
 
     public void AddTo(Command command)
     {
-        foreach (var option in new Option[] { Runtime, Cpu, Memory, Scratch, Env, Volume, Label, Egress, CapAdd })
+        foreach (var option in new Option[] { Runtime, Cpu, Memory, Scratch, Env, Volume, Label, Egress, CapAdd, ImageRunner })
             command.Options.Add(option);
     }
 
@@ -46,6 +47,19 @@ internal sealed class SessionOptions
             request.Egress = egress is "public" or "none" ? egress : throw new CliException($"--egress: '{egress}' is not public or none", 2);
         foreach (var item in parse.GetValue(CapAdd) ?? [])
             request.AddCapabilities.Add(item.StartsWith("CAP_", StringComparison.Ordinal) ? item : "CAP_" + item.ToUpperInvariant());
+        if (parse.GetValue(ImageRunner) is { } runner)
+        {
+            IReadOnlyList<string> words;
+            try
+            {
+                words = KataAgent.Core.Sessions.ImageLabels.SplitCommandLine(runner);
+            }
+            catch (FormatException e)
+            {
+                throw new CliException($"--image-runner: {e.Message}", 2);
+            }
+            request.RunnerCommand.AddRange(words.Count > 0 ? words : throw new CliException("--image-runner: the command is empty", 2));
+        }
         foreach (var item in parse.GetValue(Volume) ?? [])
             request.Mounts.Add(ParseVolume(item));
         foreach (var item in parse.GetValue(Label) ?? [])

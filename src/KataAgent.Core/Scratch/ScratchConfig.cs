@@ -11,7 +11,7 @@ public sealed record ScratchDotfile(string Path, string Content, UnixFileMode Mo
 /// <summary>What goes into /home/config (and the dotfiles into /home/work) when a session is created.</summary>
 public sealed record ScratchConfig
 {
-    /// <summary>environ.txt: KEY=VALUE lines, the session's environment.</summary>
+    /// <summary>environ.txt: KEY=VALUE lines, the session's environment; no blank or comment lines.</summary>
     public IReadOnlyDictionary<string, string> Environ { get; init; } = new Dictionary<string, string>();
 
     /// <summary>resource.txt: KEY=VALUE lines (CID, SESSION_ID, slots, ...).</summary>
@@ -29,7 +29,4 @@ public sealed record ScratchConfig
     /// only root reads it, on the host and in the guest; not written when null.
     /// </summary>
     public string? RunnerCurveKeyFile { get; init; }
-
-    /// <summary>bootstrap.sh in the config dir (0600, the guest user's; run with /bin/sh); not written when null.</summary>
-    public string? BootstrapScript { get; init; }
 }

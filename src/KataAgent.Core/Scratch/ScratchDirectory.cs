@@ -27,6 +27,9 @@ public sealed partial class ScratchDirectory
     private static readonly UnixFileMode DirMode = (UnixFileMode)0x1ED; // 0755
     private static readonly UnixFileMode ConfigFileMode = (UnixFileMode)0x1A4; // 0644
     private static readonly UnixFileMode SecretFileMode = (UnixFileMode)0x180; // 0600
+
+    /// <summary>bootstrap.sh in the work dir: the guest user's, readable and runnable by it alone.</summary>
+    public static readonly UnixFileMode BootstrapFileMode = (UnixFileMode)0x1C0; // 0700
     private static readonly JsonSerializerOptions Compact = new() { WriteIndented = false };
 
     private ScratchDirectory(string scratchRoot, string sessionId, ScratchFilesOptions? fileOptions)
@@ -101,13 +104,13 @@ public sealed partial class ScratchDirectory
         }
     }
 
-    /// <summary>(Re)writes every config file atomically, and the dotfiles into the work dir; environ.txt and bootstrap.sh stay root's.</summary>
+    /// <summary>(Re)writes every config file atomically, and the dotfiles into the work dir; environ.txt stays root's.</summary>
     public Task WriteConfigAsync(ScratchConfig config, CancellationToken cancellationToken = default) =>
         WriteConfigAsync(config, 0, 0, cancellationToken);
 
     /// <summary>
-    /// (Re)writes every config file atomically, and the dotfiles into the work dir. environ.txt and bootstrap.sh (the
-    /// session's secrets) are 0600 and owned by the guest user, who reads them (the runner runs bootstrap.sh as that user).
+    /// (Re)writes every config file atomically, and the dotfiles into the work dir. environ.txt (the session's secrets)
+    /// is 0600 and owned by the guest user, whose code reads it.
     /// </summary>
     public async Task WriteConfigAsync(ScratchConfig config, uint guestUid, uint guestGid, CancellationToken cancellationToken = default)
     {
@@ -121,8 +124,6 @@ public sealed partial class ScratchDirectory
             await WriteConfigFileAsync(RunnerFile, config.Runner.ToJsonString(Compact), ConfigFileMode, cancellationToken).ConfigureAwait(false);
         if (config.RunnerCurveKeyFile != null)
             await WriteConfigFileAsync(RunnerCurveKeyFile, config.RunnerCurveKeyFile, SecretFileMode, cancellationToken).ConfigureAwait(false);
-        if (config.BootstrapScript != null)
-            await WriteConfigFileAsync(BootstrapFile, config.BootstrapScript, SecretFileMode, guest, cancellationToken).ConfigureAwait(false);
         foreach (var dotfile in config.Dotfiles)
         {
             // Backend.AI gives dotfile paths either relative to or under /home/work.
@@ -138,12 +139,22 @@ public sealed partial class ScratchDirectory
         WriteConfigFileAsync(name, content, mode, null, cancellationToken);
 
     /// <summary>Like the other overload; the file is given to <paramref name="owner"/> before it appears under its name.</summary>
-    public async Task WriteConfigFileAsync(string name, string content, UnixFileMode mode, (uint Uid, uint Gid)? owner, CancellationToken cancellationToken = default)
+    public Task WriteConfigFileAsync(string name, string content, UnixFileMode mode, (uint Uid, uint Gid)? owner, CancellationToken cancellationToken = default) =>
+        WriteFileAtomicallyAsync(ConfigPath, name, content, mode, owner, cancellationToken);
+
+    /// <summary>
+    /// Writes a file into the top of the work dir at create time (bootstrap.sh), before the guest has run: via a
+    /// temp file given to <paramref name="owner"/> and renamed into place, like the config files.
+    /// </summary>
+    public Task WriteWorkFileAsync(string name, string content, UnixFileMode mode, (uint Uid, uint Gid) owner, CancellationToken cancellationToken = default) =>
+        WriteFileAtomicallyAsync(WorkPath, name, content, mode, owner, cancellationToken);
+
+    private static async Task WriteFileAtomicallyAsync(string directory, string name, string content, UnixFileMode mode, (uint Uid, uint Gid)? owner, CancellationToken cancellationToken)
     {
         if (name.Length == 0 || name.Contains('/') || name is "." or ".." || name.Contains('\0'))
-            throw new ArgumentException($"invalid config file name '{name}'", nameof(name));
-        var target = Path.Combine(ConfigPath, name);
-        var temp = Path.Combine(ConfigPath, $".{name}.{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}.tmp");
+            throw new ArgumentException($"invalid file name '{name}'", nameof(name));
+        var target = Path.Combine(directory, name);
+        var temp = Path.Combine(directory, $".{name}.{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}.tmp");
         try
         {
             var stream = new FileStream(temp, new FileStreamOptions
@@ -213,7 +224,8 @@ public sealed partial class ScratchDirectory
         var text = new StringBuilder();
         foreach (var (key, value) in values.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
-            if (key.Length == 0 || key.IndexOfAny(['=', '\n', '\r', '\0']) >= 0)
+            // One KEY=VALUE per line and nothing else: Backend.AI's runner stops reading at the first line without '='.
+            if (key.Length == 0 || key[0] == '#' || key.Any(char.IsWhiteSpace) || key.IndexOfAny(['=', '\0']) >= 0)
                 throw new ArgumentException($"{file}: invalid key '{key}'");
             if (value.IndexOfAny(['\n', '\r', '\0']) >= 0)
                 throw new ArgumentException($"{file}: the value of '{key}' contains a line break or NUL");

@@ -31,17 +31,25 @@ public sealed partial class SessionCreator
         public PinnedMountSources MountSources { get; }
     }
 
-    /// <summary>resolve-image: the image, and the service ports its label and the request declare.</summary>
+    /// <summary>
+    /// What the image's labels and the request decided about the session's runner and services: the runner command
+    /// (null: the agent's own runner), the image's declared features, the service ports with what get-apps adds.
+    /// </summary>
+    private sealed record Steering(IReadOnlyList<string>? RunnerCommand, IReadOnlyList<string>? Features, IReadOnlyList<SessionServicePort> ServicePorts);
+
+    /// <summary>resolve-image: the image (which the session is big enough for), the service ports its label and the request declare, and the runner.</summary>
     private record ImageResolved : Validated
     {
-        public ImageResolved(Validated validated, ImageDetails image, IReadOnlyList<ServicePortDefinition> services) : base(validated)
+        public ImageResolved(Validated validated, ImageDetails image, IReadOnlyList<ServicePortDefinition> services, Steering steering) : base(validated)
         {
             Image = image;
             Services = services;
+            Steering = steering;
         }
 
         public ImageDetails Image { get; }
         public IReadOnlyList<ServicePortDefinition> Services { get; }
+        public Steering Steering { get; }
     }
 
     /// <summary>mounts: where each requested mount was staged (request order): what the runtime gets as the source.</summary>
@@ -68,10 +76,10 @@ public sealed partial class SessionCreator
         public IReadOnlyList<PublishedPort> Ports { get; }
     }
 
-    /// <summary>scratch (and scratch-disk, which adds nothing to hand on): the scratch dir, the log, the runner's keys.</summary>
+    /// <summary>scratch (and scratch-disk, which adds nothing to hand on): the scratch dir, the log, the runner's keys (none for an image's own runner).</summary>
     private sealed record ScratchReady : PortsAllocated
     {
-        public ScratchReady(PortsAllocated allocated, ScratchDirectory scratch, string logPath, RunnerCurveKeys runnerCurve) : base(allocated)
+        public ScratchReady(PortsAllocated allocated, ScratchDirectory scratch, string logPath, RunnerCurveKeys? runnerCurve) : base(allocated)
         {
             Scratch = scratch;
             LogPath = logPath;
@@ -80,12 +88,13 @@ public sealed partial class SessionCreator
 
         public ScratchDirectory Scratch { get; }
         public string LogPath { get; }
-        public RunnerCurveKeys RunnerCurve { get; }
+        public RunnerCurveKeys? RunnerCurve { get; }
     }
 
     /// <summary>
     /// network: everything a session's container is made from — what create's steps produced, or, for a restart,
-    /// what the session's record says. <see cref="RunnerCurve"/> is null only for a session recorded before runner keys existed.
+    /// what the session's record says. <see cref="RunnerCurve"/> is null for an image's own runner and for a session
+    /// recorded before runner keys existed.
     /// </summary>
     private sealed record SessionParts(
         SessionRequest Request,
@@ -97,6 +106,7 @@ public sealed partial class SessionCreator
         ScratchDirectory Scratch,
         string LogPath,
         RunnerCurveKeys? RunnerCurve,
+        Steering Steering,
         NetworkAttachment Network,
         IReadOnlyList<string> StagedMounts);
 }

@@ -10,6 +10,7 @@ using KataAgent.Core.Scratch;
 using KataAgent.Core.ScratchQuota;
 using KataAgent.Network;
 using KataAgent.Runner.Protocol;
+using Microsoft.Extensions.Logging;
 
 namespace KataAgent.Core.Sessions;
 
@@ -90,6 +91,7 @@ public sealed partial class SessionCreator(SessionServices services)
             LogPath: record.LogPath,
             // The key file stays in the config dir: the new runner reads the same keys.
             RunnerCurve: record.RunnerCurve,
+            Steering: new Steering(record.RunnerCommand, record.Features, record.ServicePorts),
             Network: await services.Network.GetAsync(record.KernelId, cancellationToken).ConfigureAwait(false)
                 ?? throw new InvalidOperationException($"session {record.KernelId} has lost its network: destroy and recreate it"),
             StagedMounts: services.MountStaging.Existing(record.KernelId, request.Mounts.Count));
@@ -135,6 +137,8 @@ public sealed partial class SessionCreator(SessionServices services)
             problems.Add($"environment variable name '{key}' is invalid");
         foreach (var (key, value) in request.Environment.Where(kv => kv.Value.Contains('\n', StringComparison.Ordinal) || kv.Value.Contains('\0', StringComparison.Ordinal)))
             problems.Add($"environment variable '{key}' contains a newline or NUL");
+        if (request.RunnerCommand.Count > 0 && ImageLabels.CheckCommand(request.RunnerCommand) is { } commandProblem)
+            problems.Add(commandProblem);
         if (request.Uid is < 0 || request.Gid is < 0)
             problems.Add("uid/gid must be >= 0");
         var allowedCaps = services.Options.AllowedCapabilities;
@@ -216,7 +220,45 @@ public sealed partial class SessionCreator(SessionServices services)
             servicePorts = [.. servicePorts, .. request.ServicePorts];
         }
         CheckServicePortCount(servicePorts);
-        return new ImageResolved(validated, image, servicePorts);
+        ResourceMinimums minimums;
+        IReadOnlyList<string>? labelCommand;
+        try
+        {
+            minimums = ImageLabels.ParseMinimums(image.Labels);
+            labelCommand = ImageLabels.ParseRunnerCommand(image.Labels);
+        }
+        catch (FormatException e)
+        {
+            throw new SessionRequestException($"image '{image.Name}' has a bad label: {e.Message}");
+        }
+        CheckMinimums(image, minimums, request);
+        var runnerCommand = request.RunnerCommand.Count > 0 ? request.RunnerCommand : labelCommand;
+        var steering = new Steering(runnerCommand, ImageLabels.ParseFeatures(image.Labels), ServiceApps.FromDefinitions(servicePorts));
+        return new ImageResolved(validated, image, servicePorts, steering);
+    }
+
+    /// <summary>
+    /// Before anything is allocated: the CPU share and memory the session will get (asked for, or the agent's
+    /// defaults) must reach the image's ai.backend.resource.min.cpu / .mem, as Backend.AI's manager requires.
+    /// </summary>
+    private void CheckMinimums(KataAgent.Images.ImageDetails image, ResourceMinimums minimums, SessionRequest request)
+    {
+        var defaults = services.Options.Resources;
+        var problems = new List<string>();
+        var cpus = request.Cpus ?? defaults.DefaultCpus;
+        if (minimums.Cpus is { } minCpus && cpus < minCpus)
+        {
+            problems.Add($"label {ImageLabels.MinCpu}={image.Labels[ImageLabels.MinCpu]} needs at least {minCpus.ToString(CultureInfo.InvariantCulture)} CPUs, " +
+                $"the session {(request.Cpus is null ? "would get the default" : "asks for")} {cpus.ToString(CultureInfo.InvariantCulture)}");
+        }
+        var memory = request.MemoryBytes ?? defaults.DefaultMemoryBytes;
+        if (minimums.MemoryBytes is { } minMemory && memory < minMemory)
+        {
+            problems.Add($"label {ImageLabels.MinMemory}={image.Labels[ImageLabels.MinMemory]} needs at least {minMemory} bytes ({minMemory >> 20} MiB) of memory, " +
+                $"the session {(request.MemoryBytes is null ? "would get the default" : "asks for")} {memory} bytes ({memory >> 20} MiB)");
+        }
+        if (problems.Count > 0)
+            throw new SessionRequestException($"image '{image.Name}' needs more than the session gets: {string.Join("; ", problems)}");
     }
 
     // Before any port is taken: one session must not be able to drain the host's port pool.
@@ -270,14 +312,12 @@ public sealed partial class SessionCreator(SessionServices services)
     {
         var request = state.Request;
         var labels = state.Image.Labels;
-        var environ = new Dictionary<string, string>(request.Environment, StringComparer.Ordinal);
         var cpus = state.Allocation.Slots.Cpus;
-        foreach (var name in (labels.GetValueOrDefault("ai.backend.envs.corecount") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-            environ.TryAdd(name, Math.Max(1, (int)Math.Ceiling(cpus)).ToString(CultureInfo.InvariantCulture));
+        var environ = ImageLabels.Environment(request.Environment, labels, cpus);
         var runner = new JsonObject
         {
-            ["runtimeType"] = labels.GetValueOrDefault("ai.backend.runtime-type") ?? "python",
-            ["runtimePath"] = labels.GetValueOrDefault("ai.backend.runtime-path") ?? "/usr/bin/python3",
+            ["runtimeType"] = labels.GetValueOrDefault(ImageLabels.RuntimeType) ?? "python",
+            ["runtimePath"] = labels.GetValueOrDefault(ImageLabels.RuntimePath) ?? "/usr/bin/python3",
             ["workDir"] = ScratchDirectory.GuestWorkPath,
             ["replInPort"] = ReplInPort,
             ["replOutPort"] = ReplOutPort,
@@ -286,8 +326,9 @@ public sealed partial class SessionCreator(SessionServices services)
             runner["uid"] = uid;
         if (request.Gid is { } gid)
             runner["gid"] = gid;
-        // Per session: whoever reaches the published runner ports must not be able to drive this runner.
-        var (curve, runnerKeyFile) = RunnerCurveKeys.Generate();
+        // Per session: whoever reaches the published runner ports must not be able to drive this runner. An image's
+        // own runner speaks the NULL mechanism only: no keys (its ports are published on 127.0.0.1 alone, like ours).
+        var (curve, runnerKeyFile) = state.Steering.RunnerCommand is null ? RunnerCurveKeys.Generate() : (null, null);
         var config = new ScratchConfig
         {
             Environ = environ,
@@ -303,7 +344,6 @@ public sealed partial class SessionCreator(SessionServices services)
             IntrinsicPorts = new IntrinsicPorts(ReplInPort, ReplOutPort),
             Runner = runner,
             RunnerCurveKeyFile = runnerKeyFile,
-            BootstrapScript = request.BootstrapScript,
         };
         undo.Push("scratch", async undoCt =>
         {
@@ -327,11 +367,18 @@ public sealed partial class SessionCreator(SessionServices services)
     private async Task<ScratchReady> MountScratchDiskAsync(ScratchReady state, UndoStack undo, CancellationToken ct)
     {
         var size = state.Request.ScratchBytes ?? services.Options.Resources.DefaultScratchBytes;
-        if (size == 0)
-            return state; // configured off: the work dir shares the host's disk
-        var disks = ScratchDisks.For(services.Options, services.Logger);
-        undo.Push("scratch-disk", undoCt => disks.UnmountAsync(state.KernelId, state.Scratch.WorkPath, undoCt));
-        await disks.MountAsync(state.KernelId, state.Scratch.WorkPath, size, state.Request.Uid ?? 0, state.Request.Gid ?? 0, ct).ConfigureAwait(false);
+        if (size != 0) // 0: configured off, the work dir shares the host's disk
+        {
+            var disks = ScratchDisks.For(services.Options, services.Logger);
+            undo.Push("scratch-disk", undoCt => disks.UnmountAsync(state.KernelId, state.Scratch.WorkPath, undoCt));
+            await disks.MountAsync(state.KernelId, state.Scratch.WorkPath, size, state.Request.Uid ?? 0, state.Request.Gid ?? 0, ct).ConfigureAwait(false);
+        }
+        // Into the work dir as it will be seen (on the scratch disk, if any): where Backend.AI's runner looks for it.
+        if (state.Request.BootstrapScript is { } bootstrap)
+        {
+            await state.Scratch.WriteWorkFileAsync(ScratchDirectory.BootstrapFile, bootstrap, ScratchDirectory.BootstrapFileMode,
+                ((uint)(state.Request.Uid ?? 0), (uint)(state.Request.Gid ?? 0)), ct).ConfigureAwait(false);
+        }
         return state;
     }
 
@@ -346,7 +393,7 @@ public sealed partial class SessionCreator(SessionServices services)
         await File.WriteAllTextAsync(Path.Combine(state.Scratch.ConfigPath, SessionSpec.ResolvConfName),
             string.Concat(services.Resolvers.Select(r => $"nameserver {r}\n")), ct).ConfigureAwait(false);
         return new SessionParts(state.Request, state.KernelId, state.Runtime, state.Image, state.Allocation, state.Ports, state.Scratch,
-            state.LogPath, state.RunnerCurve, network, state.StagedMounts);
+            state.LogPath, state.RunnerCurve, state.Steering, network, state.StagedMounts);
     }
 
     /// <summary>
@@ -403,19 +450,26 @@ public sealed partial class SessionCreator(SessionServices services)
             CreatedAt = DateTimeOffset.UtcNow,
             Request = request with { KernelId = kernelId, RuntimeClass = state.Runtime.Class.Name },
             RunnerCurve = state.RunnerCurve,
+            RunnerCommand = state.Steering.RunnerCommand,
+            Features = state.Steering.Features,
+            ServicePorts = state.Steering.ServicePorts,
         };
 
         // The spec binds the staged, pinned copies, never the requested paths themselves.
         var staged = request with { Mounts = request.Mounts.Select((m, i) => m with { HostPath = state.StagedMounts[i] }).ToList() };
         var specOpts = SessionSpec.Options(new SessionSpecInputs(record, staged, state.Scratch.WorkPath, state.Scratch.ConfigPath,
-            state.Runtime.Class, options));
+            state.Runtime.Class, options)
+        {
+            // The container's own environment too: an image's runner may not read environ.txt.
+            Environment = ImageLabels.Environment(request.Environment, state.Image.Labels, allocation.Slots.Cpus),
+        });
 
         // The parent may have been removed since start (an operator's clean-up): runtimes would make a broken one.
         await services.Cgroups.EnsureAsync(ct).ConfigureAwait(false);
         var launch = new ContainerLaunch(kernelId, new ResolvedImage(state.Image.Name, state.Image.Config, state.Image.ChainId), state.Runtime.Class)
         {
             // The runner replaces the image's command and entrypoint (WithProcessArgs below).
-            Args = [RunnerBinary],
+            Args = SessionSpec.ProcessArgs(record),
             SpecOpts = specOpts,
             Labels = SessionLabels.For(record, options.AgentId, request.Labels),
         };
@@ -467,19 +521,55 @@ public sealed partial class SessionCreator(SessionServices services)
             try
             {
                 await runner.GetStatusAsync(deadline.Token).ConfigureAwait(false);
-                return new Session(record, runner);
+                break;
             }
             catch (Exception e) when (e is TimeoutException or RunnerUnavailableException || (e is OperationCanceledException && !ct.IsCancellationRequested))
             {
                 if (deadline.IsCancellationRequested)
                 {
                     throw new TimeoutException($"the runner did not answer within {services.Options.RunnerReadyTimeout.TotalSeconds:0} s" +
-                        (record.RunnerCurve is null ? "" : $" (if its log says it is serving, the CURVE handshake failed: the runner does not hold this session's key from {ScratchDirectory.RunnerCurveKeyFile})") +
+                        (record.RunnerCommand is { } command
+                            ? $" (the image's own runner '{string.Join(' ', command)}', driven without CURVE: does it bind PULL on {ReplInPort} and PUSH on {ReplOutPort} and answer status?)"
+                            : record.RunnerCurve is null ? "" : $" (if its log says it is serving, the CURVE handshake failed: the runner does not hold this session's key from {ScratchDirectory.RunnerCurveKeyFile})") +
                         $"; its log ends with:\n{LogTail(record.LogPath)}");
                 }
             }
         }
+        var servicePorts = await ReadServiceAppsAsync(runner, record, ct).ConfigureAwait(false);
+        return new Session(record with { ServicePorts = servicePorts }, runner);
     }
+
+    /// <summary>How long a create waits for the runner's get-apps answer before it goes on without it.</summary>
+    internal static readonly TimeSpan GetAppsTimeout = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Backend.AI's agent asks the ready runner for its apps and merges their definitions (url template, allowed
+    /// arguments and envs) into the declared service ports. A runner that does not answer (an image's own older
+    /// runner) costs a short wait and a log line, never the session.
+    /// </summary>
+    private async Task<IReadOnlyList<SessionServicePort>> ReadServiceAppsAsync(KernelRunnerClient runner, SessionRecord record, CancellationToken ct)
+    {
+        if (record.ServicePorts.Count == 0)
+            return record.ServicePorts; // nothing declared: nothing to merge into
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(GetAppsTimeout);
+        try
+        {
+            var apps = await QueryAppsAsync(runner, timeout.Token).ConfigureAwait(false);
+            return ServiceApps.Merge(record.ServicePorts, apps);
+        }
+        catch (Exception e) when (e is TimeoutException or RunnerUnavailableException or System.Text.Json.JsonException or InvalidDataException
+                                   || (e is OperationCanceledException && !ct.IsCancellationRequested))
+        {
+            services.Logger.LogWarning("session {KernelId}: the runner did not answer get-apps ({Error}); its service ports keep what the image declares",
+                record.KernelId, e.Message);
+            return record.ServicePorts;
+        }
+    }
+
+    /// <summary>The one place the agent asks a runner for its apps (all of them).</summary>
+    private static Task<System.Text.Json.JsonElement> QueryAppsAsync(KernelRunnerClient runner, CancellationToken ct) =>
+        runner.GetAppsAsync(ct);
 
     private async Task<Session> RegisterAsync(Session session, UndoStack undo, CancellationToken ct)
     {

@@ -34,7 +34,15 @@ public sealed record SessionRecord
     public string NetnsPath { get; init; } = "";
     public string ScratchDir { get; init; } = "";
     public string LogPath { get; init; } = "";
-    public IReadOnlyList<string> ServicePorts { get; init; } = [];
+    /// <summary>The declared service ports with what the runner's get-apps added (url template, allowed arguments/envs).</summary>
+    public IReadOnlyList<SessionServicePort> ServicePorts { get; init; } = [];
+    /// <summary>The image's <c>ai.backend.features</c> at create time; null: the image declares none.</summary>
+    public IReadOnlyList<string>? Features { get; init; }
+    /// <summary>
+    /// The image's own kernel runner this session runs (argv) instead of the agent's; null: the agent's runner.
+    /// Such a runner is driven without CURVE (<see cref="RunnerCurve"/> is null). A restart and recovery use it again.
+    /// </summary>
+    public IReadOnlyList<string>? RunnerCommand { get; init; }
     public string StopSignal { get; init; } = "SIGTERM";
     /// <summary>The request as resolved at create time; a restart builds the new container from it.</summary>
     public SessionRequest? Request { get; init; }

@@ -18,6 +18,7 @@ public sealed record SessionRequest
     public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
     public IReadOnlyList<MountRequest> Mounts { get; init; } = [];
     public IReadOnlyDictionary<string, string> Labels { get; init; } = new Dictionary<string, string>();
+    /// <summary>Shell script the runner runs once at start, as the guest user; written to /home/work/bootstrap.sh (0700).</summary>
     public string? BootstrapScript { get; init; }
     /// <summary>Service ports beyond those the image declares (ai.backend.service-ports), published like them.</summary>
     public IReadOnlyList<ServicePortDefinition> ServicePorts { get; init; } = [];
@@ -28,4 +29,10 @@ public sealed record SessionRequest
     public Network.Isolation.EgressPolicy? Egress { get; init; }
     /// <summary>Capabilities beyond the default set (each must be in the agent's allowed_capabilities).</summary>
     public IReadOnlyList<string> AddCapabilities { get; init; } = [];
+    /// <summary>
+    /// Run this command (argv) as the session's kernel runner instead of the agent's own: an image's own runner
+    /// (e.g. Backend.AI's <c>python3 -m ai.backend.kernel python /usr/bin/python3</c>), driven without CURVE.
+    /// Empty: the image's <c>io.kata-agent.runner-command</c> label if it has one, else the agent's runner.
+    /// </summary>
+    public IReadOnlyList<string> RunnerCommand { get; init; } = [];
 }

@@ -8,6 +8,9 @@ namespace KataAgent.Core.Sessions;
 public sealed record SessionSpecInputs(SessionRecord Record, SessionRequest Request, string WorkPath, string ConfigPath,
     RuntimeClass Runtime, AgentOptions Options)
 {
+    /// <summary>The container process's environment: the request's, plus what the image's labels add (core counts).</summary>
+    public IReadOnlyDictionary<string, string> Environment { get; init; } = Request.Environment;
+
     public string CgroupsPath => $"/{string.Join('/', Cgroups.SessionCgroupParent.ParsePath(Options.CgroupParent))}/{Record.KernelId}";
 }
 
@@ -36,15 +39,22 @@ public static class SessionSpec
             ? inputs.Record.MemoryBytes
             : null;
 
+    /// <summary>The session's process: the agent's runner, or the image's own runner command the record names.</summary>
+    public static IReadOnlyList<string> ProcessArgs(SessionRecord record)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        return record.RunnerCommand ?? [SessionCreator.RunnerBinary];
+    }
+
     public static IReadOnlyList<SpecOpt> Options(SessionSpecInputs inputs)
     {
         var (record, request, options) = (inputs.Record, inputs.Request, inputs.Options);
         var kernelId = record.KernelId;
         var opts = new List<SpecOpt>
         {
-            SpecOpts.WithProcessArgs(SessionCreator.RunnerBinary),
+            SpecOpts.WithProcessArgs([.. ProcessArgs(record)]),
             SpecOpts.WithProcessCwd(ScratchDirectory.GuestWorkPath),
-            SpecOpts.WithEnv(request.Environment.Select(kv => $"{kv.Key}={kv.Value}").ToArray()),
+            SpecOpts.WithEnv(inputs.Environment.Select(kv => $"{kv.Key}={kv.Value}").ToArray()),
             SpecOpts.WithHostname(kernelId.Length > 12 ? kernelId[..12] : kernelId),
             SpecOpts.WithNetworkNamespacePath(record.NetnsPath),
             SpecOpts.WithBindMount(inputs.WorkPath, ScratchDirectory.GuestWorkPath, readOnly: false),

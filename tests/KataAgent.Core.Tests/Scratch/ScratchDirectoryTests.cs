@@ -10,7 +10,6 @@ public sealed class ScratchDirectoryTests
         Environ = new Dictionary<string, string> { ["PATH"] = "/usr/bin:/bin", ["LANG"] = "C.UTF-8", ["EMPTY"] = "" },
         Resource = new Dictionary<string, string> { ["CID"] = "c1", ["SESSION_ID"] = "s1", ["cpu"] = "2", ["mem"] = "1073741824" },
         Runner = new JsonObject { ["runtime_type"] = "python", ["args"] = new JsonArray("a", 1) },
-        BootstrapScript = "#!/bin/sh\necho boot\n",
         Dotfiles = [new ScratchDotfile(".bashrc", "alias ll='ls -l'\n", (UnixFileMode)0x180), new ScratchDotfile("/home/work/.config/x.conf", "k=v", (UnixFileMode)0x1A4)],
     };
 
@@ -34,11 +33,9 @@ public sealed class ScratchDirectoryTests
         var runner = JsonNode.Parse(await File.ReadAllTextAsync(Path.Combine(scratch.ConfigPath, "runner.json")))!;
         Assert.Equal("python", (string?)runner["runtime_type"]);
         // The session's secrets: 0600, the guest user's (the runner reads them as that user), nobody else's on the host.
-        Assert.Equal((UnixFileMode)0x180, File.GetUnixFileMode(Path.Combine(scratch.ConfigPath, "bootstrap.sh")));
         Assert.Equal((UnixFileMode)0x180, File.GetUnixFileMode(Path.Combine(scratch.ConfigPath, "environ.txt")));
-        Assert.Equal((4242, 4343), OwnerOf(Path.Combine(scratch.ConfigPath, "bootstrap.sh")));
         Assert.Equal((4242, 4343), OwnerOf(Path.Combine(scratch.ConfigPath, "environ.txt")));
-        Assert.Equal(["bootstrap.sh", "environ.txt", "intrinsic-ports.json", "resource.txt", "runner.json"],
+        Assert.Equal(["environ.txt", "intrinsic-ports.json", "resource.txt", "runner.json"],
             Directory.GetFiles(scratch.ConfigPath).Select(Path.GetFileName).Order(StringComparer.Ordinal));
 
         // the guest user owns the work dir and whatever the agent puts into it
@@ -52,7 +49,14 @@ public sealed class ScratchDirectoryTests
         // config files are rewritten atomically (no temp file left over)
         await scratch.WriteConfigFileAsync("resource.txt", "CID=c2\n", (UnixFileMode)0x1A4);
         Assert.Equal("CID=c2\n", await File.ReadAllTextAsync(Path.Combine(scratch.ConfigPath, "resource.txt")));
-        Assert.Equal(5, Directory.GetFiles(scratch.ConfigPath).Length);
+        Assert.Equal(4, Directory.GetFiles(scratch.ConfigPath).Length);
+
+        // bootstrap.sh goes into the work dir, the guest user's, 0700, where Backend.AI's runner looks for it
+        await scratch.WriteWorkFileAsync("bootstrap.sh", "#!/bin/sh\necho boot\n", ScratchDirectory.BootstrapFileMode, (4242, 4343));
+        Assert.Equal((UnixFileMode)0x1C0, File.GetUnixFileMode(Path.Combine(scratch.WorkPath, "bootstrap.sh")));
+        Assert.Equal((4242, 4343), OwnerOf(Path.Combine(scratch.WorkPath, "bootstrap.sh")));
+        Assert.Equal("#!/bin/sh\necho boot\n", await File.ReadAllTextAsync(Path.Combine(scratch.WorkPath, "bootstrap.sh")));
+        Assert.DoesNotContain(Directory.GetFiles(scratch.WorkPath), f => f.EndsWith(".tmp", StringComparison.Ordinal));
     }
 
     private static (int Uid, int Gid) OwnerOf(string path)
@@ -96,6 +100,13 @@ public sealed class ScratchDirectoryTests
         var bad = new ScratchConfig { Environ = new Dictionary<string, string> { ["A"] = "line\nbreak" } };
         await Assert.ThrowsAsync<ArgumentException>(() => ScratchDirectory.CreateAsync(sandbox.ScratchRoot, "bad", bad, 0, 0));
         Assert.False(Directory.Exists(Path.Combine(sandbox.ScratchRoot, "bad")));
+        // environ.txt is KEY=VALUE lines and nothing else: no comment line, no key with blanks.
+        foreach (var key in new[] { "#comment", " LEAD", "A B", "" })
+        {
+            var badKey = new ScratchConfig { Environ = new Dictionary<string, string> { [key] = "v" } };
+            await Assert.ThrowsAsync<ArgumentException>(() => ScratchDirectory.CreateAsync(sandbox.ScratchRoot, "badkey", badKey, 0, 0));
+            Assert.False(Directory.Exists(Path.Combine(sandbox.ScratchRoot, "badkey")));
+        }
         var badDotfile = new ScratchConfig { Dotfiles = [new ScratchDotfile("/etc/profile", "x", (UnixFileMode)0x1A4)] };
         await Assert.ThrowsAsync<ScratchPathException>(() => ScratchDirectory.CreateAsync(sandbox.ScratchRoot, "bad2", badDotfile, 0, 0));
         Assert.False(Directory.Exists(Path.Combine(sandbox.ScratchRoot, "bad2")));
