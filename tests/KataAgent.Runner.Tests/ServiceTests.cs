@@ -38,14 +38,14 @@ public sealed class ServiceTests(PublishedRunner runner)
         }, limit);
         Assert.Equal("running", again.Status);
 
-        JsonElement apps = await host.Client.GetAppsAsync(limit);
+        JsonElement apps = JsonDocument.Parse((await host.Client.GetAppsAsync(limit)).Json).RootElement;
         JsonElement web = Assert.Single(apps.GetProperty("data").EnumerateArray());
         Assert.Equal("web", web.GetProperty("name").GetString());
         Assert.Equal(port, web.GetProperty("ports")[0].GetInt32());
 
         await host.Client.ShutdownServiceAsync("web", limit);
         await Eventually.WaitAsync(async () => !await AcceptsAsync(port), $"port {port} to stop accepting after the shutdown", cancellationToken: limit);
-        await Eventually.WaitAsync(async () => (await host.Client.GetAppsAsync(limit)).GetProperty("data").GetArrayLength(), apps => apps == 0,
+        await Eventually.WaitAsync(async () => (await host.Client.GetAppsAsync(limit)).Apps.Count, apps => apps == 0,
             "the runner to list no apps after the shutdown", cancellationToken: limit);
     }
 
