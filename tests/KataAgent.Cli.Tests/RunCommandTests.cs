@@ -44,6 +44,7 @@ public sealed class RunCommandTests(CliEnvironment env) : IClassFixture<CliEnvir
     [InlineData("run", "--cpu", "many", "-c", "print(1)")]
     [InlineData("session", "frobnicate")]
     [InlineData("run", "-c", "print(1)", "-v", "nocolon")]
+    [InlineData("run", "--media-dir", "plots", "--no-media-files", "-c", "print(1)")]
     public async Task A_bad_command_line_is_one_clear_error_line_and_exit_2(params string[] args)
     {
         var result = await env.RunAsync(args);
@@ -93,9 +94,9 @@ public sealed class RunCommandTests(CliEnvironment env) : IClassFixture<CliEnvir
     [Fact]
     public async Task Help_has_examples()
     {
-        foreach (var command in new[] { "run", "session", "image", "doctor", "serve" })
+        foreach (var command in new[] { "run", "session", "image", "doctor", "serve", "session service", "session service start" })
         {
-            var help = await env.RunAsync(command, "--help");
+            var help = await env.RunAsync([.. command.Split(' '), "--help"]);
             Assert.True(help.ExitCode == 0, help.ToString());
             Assert.Contains("Examples:", help.Stdout, StringComparison.Ordinal);
         }

@@ -100,7 +100,7 @@ internal sealed class MediaWriter(string? directory, string runId)
 
     private static string SafeName(string name)
     {
-        var safe = new string(name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_').ToArray()).TrimStart('.');
+        var safe = new string(name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' ? c : '_').ToArray());
         return safe.Length > 0 ? safe : "run";
     }
 

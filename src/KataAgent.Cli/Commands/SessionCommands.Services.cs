@@ -124,7 +124,7 @@ internal static partial class SessionCommands
                 throw new CliException($"the runner could not list its apps ({TerminalText.Name(reply.Status)}): {TerminalText.Name(reply.Error)}");
             foreach (var app in reply.Apps)
             {
-                Console.Out.WriteLine(TerminalText.Name(app.Name)
+                await Console.Out.WriteLineAsync(TerminalText.Name(app.Name)
                     + (app.HasUrlTemplate ? $"  url={TerminalText.Name(app.UrlTemplate)}" : "")
                     + (app.AllowedArguments.Count > 0 ? $"  arguments={TerminalText.Name(string.Join(',', app.AllowedArguments))}" : "")
                     + (app.AllowedEnvs.Count > 0 ? $"  envs={TerminalText.Name(string.Join(',', app.AllowedEnvs))}" : ""));
