@@ -283,6 +283,17 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
                     stderr.Append(reply.Output.Data);
             }
             Assert.Contains("KeyboardInterrupt", stderr.ToString(), StringComparison.Ordinal);
+
+            // Services in Backend.AI's shape: no command needed (the runner resolves the name), only a name.
+            var noName = await Assert.ThrowsAsync<RpcException>(() => client.Sessions.StartServiceAsync(new StartServiceRequest { KernelId = session.KernelId }).ResponseAsync);
+            Assert.Equal(StatusCode.InvalidArgument, noName.StatusCode);
+            Assert.Contains("needs a name", noName.Status.Detail, StringComparison.Ordinal);
+            var unknown = await client.Sessions.StartServiceAsync(new StartServiceRequest { KernelId = session.KernelId, Name = "no-such-app", Ports = { 8090 } });
+            Assert.Equal("failed", unknown.Status);
+            Assert.NotEmpty(unknown.Error);
+            var apps = await client.Sessions.GetAppsAsync(new GetAppsRequest { KernelId = session.KernelId, Name = "no-such-app" });
+            Assert.Equal("done", apps.Status);
+            Assert.Empty(apps.Apps);
         }
         finally
         {
