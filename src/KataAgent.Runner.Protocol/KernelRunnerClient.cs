@@ -17,9 +17,11 @@ namespace KataAgent.Runner.Protocol;
 /// a note on stderr, and pending requests fail with <see cref="RunnerUnavailableException"/>.
 /// </para>
 /// <para>
-/// One run at a time: starting a query or batch run while another is active throws
-/// <see cref="RunInProgressException"/> (runs are refused, not queued). A run stays active until its
-/// final <c>finished</c> has been collected, or it hit its exec timeout.
+/// One run at a time, the others queued (as Backend.AI's agent does): starting a query or batch run while
+/// another is active waits until that one is over, and queued runs start in the order they were
+/// requested. A run stays active until its final <c>finished</c> has been collected, it hit its exec
+/// timeout, or it was dropped as abandoned (see <see cref="KernelRunnerClientOptions.UncollectedEndGrace"/>).
+/// At most <see cref="KernelRunnerClientOptions.MaxQueuedRuns"/> runs wait (<see cref="RunQueueFullException"/>).
 /// </para>
 /// </summary>
 public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
@@ -27,6 +29,9 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
     // Messages waiting between the socket's I/O thread and the poller: with MaxMessageSize this bounds
     // what a runner flooding faster than we decode can make the agent hold.
     private const int ReceiveHighWatermark = 8;
+
+    // How often a queued run looks whether the active run is stuck without a collector (exec timeout, end never collected).
+    private static readonly TimeSpan QueuePollInterval = TimeSpan.FromMilliseconds(500);
 
     private readonly KernelRunnerClientOptions _options;
     private readonly PushSocket _push = new();
@@ -38,7 +43,9 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
     private readonly Dictionary<string, Queue<TaskCompletionSource<byte[]>>> _pendingReplies = new(StringComparer.Ordinal);
     private readonly IncrementalUtf8Decoder _stdoutDecoder = new();
     private readonly IncrementalUtf8Decoder _stderrDecoder = new();
+    // Invariant: while runs are queued, _run is not null (freeing the slot promotes the first queued run at once).
     private ActiveRun? _run;
+    private readonly LinkedList<QueuedRun> _queuedRuns = new();
     // End messages still due from runs abandoned at their exec timeout; output before them is theirs.
     private int _boundariesToSkip;
     private long _ignoredMessages;
@@ -98,6 +105,18 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         }
     }
 
+    /// <summary>The ids of the runs waiting for their turn, first to start first.</summary>
+    public IReadOnlyList<string> QueuedRunIds
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _queuedRuns.Select(queued => queued.RunId).ToList();
+            }
+        }
+    }
+
     /// <summary>True when the active run's output up to its next end message has arrived (for tests).</summary>
     internal bool ActiveRunHasPendingEnd
     {
@@ -118,14 +137,20 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
     /// </summary>
     public event Action<string>? Faulted;
 
-    /// <summary>Messages dropped as garbage (wrong frame count, bad type) or as output nobody was running.</summary>
+    /// <summary>
+    /// Messages dropped as garbage (wrong frame count, bad type) or as output while no run was active (e.g. the
+    /// log lines Backend.AI's runner writes to stderr between runs).
+    /// </summary>
     public long IgnoredMessages => Interlocked.Read(ref _ignoredMessages);
 
     /// <summary>
     /// Starts (query, batch), answers (input) or continues a run, and collects its output until the run
     /// reaches an end message (finished, clean-finished, build-finished, waiting-input), the flush timeout
-    /// passes with output pending (continued) or the exec timeout passes (exec-timeout).
-    /// Cancelling stops collecting only: the run goes on and its output is kept for the next call.
+    /// passes (continued, with or without output) or the exec timeout passes (exec-timeout).
+    /// A query or batch run started while another is active waits for its turn first (the flush timeout
+    /// counts from when it started).
+    /// Cancelling stops collecting only: the run goes on and its output is kept for the next call
+    /// (cancelling while queued takes the run out of the queue; it never starts).
     /// </summary>
     public async Task<ExecutionResult> ExecuteAsync(string runId, ExecutionMode mode, string text,
         ExecutionOptions? options = null, CancellationToken cancellationToken = default)
@@ -144,7 +169,8 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
 
     /// <summary>
     /// Like <see cref="ExecuteAsync"/>, but yields output as it arrives; the last element is a
-    /// <see cref="ResultEvent"/>. There is no flush timeout: it runs to the next end message or the exec timeout.
+    /// <see cref="ResultEvent"/>. It runs to the next end message or the exec timeout, or, with
+    /// <see cref="ExecutionOptions.StreamingFlushTimeout"/>, ends as `continued` when that passes first.
     /// </summary>
     public async IAsyncEnumerable<ExecutionEvent> ExecuteStreamingAsync(string runId, ExecutionMode mode, string text,
         ExecutionOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
@@ -152,6 +178,7 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         options ??= new ExecutionOptions();
         ActiveRun run = await BeginAsync(runId, mode, text, options, cancellationToken).ConfigureAwait(false);
         var unyielded = new Queue<ConsoleItem>();
+        long? flushDeadline = options.StreamingFlushTimeout is TimeSpan flush ? Deadline(flush) : null;
         try
         {
             while (true)
@@ -181,7 +208,13 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
                     yield return new ResultEvent(await AbandonAtExecTimeoutAsync(run, []).ConfigureAwait(false));
                     yield break;
                 }
-                await run.Signal.WaitAsync(run.TimeUntilExecDeadline, cancellationToken).ConfigureAwait(false);
+                TimeSpan? untilFlush = TimeUntil(flushDeadline);
+                if (untilFlush <= TimeSpan.Zero)
+                {
+                    yield return new ResultEvent(Result(run, ExecutionStatus.Continued, null, [], null));
+                    yield break;
+                }
+                await run.Signal.WaitAsync(Earlier(run.TimeUntilExecDeadline, untilFlush), cancellationToken).ConfigureAwait(false);
             }
         }
         finally
@@ -218,26 +251,35 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         return MessagePackMapReader.Read(answer);
     }
 
+    /// <summary>Sends `start-service` (Backend.AI's shape, see <see cref="ServiceDefinition"/>) and returns the `service-result`.</summary>
     public async Task<ServiceResult> StartServiceAsync(ServiceDefinition service, CancellationToken cancellationToken = default)
     {
-        TimeSpan timeout = _options.ServiceStartTimeout > TimeSpan.FromSeconds(service.StartTimeoutSeconds + 10)
-            ? _options.ServiceStartTimeout : TimeSpan.FromSeconds(service.StartTimeoutSeconds + 10);
+        ArgumentException.ThrowIfNullOrWhiteSpace(service.Name, nameof(service));
+        int startSeconds = service.StartTimeoutSeconds ?? 30;
+        TimeSpan timeout = _options.ServiceStartTimeout > TimeSpan.FromSeconds(startSeconds + 10)
+            ? _options.ServiceStartTimeout : TimeSpan.FromSeconds(startSeconds + 10);
         byte[] answer = await RequestAsync(RunnerMessageTypes.StartService, JsonSerializer.SerializeToUtf8Bytes(service),
             RunnerMessageTypes.ServiceResult, timeout, cancellationToken).ConfigureAwait(false);
         return JsonSerializer.Deserialize<ServiceResult>(answer) ?? new ServiceResult("failed", "empty answer from the runner");
     }
 
-    /// <summary>Sends `shutdown-service` (the runner does not answer it; see <see cref="GetAppsAsync"/>).</summary>
+    /// <summary>Sends `shutdown-service` (the runner does not answer it; see <see cref="GetAppsAsync(string, CancellationToken)"/>).</summary>
     public Task ShutdownServiceAsync(string name, CancellationToken cancellationToken = default) =>
         SendAsync(RunnerMessageTypes.ShutdownService, JsonSerializer.SerializeToUtf8Bytes(name), cancellationToken);
 
-    /// <summary>The `apps-result` JSON.</summary>
-    public async Task<JsonElement> GetAppsAsync(CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Sends `get-apps` with a service-name filter ("" = all) and returns the parsed `apps-result`: the service
+    /// apps the image defines (not the running ones).
+    /// </summary>
+    public async Task<AppsResult> GetAppsAsync(string nameFilter, CancellationToken cancellationToken = default)
     {
-        byte[] answer = await RequestAsync(RunnerMessageTypes.GetApps, [], RunnerMessageTypes.AppsResult, _options.ReplyTimeout, cancellationToken).ConfigureAwait(false);
-        using JsonDocument document = JsonDocument.Parse(answer);
-        return document.RootElement.Clone();
+        byte[] answer = await RequestAsync(RunnerMessageTypes.GetApps, Encoding.UTF8.GetBytes(nameFilter ?? ""), RunnerMessageTypes.AppsResult,
+            _options.ReplyTimeout, cancellationToken).ConfigureAwait(false);
+        return AppsResult.Parse(answer);
     }
+
+    /// <summary>All apps: <see cref="GetAppsAsync(string, CancellationToken)"/> with no filter.</summary>
+    public Task<AppsResult> GetAppsAsync(CancellationToken cancellationToken = default) => GetAppsAsync("", cancellationToken);
 
     public Task SendEventAsync(string type, JsonElement? data = null, CancellationToken cancellationToken = default)
     {
@@ -270,6 +312,11 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
             }
             _disposed = true;
             FailPendingReplies(new ObjectDisposedException(nameof(KernelRunnerClient)));
+            foreach (QueuedRun queued in _queuedRuns)
+            {
+                queued.Started.TrySetException(new ObjectDisposedException(nameof(KernelRunnerClient)));
+            }
+            _queuedRuns.Clear();
         }
         _poller.Stop();
         _monitor.DetachFromPoller();
@@ -288,25 +335,35 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
 
     private async Task<ActiveRun> BeginAsync(string runId, ExecutionMode mode, string text, ExecutionOptions options, CancellationToken cancellationToken)
     {
-        ActiveRun run;
+        ActiveRun? run = null;
+        QueuedRun? queued = null;
         bool startsRun = mode is ExecutionMode.Query or ExecutionMode.Batch;
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (startsRun)
             {
-                if (_run is not null)
+                if (_run?.RunId == runId || _queuedRuns.Any(waiting => waiting.RunId == runId))
                 {
                     throw new RunInProgressException(
-                        $"run '{_run.RunId}' is still active in this session; collect it with mode continue/input " +
-                        $"(or wait for its exec timeout) before starting run '{runId}'");
+                        $"run '{runId}' is already {(_run?.RunId == runId ? "active" : "queued")} in this session; collect it with mode " +
+                        "continue/input, or start the new run under another run id");
                 }
-                run = new ActiveRun(runId, expectedBoundaries: mode == ExecutionMode.Batch ? 3 : 1,
-                    options.ExecTimeout, _options.MaxBufferedCharacters);
-                _run = run;
-                // A character split at the end of an earlier run must not leak into this one.
-                _ = _stdoutDecoder.Flush();
-                _ = _stderrDecoder.Flush();
+                if (_run is null)
+                {
+                    run = StartRunLocked(runId, mode, options);
+                }
+                else
+                {
+                    if (_queuedRuns.Count >= _options.MaxQueuedRuns)
+                    {
+                        throw new RunQueueFullException(
+                            $"cannot queue run '{runId}': {_queuedRuns.Count} runs already wait for run '{_run.RunId}' to end in this session " +
+                            $"(at most {_options.MaxQueuedRuns} may wait); collect or interrupt the active run, or try again later");
+                    }
+                    queued = new QueuedRun(runId, mode, options);
+                    _queuedRuns.AddLast(queued);
+                }
             }
             else
             {
@@ -314,15 +371,21 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
                 {
                     throw new NoActiveRunException(_run is null
                         ? $"no run is active, so run '{runId}' cannot take {mode.ToString().ToLowerInvariant()}"
-                        : $"run '{runId}' is not the active run (that is '{_run.RunId}')");
+                        : _queuedRuns.Any(waiting => waiting.RunId == runId)
+                            ? $"run '{runId}' has not started yet (it waits for run '{_run.RunId}'), so it cannot take {mode.ToString().ToLowerInvariant()}"
+                            : $"run '{runId}' is not the active run (that is '{_run.RunId}')");
                 }
                 run = _run;
+                if (run.Collecting)
+                {
+                    throw new RunInProgressException($"run '{runId}' is already being collected by another call");
+                }
+                run.Collecting = true;
             }
-            if (run.Collecting)
-            {
-                throw new RunInProgressException($"run '{runId}' is already being collected by another call");
-            }
-            run.Collecting = true;
+        }
+        if (queued is not null)
+        {
+            run = await WaitForTurnAsync(queued, cancellationToken).ConfigureAwait(false);
         }
         try
         {
@@ -349,21 +412,122 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         {
             lock (_gate)
             {
-                run.Collecting = false;
-                if (startsRun && ReferenceEquals(_run, run))
+                run!.Collecting = false;
+                if (startsRun)
                 {
-                    _run = null;
+                    ReleaseRunLocked(run);
                 }
             }
             throw;
         }
+        return run!;
+    }
+
+    /// <summary>Makes a new run the active one; the caller holds the gate and collects it.</summary>
+    private ActiveRun StartRunLocked(string runId, ExecutionMode mode, ExecutionOptions options)
+    {
+        var run = new ActiveRun(runId, expectedBoundaries: mode == ExecutionMode.Batch ? 3 : 1,
+            options.ExecTimeout, _options.MaxBufferedCharacters) { Collecting = true };
+        _run = run;
+        // A character split at the end of an earlier run must not leak into this one.
+        _ = _stdoutDecoder.Flush();
+        _ = _stderrDecoder.Flush();
         return run;
+    }
+
+    /// <summary>Ends <paramref name="run"/>'s turn (if it still has it) and starts the first queued run. Caller holds the gate.</summary>
+    private void ReleaseRunLocked(ActiveRun run)
+    {
+        if (!ReferenceEquals(_run, run))
+        {
+            return;
+        }
+        _run = null;
+        if (_queuedRuns.First is { } next)
+        {
+            _queuedRuns.RemoveFirst();
+            QueuedRun queued = next.Value;
+            queued.Run = StartRunLocked(queued.RunId, queued.Mode, queued.Options);
+            queued.Started.TrySetResult();
+        }
+    }
+
+    private async Task<ActiveRun> WaitForTurnAsync(QueuedRun queued, CancellationToken cancellationToken)
+    {
+        try
+        {
+            while (true)
+            {
+                try
+                {
+                    await queued.Started.Task.WaitAsync(QueuePollInterval, cancellationToken).ConfigureAwait(false);
+                    return queued.Run!;
+                }
+                catch (TimeoutException)
+                {
+                    await ReclaimStuckRunAsync().ConfigureAwait(false);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            lock (_gate)
+            {
+                // Promoted just as the caller gave up: nothing was sent for it, so give the turn on.
+                if (!_queuedRuns.Remove(queued) && queued.Run is { } promoted)
+                {
+                    promoted.Collecting = false;
+                    ReleaseRunLocked(promoted);
+                }
+            }
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Frees the turn of an active run nobody collects when it cannot end by itself any more: its exec timeout
+    /// passed (it is interrupted, as a collector would have done), or its final end arrived longer than
+    /// <see cref="KernelRunnerClientOptions.UncollectedEndGrace"/> ago.
+    /// </summary>
+    private async Task ReclaimStuckRunAsync()
+    {
+        OutgoingMessage? interrupt = null;
+        lock (_gate)
+        {
+            if (_run is not { Collecting: false } run)
+            {
+                return;
+            }
+            bool ended = run.SeenBoundaries >= run.ExpectedBoundaries;
+            if (!ended && run.ExecDeadlinePassed)
+            {
+                _boundariesToSkip += run.ExpectedBoundaries - run.SeenBoundaries;
+                // Queued before the next run's first message, so that it cannot interrupt that one.
+                interrupt = Enqueue(RunnerMessageTypes.Interrupt, []);
+                ReleaseRunLocked(run);
+            }
+            else if (ended && run.FinalEndArrivedAt is long arrived && Stopwatch.GetElapsedTime(arrived) >= _options.UncollectedEndGrace)
+            {
+                ReleaseRunLocked(run);
+            }
+        }
+        if (interrupt is not null)
+        {
+            try
+            {
+                await interrupt.Sent.Task.ConfigureAwait(false);
+            }
+            catch (RunnerUnavailableException)
+            {
+                // The runner is gone anyway.
+            }
+        }
     }
 
     private async Task<ExecutionResult> CollectAsync(ActiveRun run, TimeSpan flushTimeout, CancellationToken cancellationToken)
     {
         var console = new ConsoleBuilder();
-        long flushDeadline = Stopwatch.GetTimestamp() + (long)(flushTimeout.TotalSeconds * Stopwatch.Frequency);
+        long? flushDeadline = Deadline(flushTimeout);
         try
         {
             while (true)
@@ -383,18 +547,14 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
                 {
                     return await AbandonAtExecTimeoutAsync(run, console.Build()).ConfigureAwait(false);
                 }
-                TimeSpan untilFlush = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), flushDeadline);
+                TimeSpan? untilFlush = TimeUntil(flushDeadline);
+                // Continued even with no output (as Backend.AI's agent): the caller learns the run is alive.
                 // A full console is handed out early: what one call holds is bounded like the buffer.
-                if (console.Count > 0 && (untilFlush <= TimeSpan.Zero || console.Characters >= _options.MaxBufferedCharacters))
+                if (untilFlush <= TimeSpan.Zero || (console.Count > 0 && console.Characters >= _options.MaxBufferedCharacters))
                 {
                     return Result(run, ExecutionStatus.Continued, null, console.Build(), null);
                 }
-                TimeSpan? wait = run.TimeUntilExecDeadline;
-                if (console.Count > 0 && (wait is null || untilFlush < wait))
-                {
-                    wait = untilFlush;
-                }
-                await run.Signal.WaitAsync(wait, cancellationToken).ConfigureAwait(false);
+                await run.Signal.WaitAsync(Earlier(run.TimeUntilExecDeadline, untilFlush), cancellationToken).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException)
@@ -408,16 +568,24 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         }
     }
 
+    /// <summary>A deadline <paramref name="timeout"/> from now; null for an infinite (or absurdly long) one.</summary>
+    private static long? Deadline(TimeSpan timeout) =>
+        timeout == Timeout.InfiniteTimeSpan || timeout > TimeSpan.FromDays(365) ? null
+            : Stopwatch.GetTimestamp() + (long)(Math.Max(0, timeout.TotalSeconds) * Stopwatch.Frequency);
+
+    private static TimeSpan? TimeUntil(long? deadline) =>
+        deadline is long at ? Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), at) : null;
+
+    private static TimeSpan? Earlier(TimeSpan? a, TimeSpan? b) => a is null ? b : b is null ? a : a < b ? a : b;
+
     private ExecutionResult EndSegment(ActiveRun run, RunBoundary boundary, List<ConsoleItem> console)
     {
         if (boundary.Status == ExecutionStatus.Finished)
         {
             lock (_gate)
             {
-                if (ReferenceEquals(_run, run))
-                {
-                    _run = null;
-                }
+                run.Collecting = false;
+                ReleaseRunLocked(run);
             }
         }
         return Result(run, boundary.Status, boundary.ExitCode, console, boundary.Options);
@@ -425,17 +593,21 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
 
     private async Task<ExecutionResult> AbandonAtExecTimeoutAsync(ActiveRun run, List<ConsoleItem> console)
     {
+        OutgoingMessage interrupt;
         lock (_gate)
         {
+            // Queued before the next run's first message, so that it cannot interrupt that one.
+            interrupt = Enqueue(RunnerMessageTypes.Interrupt, []);
             if (ReferenceEquals(_run, run))
             {
-                _run = null;
                 _boundariesToSkip += run.ExpectedBoundaries - run.SeenBoundaries;
+                run.Collecting = false;
+                ReleaseRunLocked(run);
             }
         }
         try
         {
-            await SendAsync(RunnerMessageTypes.Interrupt, [], CancellationToken.None).ConfigureAwait(false);
+            await interrupt.Sent.Task.ConfigureAwait(false);
         }
         catch (RunnerUnavailableException)
         {
@@ -499,10 +671,16 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
     private Task SendAsync(string type, byte[] payload, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
+        // The poller thread completes it; a caller that gives up must not wait on it regardless.
+        return Enqueue(type, payload).Sent.Task.WaitAsync(cancellationToken);
+    }
+
+    /// <summary>Queues a message for the poller thread (never blocks: safe under the gate).</summary>
+    private OutgoingMessage Enqueue(string type, byte[] payload)
+    {
         var message = new OutgoingMessage(type, payload);
         _outgoing.Enqueue(message);
-        // The poller thread completes it; a caller that gives up must not wait on it regardless.
-        return message.Sent.Task.WaitAsync(cancellationToken);
+        return message;
     }
 
     // ---- poller thread ----
@@ -553,6 +731,8 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
                 run.Buffer.AppendOutput(RunnerMessageTypes.Stderr, _stderrDecoder.Flush());
                 run.Buffer.AppendOutput(RunnerMessageTypes.Stderr, $"\n[kata-agent: {reason}; the run was aborted]\n");
                 run.Buffer.AppendBoundary(new RunBoundary(ExecutionStatus.Finished, null, null));
+                run.SeenBoundaries = run.ExpectedBoundaries;
+                run.FinalEndArrivedAt ??= Stopwatch.GetTimestamp();
             }
             FailPendingReplies(new RunnerUnavailableException(reason));
         }
@@ -628,13 +808,21 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
                 Interlocked.Increment(ref _ignoredMessages);
                 return;
             }
-            string text = message.Type switch
+            if (message.Type == RunnerMessageTypes.Media)
             {
-                RunnerMessageTypes.Stdout => _stdoutDecoder.Decode(message.Payload),
-                RunnerMessageTypes.Stderr => _stderrDecoder.Decode(message.Payload),
-                _ => message.PayloadText,
-            };
-            run.Buffer.AppendOutput(message.Type, text);
+                (string mime, string data) = ReadMedia(message.Payload);
+                run.Buffer.AppendOutput(RunnerMessageTypes.Media, data, mime);
+            }
+            else
+            {
+                string text = message.Type switch
+                {
+                    RunnerMessageTypes.Stdout => _stdoutDecoder.Decode(message.Payload),
+                    RunnerMessageTypes.Stderr => _stderrDecoder.Decode(message.Payload),
+                    _ => message.PayloadText,
+                };
+                run.Buffer.AppendOutput(message.Type, text);
+            }
         }
         run.Signal.Set();
     }
@@ -661,13 +849,36 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
             run.Buffer.AppendOutput(RunnerMessageTypes.Stdout, _stdoutDecoder.Flush());
             run.Buffer.AppendOutput(RunnerMessageTypes.Stderr, _stderrDecoder.Flush());
             (int? exitCode, JsonElement? options) = ReadEndPayload(message);
-            if (message.Type != RunnerMessageTypes.WaitingInput)
+            if (message.Type != RunnerMessageTypes.WaitingInput && ++run.SeenBoundaries >= run.ExpectedBoundaries)
             {
-                run.SeenBoundaries++;
+                run.FinalEndArrivedAt ??= Stopwatch.GetTimestamp();
             }
             run.Buffer.AppendBoundary(new RunBoundary(message.Type, exitCode, options));
         }
         run.Signal.Set();
+    }
+
+    /// <summary>
+    /// A `media` payload: JSON <c>{type, data}</c>. Data that is not a string is kept as its JSON text; a payload that
+    /// is not such an object becomes media of unknown type ("") holding the payload text, so nothing is lost silently.
+    /// </summary>
+    internal static (string Mime, string Data) ReadMedia(byte[] payload)
+    {
+        try
+        {
+            using JsonDocument document = JsonDocument.Parse(payload);
+            JsonElement root = document.RootElement;
+            if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("type", out JsonElement type) && type.ValueKind == JsonValueKind.String
+                && root.TryGetProperty("data", out JsonElement data))
+            {
+                return (type.GetString()!, data.ValueKind == JsonValueKind.String ? data.GetString()! : data.GetRawText());
+            }
+        }
+        catch (JsonException)
+        {
+            // not JSON: kept as is below
+        }
+        return ("", Encoding.UTF8.GetString(payload));
     }
 
     private static (int? ExitCode, JsonElement? Options) ReadEndPayload(RunnerMessage message)
@@ -744,6 +955,16 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         public TaskCompletionSource Sent { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
+    /// <summary>A run waiting for its turn; <see cref="Run"/> is set (under the gate) when it gets it.</summary>
+    private sealed class QueuedRun(string runId, ExecutionMode mode, ExecutionOptions options)
+    {
+        public string RunId { get; } = runId;
+        public ExecutionMode Mode { get; } = mode;
+        public ExecutionOptions Options { get; } = options;
+        public ActiveRun? Run { get; set; }
+        public TaskCompletionSource Started { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
     private sealed class ActiveRun(string runId, int expectedBoundaries, TimeSpan? execTimeout, long maxBufferedCharacters)
     {
         private readonly long _startedAt = Stopwatch.GetTimestamp();
@@ -755,6 +976,9 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         public AsyncSignal Signal { get; } = new();
         public long DroppedCharacters { get; set; }
         public bool Collecting { get; set; }
+
+        /// <summary>When the run's last end message arrived (Stopwatch timestamp); null while it runs.</summary>
+        public long? FinalEndArrivedAt { get; set; }
 
         public TimeSpan? TimeUntilExecDeadline => execTimeout is TimeSpan limit ? limit - Stopwatch.GetElapsedTime(_startedAt) : null;
 

@@ -42,4 +42,16 @@ public sealed record KernelRunnerClientOptions
     public long MaxMessageSize { get; init; } = DefaultMaxMessageSize;
 
     public const long DefaultMaxMessageSize = 16L * 1024 * 1024;
+
+    /// <summary>
+    /// Runs that may wait for their turn while another is active (runs are queued per run id and start in
+    /// the order they were requested). One more is refused with <see cref="RunQueueFullException"/>.
+    /// </summary>
+    public int MaxQueuedRuns { get; init; } = 16;
+
+    /// <summary>
+    /// A run whose final end has arrived but that nobody collects (its caller went away) holds up the
+    /// queued runs this long after its end arrived; then it is dropped and the next run starts.
+    /// </summary>
+    public TimeSpan UncollectedEndGrace { get; init; } = TimeSpan.FromSeconds(30);
 }

@@ -11,7 +11,8 @@ internal sealed record RunBoundary(string Status, int? ExitCode, JsonElement? Op
 /// boundaries (end messages) between segments.
 /// Bounded: when more than <c>maxCharacters</c> of output wait, the oldest output is dropped and a
 /// marker entry (stderr, "[kata-agent: N characters of output were dropped ...]") takes its place, so
-/// a run nobody collects cannot grow memory without bound. Boundaries are never dropped.
+/// a run nobody collects cannot grow memory without bound. Boundaries are never dropped; a media item
+/// is dropped whole (part of an image is no use).
 /// </summary>
 internal sealed class RunOutputBuffer
 {
@@ -35,9 +36,10 @@ internal sealed class RunOutputBuffer
     public static string DroppedMarker(long count) =>
         $"[kata-agent: {count} characters of output were dropped because nobody collected them in time]\n";
 
-    public void AppendOutput(string kind, string text)
+    /// <param name="mime">The media type of a media item; null for every other kind.</param>
+    public void AppendOutput(string kind, string text, string? mime = null)
     {
-        if (text.Length == 0)
+        if (text.Length == 0 && mime is null)
         {
             return;
         }
@@ -48,7 +50,7 @@ internal sealed class RunOutputBuffer
         }
         else
         {
-            var entry = new Entry(kind, null);
+            var entry = new Entry(kind, null, mime);
             entry.Add(text);
             Attach(entry);
         }
@@ -56,7 +58,7 @@ internal sealed class RunOutputBuffer
         TrimToLimit();
     }
 
-    public void AppendBoundary(RunBoundary boundary) => Attach(new Entry("", boundary));
+    public void AppendBoundary(RunBoundary boundary) => Attach(new Entry("", boundary, null));
 
     /// <summary>Takes everything up to and including the first boundary (or everything, if there is none).</summary>
     public (List<ConsoleItem> Items, RunBoundary? Boundary, long DroppedCharacters) Drain()
@@ -78,7 +80,7 @@ internal sealed class RunOutputBuffer
             }
             string text = entry.TakeText();
             _bufferedCharacters -= text.Length;
-            items.Add(new ConsoleItem(entry.Kind, text));
+            items.Add(new ConsoleItem(entry.Kind, text, entry.Mime));
         }
         if (_droppedWithoutSuccessor > 0)
         {
@@ -94,7 +96,7 @@ internal sealed class RunOutputBuffer
     {
         for (int i = items.Count - 1; i >= 0; i--)
         {
-            var entry = new Entry(items[i].Kind, null);
+            var entry = new Entry(items[i].Kind, null, items[i].Mime);
             entry.Add(items[i].Data);
             _entries.AddFirst(entry);
             _bufferedCharacters += items[i].Data.Length;
@@ -124,7 +126,7 @@ internal sealed class RunOutputBuffer
             Entry entry = node.Value;
             if (entry.Boundary is null)
             {
-                long removed = entry.RemoveFront(excess);
+                long removed = entry.RemoveFront(IsStream(entry.Kind) ? excess : entry.Length);
                 excess -= removed;
                 _bufferedCharacters -= removed;
                 if (entry.Length == 0)
@@ -152,13 +154,14 @@ internal sealed class RunOutputBuffer
     private static bool IsStream(string kind) => kind is RunnerMessageTypes.Stdout or RunnerMessageTypes.Stderr;
 
     /// <summary>Output kept as a queue of chunks: trimming the front is cheap, joining happens once at drain.</summary>
-    private sealed class Entry(string kind, RunBoundary? boundary)
+    private sealed class Entry(string kind, RunBoundary? boundary, string? mime)
     {
         private readonly Queue<string> _chunks = new();
         private int _firstChunkOffset;
 
         public string Kind { get; } = kind;
         public RunBoundary? Boundary { get; } = boundary;
+        public string? Mime { get; } = mime;
         public long DroppedBefore { get; set; }
         public long Length { get; private set; }
 
@@ -215,7 +218,7 @@ internal sealed class RunOutputBuffer
 /// <summary>Builds a console list, merging consecutive stdout (stderr) items.</summary>
 internal sealed class ConsoleBuilder
 {
-    private readonly List<(string Kind, StringBuilder Text)> _items = [];
+    private readonly List<(string Kind, StringBuilder Text, string? Mime)> _items = [];
 
     public int Count => _items.Count;
 
@@ -230,7 +233,7 @@ internal sealed class ConsoleBuilder
             _items[^1].Text.Append(item.Data);
             return;
         }
-        _items.Add((item.Kind, new StringBuilder(item.Data)));
+        _items.Add((item.Kind, new StringBuilder(item.Data), item.Mime));
     }
 
     public void AddRange(IEnumerable<ConsoleItem> items)
@@ -241,5 +244,5 @@ internal sealed class ConsoleBuilder
         }
     }
 
-    public List<ConsoleItem> Build() => _items.Select(item => new ConsoleItem(item.Kind, item.Text.ToString())).ToList();
+    public List<ConsoleItem> Build() => _items.Select(item => new ConsoleItem(item.Kind, item.Text.ToString(), item.Mime)).ToList();
 }

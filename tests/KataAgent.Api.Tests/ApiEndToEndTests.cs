@@ -231,7 +231,7 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
     }
 
     [Fact]
-    public async Task A_second_run_while_one_is_active_is_refused_and_the_event_feed_reports_the_lifecycle()
+    public async Task A_second_run_waits_for_the_first_and_the_event_feed_reports_the_lifecycle()
     {
         using var client = fixture.UnixClient();
         using var watchCancel = new CancellationTokenSource(TimeSpan.FromMinutes(3));
@@ -242,24 +242,58 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
         var session = await CreateAsync(client);
         try
         {
+            // Two runs sent together: the second is queued (not refused) and starts when the first is over.
+            var first = Query(session.KernelId, "import sys, time\nsys.stdout.write('sleeping\\n')\ntime.sleep(5)\norder = [1]");
+            var second = Query(session.KernelId, "order.append(2)\nprint(order)");
+            using var firstCall = client.Sessions.Execute(first, cancellationToken: Timeout());
+            Assert.StartsWith("sleeping", await FirstOutputAsync(firstCall), StringComparison.Ordinal);
+            // (The server sends no headers before the first output, so nothing says when the second reached it:
+            // with the first sleeping 5 s it arrives during the sleep; before queueing, it was refused.)
+            using var secondCall = client.Sessions.Execute(second, cancellationToken: Timeout());
+            Assert.Equal(first.RunId, (await client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId })).ActiveRunId);
+            var firstRest = await RestOfRunAsync(firstCall);
+            var secondRun = await RestOfRunAsync(secondCall);
+            Assert.Equal(("finished", 0), (firstRest.Result.Status, firstRest.Result.ExitCode));
+            Assert.Equal("[1, 2]\n", secondRun.Stdout);
+            Assert.Equal(("finished", 0, second.RunId), (secondRun.Result.Status, secondRun.Result.ExitCode, secondRun.Result.RunId));
+            Assert.False(secondRun.Result.HasOptionsJson);
+
+            // A run that outlasts the flush timeout without output comes back as continued, no output, no exit code.
+            var quiet = Query(session.KernelId, "import time; time.sleep(3)");
+            quiet.FlushTimeoutSeconds = 1;
+            var continued = await ExecuteAsync(client, quiet);
+            Assert.Equal("continued", continued.Result.Status);
+            Assert.Equal(("", ""), (continued.Stdout, continued.Stderr));
+            Assert.False(continued.Result.HasExitCode);
+            Assert.False(continued.Result.HasOptionsJson);
+            Assert.False(continued.Result.RunEnded);
+            var rest = continued;
+            for (int calls = 0; rest.Result.Status == "continued" && calls < 120; calls++)
+                rest = await ExecuteAsync(client, new ExecuteRequest { KernelId = session.KernelId, RunId = quiet.RunId, Mode = ExecutionMode.Continue, FlushTimeoutSeconds = 1 });
+            Assert.Equal(("finished", 0), (rest.Result.Status, rest.Result.ExitCode));
+
             var sleeper = Query(session.KernelId, "import sys, time\nsys.stdout.write('sleeping\\n')\ntime.sleep(60)");
-            using var first = client.Sessions.Execute(sleeper);
-            // The first output proves the run is active in the session.
-            Assert.StartsWith("sleeping", await FirstOutputAsync(first), StringComparison.Ordinal);
-            var second = await Assert.ThrowsAsync<RpcException>(async () =>
-            {
-                using var call = client.Sessions.Execute(Query(session.KernelId, "print(1)"));
-                await call.ResponseStream.MoveNext();
-            });
-            Assert.Equal(StatusCode.FailedPrecondition, second.StatusCode);
+            using var sleeperCall = client.Sessions.Execute(sleeper);
+            Assert.StartsWith("sleeping", await FirstOutputAsync(sleeperCall), StringComparison.Ordinal);
             await client.Sessions.InterruptAsync(new SessionRef { KernelId = session.KernelId });
             var stderr = new StringBuilder();
-            await foreach (var reply in first.ResponseStream.ReadAllAsync())
+            await foreach (var reply in sleeperCall.ResponseStream.ReadAllAsync())
             {
                 if (reply.KindCase == ExecuteReply.KindOneofCase.Output)
                     stderr.Append(reply.Output.Data);
             }
             Assert.Contains("KeyboardInterrupt", stderr.ToString(), StringComparison.Ordinal);
+
+            // Services in Backend.AI's shape: no command needed (the runner resolves the name), only a name.
+            var noName = await Assert.ThrowsAsync<RpcException>(() => client.Sessions.StartServiceAsync(new StartServiceRequest { KernelId = session.KernelId }).ResponseAsync);
+            Assert.Equal(StatusCode.InvalidArgument, noName.StatusCode);
+            Assert.Contains("needs a name", noName.Status.Detail, StringComparison.Ordinal);
+            var unknown = await client.Sessions.StartServiceAsync(new StartServiceRequest { KernelId = session.KernelId, Name = "no-such-app", Ports = { 8090 } });
+            Assert.Equal("failed", unknown.Status);
+            Assert.NotEmpty(unknown.Error);
+            var apps = await client.Sessions.GetAppsAsync(new GetAppsRequest { KernelId = session.KernelId, Name = "no-such-app" });
+            Assert.Equal("done", apps.Status);
+            Assert.Empty(apps.Apps);
         }
         finally
         {

@@ -16,6 +16,7 @@ public sealed class ErrorMappingTests
         { new InsufficientResourcesException("full"), StatusCode.ResourceExhausted },
         { new RunInProgressException("busy"), StatusCode.FailedPrecondition },
         { new NoActiveRunException("none"), StatusCode.FailedPrecondition },
+        { new RunQueueFullException("full"), StatusCode.ResourceExhausted },
         { new RunnerUnavailableException("gone"), StatusCode.Unavailable },
         { new ScratchPathException("a", ScratchPathError.NotFound, "missing"), StatusCode.NotFound },
         { new ScratchPathException("a", ScratchPathError.IsSymlink, "link"), StatusCode.PermissionDenied },

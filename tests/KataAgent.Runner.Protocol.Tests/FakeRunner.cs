@@ -30,10 +30,12 @@ internal sealed class FakeRunner : IDisposable
     public int InputPort { get; }
     public int OutputPort { get; }
 
-    public KernelRunnerClient Connect(long maxBufferedCharacters = 8L * 1024 * 1024, long maxMessageSize = KernelRunnerClientOptions.DefaultMaxMessageSize) =>
+    public KernelRunnerClient Connect(long maxBufferedCharacters = 8L * 1024 * 1024, long maxMessageSize = KernelRunnerClientOptions.DefaultMaxMessageSize,
+        int maxQueuedRuns = 16, TimeSpan? uncollectedEndGrace = null) =>
         new(new KernelRunnerClientOptions
         {
             InputPort = InputPort, OutputPort = OutputPort, MaxBufferedCharacters = maxBufferedCharacters, MaxMessageSize = maxMessageSize,
+            MaxQueuedRuns = maxQueuedRuns, UncollectedEndGrace = uncollectedEndGrace ?? TimeSpan.FromSeconds(30),
         });
 
     /// <summary>Next message from the client as (type, payload text).</summary>

@@ -28,7 +28,7 @@ public sealed class KernelRunnerClientTests
         Assert.Equal(0, result.ExitCode);
         Assert.Equal([new("stdout", "ab"), new("stderr", "err"), new("stdout", "c")], result.Console);
         Assert.Null(client.ActiveRunId);
-        Assert.Equal("""{"runId":"r1","status":"finished","exitCode":0,"console":[["stdout","ab"],["stderr","err"],["stdout","c"]]}""", result.ToJson());
+        Assert.Equal("""{"runId":"r1","status":"finished","exitCode":0,"console":[["stdout","ab"],["stderr","err"],["stdout","c"]],"options":null}""", result.ToJson());
     }
 
     [Fact]
@@ -110,22 +110,284 @@ public sealed class KernelRunnerClientTests
     }
 
     [Fact]
-    public async Task ASecondRunIsRefusedWhileOneIsActive()
+    public async Task ContinuedIsReturnedAfterTheFlushTimeoutEvenWithoutOutput()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+        var options = new ExecutionOptions { FlushTimeout = TimeSpan.FromMilliseconds(200) };
+
+        ExecutionResult quiet = await client.ExecuteAsync("r1", ExecutionMode.Query, "sleep", options, Limit());
+        Assert.Equal(("code", "sleep"), runner.Receive());
+        ExecutionResult stillQuiet = await client.ExecuteAsync("r1", ExecutionMode.Continue, "", options, Limit());
+        Task<ExecutionResult> more = client.ExecuteAsync("r1", ExecutionMode.Continue, "", new ExecutionOptions { FlushTimeout = TimeSpan.FromMinutes(5) }, Limit());
+        runner.Send("finished", "{\"exitCode\": 0}");
+        ExecutionResult done = await more;
+
+        Assert.Equal(ExecutionStatus.Continued, quiet.Status);
+        Assert.Empty(quiet.Console);
+        Assert.Equal("""{"runId":"r1","status":"continued","exitCode":null,"console":[],"options":null}""", quiet.ToJson());
+        Assert.Equal(ExecutionStatus.Continued, stillQuiet.Status);
+        Assert.Equal((ExecutionStatus.Finished, 0), (done.Status, done.ExitCode));
+    }
+
+    [Fact]
+    public async Task StreamingWithAFlushTimeoutEndsAsContinuedWithoutOutput()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+        var options = new ExecutionOptions { StreamingFlushTimeout = TimeSpan.FromMilliseconds(200) };
+
+        var events = new List<ExecutionEvent>();
+        await foreach (ExecutionEvent e in client.ExecuteStreamingAsync("r1", ExecutionMode.Query, "sleep", options, Limit()))
+        {
+            events.Add(e);
+        }
+
+        ResultEvent end = Assert.IsType<ResultEvent>(Assert.Single(events));
+        Assert.Equal(ExecutionStatus.Continued, end.Result.Status);
+        Assert.Equal("r1", client.ActiveRunId);
+    }
+
+    [Fact]
+    public async Task RunsAreQueuedAndStartInTheOrderTheyWereRequested()
     {
         using var runner = new FakeRunner();
         await using KernelRunnerClient client = runner.Connect();
 
-        Task<ExecutionResult> first = client.ExecuteAsync("r1", ExecutionMode.Query, "", null, Limit());
-        runner.Receive();
-        RunInProgressException refused = await Assert.ThrowsAsync<RunInProgressException>(
-            () => client.ExecuteAsync("r2", ExecutionMode.Query, "", null, Limit()));
+        Task<ExecutionResult> first = client.ExecuteAsync("r1", ExecutionMode.Query, "1", null, Limit());
+        Assert.Equal(("code", "1"), runner.Receive());
+        Task<ExecutionResult> second = client.ExecuteAsync("r2", ExecutionMode.Query, "2", null, Limit());
+        await Eventually.WaitAsync(() => client.QueuedRunIds.Count == 1, "r2 to be queued");
+        Task<ExecutionResult> third = client.ExecuteAsync("r3", ExecutionMode.Query, "3", null, Limit());
+        await Eventually.WaitAsync(() => client.QueuedRunIds.Count == 2, "r3 to be queued");
+
+        Assert.Equal(["r2", "r3"], client.QueuedRunIds);
+        Assert.False(runner.TryReceive(TimeSpan.FromMilliseconds(300)), "a queued run must not be sent while another runs");
+        RunInProgressException duplicate = await Assert.ThrowsAsync<RunInProgressException>(
+            () => client.ExecuteAsync("r2", ExecutionMode.Query, "again", null, Limit()));
+        Assert.Contains("'r2' is already queued", duplicate.Message);
+        await Assert.ThrowsAsync<RunInProgressException>(() => client.ExecuteAsync("r1", ExecutionMode.Query, "again", null, Limit()));
         await Assert.ThrowsAsync<RunInProgressException>(() => client.ExecuteAsync("r1", ExecutionMode.Continue, "", null, Limit()));
-        await Assert.ThrowsAsync<NoActiveRunException>(() => client.ExecuteAsync("r9", ExecutionMode.Input, "", null, Limit()));
+        NoActiveRunException notYet = await Assert.ThrowsAsync<NoActiveRunException>(() => client.ExecuteAsync("r3", ExecutionMode.Continue, "", null, Limit()));
+        Assert.Contains("has not started yet", notYet.Message);
+        Assert.False(second.IsCompleted);
+
+        runner.Send("stdout", "one");
+        runner.Send("finished", "{\"exitCode\": 0}");
+        Assert.Equal([new("stdout", "one")], (await first).Console);
+        Assert.Equal(("code", "2"), runner.Receive());
+        Assert.Equal("r2", client.ActiveRunId);
+        Assert.Equal(["r3"], client.QueuedRunIds);
+        runner.Send("stdout", "two");
+        runner.Send("finished", "{\"exitCode\": 2}");
+        ExecutionResult secondResult = await second;
+        Assert.Equal(("code", "3"), runner.Receive());
+        runner.Send("stdout", "three");
+        runner.Send("finished", "{\"exitCode\": 3}");
+        ExecutionResult thirdResult = await third;
+
+        Assert.Equal(("r2", 2, "two"), (secondResult.RunId, secondResult.ExitCode, secondResult.Console.Single().Data));
+        Assert.Equal(("r3", 3, "three"), (thirdResult.RunId, thirdResult.ExitCode, thirdResult.Console.Single().Data));
+        Assert.Null(client.ActiveRunId);
+    }
+
+    [Fact]
+    public async Task TheQueueIsBoundedWithAClearError()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect(maxQueuedRuns: 2);
+
+        _ = client.ExecuteAsync("r1", ExecutionMode.Query, "1", null, Limit());
+        runner.Receive();
+        _ = client.ExecuteAsync("r2", ExecutionMode.Query, "2", null, Limit());
+        _ = client.ExecuteAsync("r3", ExecutionMode.Query, "3", null, Limit());
+        await Eventually.WaitAsync(() => client.QueuedRunIds.Count == 2, "two runs to be queued");
+        RunQueueFullException full = await Assert.ThrowsAsync<RunQueueFullException>(() => client.ExecuteAsync("r4", ExecutionMode.Query, "4", null, Limit()));
+
+        Assert.Contains("cannot queue run 'r4'", full.Message);
+        Assert.Contains("at most 2", full.Message);
+        Assert.Contains("'r1'", full.Message);
+    }
+
+    [Fact]
+    public async Task ACancelledQueuedRunNeverStarts()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+        using var cancel = new CancellationTokenSource();
+
+        Task<ExecutionResult> first = client.ExecuteAsync("r1", ExecutionMode.Query, "1", null, Limit());
+        runner.Receive();
+        Task<ExecutionResult> gaveUp = client.ExecuteAsync("r2", ExecutionMode.Query, "2", null, cancel.Token);
+        await Eventually.WaitAsync(() => client.QueuedRunIds.Count == 1, "r2 to be queued");
+        await cancel.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => gaveUp);
+        Assert.Empty(client.QueuedRunIds);
+        Task<ExecutionResult> third = client.ExecuteAsync("r3", ExecutionMode.Query, "3", null, Limit());
         runner.Send("finished", "{\"exitCode\": 0}");
         await first;
 
-        Assert.Contains("'r1' is still active", refused.Message);
+        Assert.Equal(("code", "3"), runner.Receive());
+        runner.Send("finished", "{\"exitCode\": 0}");
+        Assert.Equal("r3", (await third).RunId);
+    }
+
+    [Fact]
+    public async Task ARunWhoseEndNobodyCollectsGivesWayAfterTheGrace()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect(uncollectedEndGrace: TimeSpan.FromMilliseconds(300));
+        var quick = new ExecutionOptions { FlushTimeout = TimeSpan.FromMilliseconds(50) };
+
+        ExecutionResult started = await client.ExecuteAsync("r1", ExecutionMode.Query, "1", quick, Limit());
+        runner.Receive();
+        runner.Send("finished", "{\"exitCode\": 0}");
+        await Eventually.WaitAsync(() => client.ActiveRunHasPendingEnd, "r1's end to arrive");
+        Task<ExecutionResult> second = client.ExecuteAsync("r2", ExecutionMode.Query, "2", null, Limit());
+
+        Assert.Equal(ExecutionStatus.Continued, started.Status);
+        Assert.Equal(("code", "2"), runner.Receive());
+        runner.Send("finished", "{\"exitCode\": 0}");
+        Assert.Equal(ExecutionStatus.Finished, (await second).Status);
         await Assert.ThrowsAsync<NoActiveRunException>(() => client.ExecuteAsync("r1", ExecutionMode.Continue, "", null, Limit()));
+    }
+
+    [Fact]
+    public async Task AnUncollectedRunPastItsExecTimeoutIsInterruptedBeforeTheNextStarts()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+        var options = new ExecutionOptions { FlushTimeout = TimeSpan.FromMilliseconds(50), ExecTimeout = TimeSpan.FromMilliseconds(300) };
+
+        await client.ExecuteAsync("r1", ExecutionMode.Query, "loop", options, Limit());
+        Assert.Equal(("code", "loop"), runner.Receive());
+        Task<ExecutionResult> second = client.ExecuteAsync("r2", ExecutionMode.Query, "2", null, Limit());
+
+        Assert.Equal(("interrupt", ""), runner.Receive());
+        Assert.Equal(("code", "2"), runner.Receive());
+        runner.Send("stderr", "KeyboardInterrupt"); // late output of r1
+        runner.Send("finished", "{\"exitCode\": 1}");  // r1's end
+        runner.Send("stdout", "r2 output");
+        runner.Send("finished", "{\"exitCode\": 0}");
+        ExecutionResult result = await second;
+        Assert.Equal([new("stdout", "r2 output")], result.Console);
+    }
+
+    [Fact]
+    public async Task MediaBecomesAMimeAndDataItemAndHtmlAndLogAreKept()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+
+        Task<ExecutionResult> execute = client.ExecuteAsync("r1", ExecutionMode.Query, "plot()", null, Limit());
+        runner.Receive();
+        runner.Send("stdout", "a");
+        runner.Send("media", """{"type": "image/png", "data": "data:image/png;base64,iVBORw0KGgo="}""");
+        runner.Send("media", """{"type": "image/svg+xml", "data": "<svg/>"}""");
+        runner.Send("stdout", "b");
+        runner.Send("media", "not json");
+        runner.Send("html", "<b>x</b>");
+        runner.Send("log", "a log line");
+        runner.Send("finished", "{\"exitCode\": 0}");
+        ExecutionResult result = await execute;
+
+        Assert.Equal(
+        [
+            new("stdout", "a"),
+            ConsoleItem.Media("image/png", "data:image/png;base64,iVBORw0KGgo="),
+            ConsoleItem.Media("image/svg+xml", "<svg/>"),
+            new("stdout", "b"),
+            ConsoleItem.Media("", "not json"),
+            new("html", "<b>x</b>"),
+            new("log", "a log line"),
+        ], result.Console);
+        string json = result.ToJson();
+        Assert.Contains("""["media",["image/png","data:image/png;base64,iVBORw0KGgo="]]""", json);
+        Assert.Contains("""["stdout","b"]""", json);
+        Assert.Equal(ConsoleItem.Media("image/svg+xml", "<svg/>"), JsonSerializer.Deserialize<ConsoleItem>("""["media",["image/svg+xml","<svg/>"]]"""));
+        Assert.Equal(new ConsoleItem("stdout", "x"), JsonSerializer.Deserialize<ConsoleItem>("""["stdout","x"]"""));
+    }
+
+    [Fact]
+    public async Task BackendAiStatusAndLogLinesOutsideARunAreHandled()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+        long ignoredBefore = client.IgnoredMessages;
+
+        // Backend.AI's runner logs to stderr between runs; half a character must not leak into the next run.
+        runner.Send("stderr", "INFO runner started\n");
+        runner.Send("stderr", Encoding.UTF8.GetBytes("€")[..2]);
+        Task<IReadOnlyDictionary<string, object?>> status = client.GetStatusAsync(Limit());
+        Assert.Equal("status", runner.Receive().Type);
+        // msgpack {"started_at": 1.5}: all Backend.AI's runner sends.
+        runner.Send("status", [0x81, 0xaa, .. "started_at"u8, 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0]);
+        IReadOnlyDictionary<string, object?> map = await status;
+        Task<ExecutionResult> execute = client.ExecuteAsync("r1", ExecutionMode.Query, "x", null, Limit());
+        runner.Receive();
+        runner.Send("stderr", "mine");
+        runner.Send("finished", "{\"exitCode\": 0}");
+        ExecutionResult result = await execute;
+
+        Assert.Equal(1.5, map["started_at"]);
+        Assert.Single(map);
+        Assert.Equal(2, client.IgnoredMessages - ignoredBefore);
+        Assert.Equal([new("stderr", "mine")], result.Console);
+    }
+
+    [Fact]
+    public async Task StartServiceIsSentInBackendAisShape()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+
+        Task<ServiceResult> plain = client.StartServiceAsync(new ServiceDefinition { Name = "jupyter", Ports = [8090, 8091], Protocol = "http" }, Limit());
+        Assert.Equal(("start-service", """{"name":"jupyter","port":8090,"ports":[8090,8091],"protocol":"http","options":{}}"""), runner.Receive());
+        runner.Send("service-result", """{"status": "started"}""");
+        Assert.True((await plain).Succeeded);
+
+        Task<ServiceResult> full = client.StartServiceAsync(new ServiceDefinition
+        {
+            Name = "web",
+            Ports = [8080],
+            Arguments = new Dictionary<string, IReadOnlyList<string>> { ["--flag"] = [], ["--one"] = ["1"], ["--two"] = ["a", "b"] },
+            Envs = new Dictionary<string, string> { ["MODE"] = "x" },
+            Command = ["python3", "-m", "http.server", "{port}"],
+            Environment = new Dictionary<string, string> { ["K"] = "V" },
+            StartTimeoutSeconds = 5,
+        }, Limit());
+        Assert.Equal(("start-service",
+            """{"name":"web","port":8080,"ports":[8080],"protocol":"tcp","options":{"arguments":{"--flag":null,"--one":"1","--two":["a","b"]},"envs":{"MODE":"x"}},"command":["python3","-m","http.server","{port}"],"env":{"K":"V"},"startTimeoutSeconds":5}"""),
+            runner.Receive());
+        runner.Send("service-result", """{"status": "failed", "error": "unsupported service: web"}""");
+        ServiceResult failed = await full;
+        Assert.False(failed.Succeeded);
+        Assert.Equal("unsupported service: web", failed.Error);
+    }
+
+    [Fact]
+    public async Task GetAppsSendsTheNameFilterAndParsesTheAnswer()
+    {
+        using var runner = new FakeRunner();
+        await using KernelRunnerClient client = runner.Connect();
+
+        Task<AppsResult> one = client.GetAppsAsync("jupyter", Limit());
+        Assert.Equal(("get-apps", "jupyter"), runner.Receive());
+        runner.Send("apps-result", """{"status": "done", "data": [{"name": "jupyter", "url_template": "http://{host}:{port}/", "allowed_arguments": ["--NotebookApp.token"], "allowed_envs": ["JUPYTER_TOKEN"]}, {"name": "ttyd"}]}""");
+        AppsResult apps = await one;
+        Task<AppsResult> all = client.GetAppsAsync(Limit());
+        Assert.Equal(("get-apps", ""), runner.Receive());
+        runner.Send("apps-result", "[1, 2]");
+
+        Assert.Equal("done", apps.Status);
+        Assert.Equal(["jupyter", "ttyd"], apps.Apps.Select(app => app.Name));
+        Assert.Equal("http://{host}:{port}/", apps.Apps[0].UrlTemplate);
+        Assert.Equal(["--NotebookApp.token"], apps.Apps[0].AllowedArguments!);
+        Assert.Equal(["JUPYTER_TOKEN"], apps.Apps[0].AllowedEnvs!);
+        Assert.Null(apps.Apps[1].UrlTemplate);
+        Assert.Null(apps.Apps[1].AllowedArguments);
+        InvalidDataException bad = await Assert.ThrowsAsync<InvalidDataException>(() => all);
+        Assert.Contains("not a JSON object", bad.Message);
     }
 
     [Fact]
@@ -324,6 +586,12 @@ public sealed class KernelRunnerClientTests
         Task<ExecutionResult> execute = client.ExecuteAsync("r1", ExecutionMode.Query, "", options, Limit());
         runner.Receive();
         runner.Send("stdout", "first");
-        return await execute;
+        ExecutionResult result = await execute;
+        // A short flush timeout can pass before "first" arrives: continued comes back empty then.
+        while (result.Console.Count == 0)
+        {
+            result = await client.ExecuteAsync("r1", ExecutionMode.Continue, "", options, Limit());
+        }
+        return result;
     }
 }

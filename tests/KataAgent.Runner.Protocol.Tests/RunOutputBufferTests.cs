@@ -25,6 +25,32 @@ public sealed class RunOutputBufferTests
     }
 
     [Fact]
+    public void AMediaItemIsDroppedWholeNeverCut()
+    {
+        var buffer = new RunOutputBuffer(100);
+        buffer.AppendOutput("media", new string('i', 60), "image/png");
+        buffer.AppendOutput("stdout", new string('s', 60));
+
+        (List<ConsoleItem> items, _, long dropped) = buffer.Drain();
+
+        Assert.Equal(60, dropped);
+        Assert.DoesNotContain(items, item => item.Kind == "media");
+        Assert.Equal(new string('s', 60), items[^1].Data);
+        Assert.StartsWith("[kata-agent: 60 characters", items[0].Data);
+    }
+
+    [Fact]
+    public void MediaKeepsItsMimeThroughDrainAndUnread()
+    {
+        var buffer = new RunOutputBuffer(1000);
+        buffer.AppendOutput("media", "<svg/>", "image/svg+xml");
+        (List<ConsoleItem> items, _, _) = buffer.Drain();
+        buffer.Unread(items);
+
+        Assert.Equal([ConsoleItem.Media("image/svg+xml", "<svg/>")], buffer.Drain().Items);
+    }
+
+    [Fact]
     public void DrainStopsAtTheFirstBoundary()
     {
         var buffer = new RunOutputBuffer(1000);

@@ -1,4 +1,5 @@
 using KataAgent.Runner.Protocol;
+using KataAgent.Testing;
 
 namespace KataAgent.Runner.Tests;
 
@@ -48,13 +49,15 @@ public sealed class QueryModeTests(PublishedRunner runner)
         Assert.Equal("Name? ", asking.Text("stdout"));
         Assert.False(asking.Options!.Value.GetProperty("is_password").GetBoolean());
 
-        // One run at a time: a new run is refused while this one waits for input.
-        await Assert.ThrowsAsync<RunInProgressException>(() => host.Client.ExecuteAsync("r2", ExecutionMode.Query, "pass", null, limit));
+        // One run at a time: a new run waits (queued) while this one waits for input, and runs after it.
+        Task<ExecutionResult> queued = host.Client.ExecuteToStatusAsync("r2", ExecutionMode.Query, "print('after', name)", limit);
+        await Eventually.WaitAsync(() => host.Client.QueuedRunIds.Count == 1, "r2 to be queued", cancellationToken: limit);
 
         ExecutionResult answered = await host.Client.ExecuteToStatusAsync("r1", ExecutionMode.Input, "kata ü", limit);
         Assert.Equal(ExecutionStatus.Finished, answered.Status);
         Assert.Equal(0, answered.ExitCode);
         Assert.Equal("hello kata ü\n", answered.Text("stdout"));
+        Assert.Equal("after kata ü\n", (await queued).Text("stdout"));
     }
 
     [Fact]

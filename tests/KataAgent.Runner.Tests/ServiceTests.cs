@@ -1,5 +1,4 @@
 using System.Net.Sockets;
-using System.Text.Json;
 using KataAgent.Runner.Protocol;
 using KataAgent.Testing;
 
@@ -42,9 +41,9 @@ public sealed class ServiceTests(PublishedRunner runner)
         Assert.Equal("running", again.Status);
 
         // get-apps lists service definitions (an empty dir here), not the processes that run.
-        JsonElement apps = await host.Client.GetAppsAsync(limit);
-        Assert.Equal("done", apps.GetProperty("status").GetString());
-        Assert.Empty(apps.GetProperty("data").EnumerateArray());
+        AppsResult apps = await host.Client.GetAppsAsync(limit);
+        Assert.Equal("done", apps.Status);
+        Assert.Empty(apps.Apps);
 
         await host.Client.ShutdownServiceAsync("web", limit);
         await Eventually.WaitAsync(async () => !await AcceptsAsync(port), $"port {port} to stop accepting after the shutdown", cancellationToken: limit);

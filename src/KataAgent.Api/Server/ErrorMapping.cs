@@ -28,6 +28,7 @@ public static class ErrorMapping
         AggregateException { InnerExceptions.Count: > 0 } agg => CodeFor(agg.InnerExceptions[0]),
         InsufficientResourcesException => StatusCode.ResourceExhausted,
         RunInProgressException or NoActiveRunException => StatusCode.FailedPrecondition,
+        RunQueueFullException => StatusCode.ResourceExhausted,
         RunnerUnavailableException => StatusCode.Unavailable,
         ScratchPathException s => s.Error switch
         {

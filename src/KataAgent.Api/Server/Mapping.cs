@@ -101,24 +101,49 @@ public static class Mapping
 
     public static ExecuteReply ToProto(ExecutionEvent e) => e switch
     {
-        OutputEvent o => new ExecuteReply { Output = new V1.ConsoleItem { Kind = o.Item.Kind, Data = o.Item.Data } },
+        OutputEvent o => new ExecuteReply { Output = ToProto(o.Item) },
         ResultEvent r => new ExecuteReply { Result = ToProto(r.Result) },
         _ => throw new InvalidOperationException($"unknown execution event {e.GetType().Name}"),
     };
 
+    public static V1.ConsoleItem ToProto(Runner.Protocol.ConsoleItem item)
+    {
+        var proto = new V1.ConsoleItem { Kind = item.Kind, Data = item.Data };
+        if (item.Mime is { } mime)
+            proto.Mime = mime;
+        return proto;
+    }
+
+    /// <summary>exit_code and options_json are unset (not 0 / "") when the runner gave none.</summary>
     public static V1.ExecutionResult ToProto(Runner.Protocol.ExecutionResult result)
     {
         var proto = new V1.ExecutionResult
         {
             RunId = result.RunId,
             Status = result.Status,
-            OptionsJson = result.Options?.GetRawText() ?? "",
             DroppedCharacters = result.DroppedCharacters,
             RunEnded = result.RunEnded,
         };
         if (result.ExitCode is int code)
             proto.ExitCode = code;
+        if (result.Options is { } options)
+            proto.OptionsJson = options.GetRawText();
         return proto;
+    }
+
+    public static GetAppsReply ToProto(AppsResult apps)
+    {
+        var reply = new GetAppsReply { Json = apps.Json, Status = apps.Status, Error = apps.Error ?? "" };
+        foreach (var app in apps.Apps)
+        {
+            var proto = new V1.ServiceApp { Name = app.Name };
+            if (app.UrlTemplate is { } url)
+                proto.UrlTemplate = url;
+            proto.AllowedArguments.AddRange(app.AllowedArguments ?? []);
+            proto.AllowedEnvs.AddRange(app.AllowedEnvs ?? []);
+            reply.Apps.Add(proto);
+        }
+        return reply;
     }
 
     public static ProtoSessionEvent ToProto(CoreSessionEvent e)

@@ -66,12 +66,18 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
         var options = new ExecutionOptions
         {
             ExecTimeout = request.ExecTimeoutSeconds > 0 ? TimeSpan.FromSeconds(request.ExecTimeoutSeconds) : null,
+            StreamingFlushTimeout = request.HasFlushTimeoutSeconds ? FlushTimeout(request.FlushTimeoutSeconds) : null,
             Clean = request.Clean,
             Build = request.Build,
             Exec = request.Exec,
         };
         return StreamRunAsync(request.KernelId, request.RunId, mode, request.Text, options, responseStream, context);
     }
+
+    private static TimeSpan FlushTimeout(double seconds) =>
+        double.IsFinite(seconds) && seconds >= 0 && seconds <= TimeSpan.FromDays(1).TotalSeconds
+            ? TimeSpan.FromSeconds(seconds)
+            : throw new ArgumentException($"flush_timeout_seconds must be between 0 and 86400 (got {seconds})");
 
     public override Task SendInput(SendInputRequest request, IServerStreamWriter<ExecuteReply> responseStream, ServerCallContext context) =>
         StreamRunAsync(request.KernelId, request.RunId, Runner.Protocol.ExecutionMode.Input, request.Text, new ExecutionOptions(), responseStream, context);
@@ -173,16 +179,21 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
     public override async Task<StartServiceReply> StartService(StartServiceRequest request, ServerCallContext context)
     {
         var session = agent.GetSession(RequireKernelId(request.KernelId));
-        if (string.IsNullOrEmpty(request.Name) || request.Command.Count == 0)
-            throw new ArgumentException("a service needs a name and a command");
+        if (string.IsNullOrWhiteSpace(request.Name))
+            throw new ArgumentException("a service needs a name (the app to start, e.g. jupyter or ttyd)");
+        // No command: the runner resolves the name, as with Backend.AI's agent; a command is our extension.
         var result = await session.Runner.StartServiceAsync(new ServiceDefinition
         {
             Name = request.Name,
-            Command = request.Command.ToList(),
+            Command = request.Command.Count > 0 ? request.Command.ToList() : null,
             Ports = request.Ports.ToList(),
             Protocol = string.IsNullOrEmpty(request.Protocol) ? "tcp" : request.Protocol,
+            Arguments = request.Arguments.Count > 0
+                ? request.Arguments.ToDictionary(a => a.Key, a => (IReadOnlyList<string>)a.Value.Values.ToList(), StringComparer.Ordinal)
+                : null,
+            Envs = request.Envs.Count > 0 ? new Dictionary<string, string>(request.Envs, StringComparer.Ordinal) : null,
             Environment = new Dictionary<string, string>(request.Environment, StringComparer.Ordinal),
-            StartTimeoutSeconds = request.StartTimeoutSeconds > 0 ? request.StartTimeoutSeconds : 30,
+            StartTimeoutSeconds = request.StartTimeoutSeconds > 0 ? request.StartTimeoutSeconds : null,
         }, context.CancellationToken);
         return new StartServiceReply { Status = result.Status, Error = result.Error ?? "" };
     }
@@ -194,11 +205,19 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
         return new StopServiceReply();
     }
 
-    public override async Task<GetAppsReply> GetApps(SessionRef request, ServerCallContext context)
+    public override async Task<GetAppsReply> GetApps(GetAppsRequest request, ServerCallContext context)
     {
         var session = agent.GetSession(RequireKernelId(request.KernelId));
-        var apps = await session.Runner.GetAppsAsync(context.CancellationToken);
-        return new GetAppsReply { Json = apps.GetRawText() };
+        AppsResult apps;
+        try
+        {
+            apps = await session.Runner.GetAppsAsync(request.Name, context.CancellationToken);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new RpcException(new Status(StatusCode.Internal, $"session {request.KernelId}: {e.Message}"));
+        }
+        return Mapping.ToProto(apps);
     }
 
     public override async Task<SessionInfo> RestartSession(SessionRef request, ServerCallContext context)

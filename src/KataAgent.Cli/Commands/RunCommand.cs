@@ -14,6 +14,7 @@ internal static class RunCommand
         var timeout = new Option<double?>("--timeout") { Description = "Stop the code after this many seconds (exit code 124)" };
         var keep = new Option<bool>("--keep") { Description = "Keep the session afterwards (prints its id; remove it with session rm)" };
         var raw = Runs.RawOption();
+        var media = new MediaWriter.Options();
         var args = new Argument<string[]>("IMAGE/FILE")
         {
             Description = $"[IMAGE] [FILE | -]: the image (default {BaseImages.DefaultImage}) and the file to run (- reads stdin)",
@@ -21,6 +22,7 @@ internal static class RunCommand
         };
         var command = new Command("run", $"""
             Run code in a fresh session and remove it afterwards; output streams live, the exit code is the code's.
+            Media output (plots, images) is written to files in ./kata-agent-media (see --media-dir).
             Uses a running 'kata-agent serve' if there is one, else starts an agent in this process.
 
             Examples:
@@ -34,12 +36,15 @@ internal static class RunCommand
         command.Options.Add(timeout);
         command.Options.Add(keep);
         command.Options.Add(raw);
+        media.AddTo(command);
         command.Arguments.Add(args);
         command.SetAction(async (parse, ct) =>
         {
             var (image, file) = SplitArguments(parse.GetValue(args) ?? [], parse.GetValue(code) is not null);
             var text = await Runs.ReadCodeAsync(parse.GetValue(code), file, ct);
             var request = session.ToRequest(parse, image);
+            var runId = Runs.NewRunId();
+            var mediaWriter = media.Create(parse, runId);
 
             await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: true, ct);
             var client = connection.Client;
@@ -54,14 +59,14 @@ internal static class RunCommand
                 var start = new ExecuteRequest
                 {
                     KernelId = created.KernelId,
-                    RunId = Runs.NewRunId(),
+                    RunId = runId,
                     Mode = ExecutionMode.Query,
                     Text = text,
                     ExecTimeoutSeconds = parse.GetValue(timeout) ?? 0,
                 };
                 // With the code on stdin, input() answers come from the terminal.
                 var input = file == "-" && File.Exists("/dev/tty") ? OpenTty() : Console.In;
-                return await Runs.RunToEndAsync(client, start, input, parse.GetValue(raw), ct);
+                return await Runs.RunToEndAsync(client, start, input, parse.GetValue(raw), mediaWriter, ct);
             }
             finally
             {

@@ -16,9 +16,10 @@ internal static class Runs
         Description = "Write the code's output byte for byte even to a terminal (by default escape sequences other than colours are shown escaped there; pipes and files always get it raw)",
     };
 
-    public static async Task<int> RunToEndAsync(ApiClient client, ExecuteRequest start, TextReader input, bool raw, CancellationToken cancellationToken)
+    public static async Task<int> RunToEndAsync(ApiClient client, ExecuteRequest start, TextReader input, bool raw, MediaWriter media,
+        CancellationToken cancellationToken)
     {
-        var output = new OutputWriter(raw);
+        var output = new OutputWriter(raw, media);
         var result = await StreamAsync(client.Sessions.Execute(start, cancellationToken: cancellationToken), output, cancellationToken);
         while (true)
         {
@@ -71,7 +72,7 @@ internal static class Runs
     }
 
     /// <summary>Where a run's console items go, escaped for a terminal unless raw.</summary>
-    internal sealed class OutputWriter(bool raw)
+    internal sealed class OutputWriter(bool raw, MediaWriter media)
     {
         private readonly bool _escapeOut = TerminalText.ShouldEscape(!Console.IsOutputRedirected, raw);
         private readonly bool _escapeErr = TerminalText.ShouldEscape(!Console.IsErrorRedirected, raw);
@@ -89,7 +90,8 @@ internal static class Runs
                     Console.Error.Flush();
                     break;
                 case "media":
-                    Console.Error.WriteLine($"[media output: {TerminalText.Name(Truncate(item.Data))}]");
+                    Console.Error.WriteLine(TerminalText.Name(media.Write(item)));
+                    Console.Error.Flush();
                     break;
                 default:
                     Console.Error.WriteLine($"[{TerminalText.Name(item.Kind)}] {TerminalText.Name(Truncate(item.Data))}");

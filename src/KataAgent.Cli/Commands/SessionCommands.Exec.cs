@@ -15,8 +15,11 @@ internal static partial class SessionCommands
         var exec = new Option<string?>("--exec") { Description = "Batch mode: shell command to run (its exit code is ours)" };
         var timeout = new Option<double?>("--timeout") { Description = "Stop the run after this many seconds (exit code 124)" };
         var raw = Runs.RawOption();
+        var media = new MediaWriter.Options();
         var command = new Command("exec", """
             Run code in a session; output streams live, input() is answered from stdin, the exit code is the code's.
+            Media output (plots, images) is written to files in ./kata-agent-media (see --media-dir).
+            Runs started while another runs in the session wait for their turn.
 
             Examples:
               kata-agent session exec $id -c 'print(6*7)'
@@ -27,6 +30,7 @@ internal static partial class SessionCommands
         command.Arguments.Add(file);
         foreach (var o in new Option[] { code, build, exec, timeout, raw })
             command.Options.Add(o);
+        media.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
             var request = new ExecuteRequest
@@ -49,7 +53,7 @@ internal static partial class SessionCommands
                 request.Text = await Runs.ReadCodeAsync(parse.GetValue(code), parse.GetValue(file), ct);
             }
             await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: false, ct);
-            return await Runs.RunToEndAsync(connection.Client, request, Console.In, parse.GetValue(raw), ct);
+            return await Runs.RunToEndAsync(connection.Client, request, Console.In, parse.GetValue(raw), media.Create(parse, request.RunId), ct);
         });
         return command;
     }
@@ -65,11 +69,13 @@ internal static partial class SessionCommands
         command.Arguments.Add(text);
         var raw2 = Runs.RawOption();
         command.Options.Add(raw2);
+        var media2 = new MediaWriter.Options();
+        media2.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
             await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: false, ct);
             var request = new ExecuteRequest { KernelId = parse.GetValue(id)!, RunId = parse.GetValue(run)!, Mode = ExecutionMode.Input, Text = parse.GetValue(text)! };
-            return await Runs.RunToEndAsync(connection.Client, request, Console.In, parse.GetValue(raw2), ct);
+            return await Runs.RunToEndAsync(connection.Client, request, Console.In, parse.GetValue(raw2), media2.Create(parse, request.RunId), ct);
         });
         return command;
     }

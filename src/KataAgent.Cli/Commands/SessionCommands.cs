@@ -5,7 +5,7 @@ namespace KataAgent.Cli.Commands;
 /// <summary>
 /// `kata-agent session ...`: sessions of a running serve. The subcommands live in one file per subject:
 /// SessionCommands.Lifecycle.cs (create, rm, restart, commit), .Inspect.cs (ls, show, logs, stats),
-/// .Exec.cs (exec, input, interrupt) and .Files.cs (cp, files).
+/// .Exec.cs (exec, input, interrupt), .Files.cs (cp, files) and .Services.cs (service start, stop, apps).
 /// </summary>
 internal static partial class SessionCommands
 {
@@ -35,6 +35,7 @@ internal static partial class SessionCommands
         command.Subcommands.Add(LogsCommand());
         command.Subcommands.Add(StatsCommand());
         command.Subcommands.Add(CommitCommand());
+        command.Subcommands.Add(ServiceCommand());
         return command;
     }
 

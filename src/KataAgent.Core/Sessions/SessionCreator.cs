@@ -568,8 +568,12 @@ public sealed partial class SessionCreator(SessionServices services)
     }
 
     /// <summary>The one place the agent asks a runner for its apps (all of them).</summary>
-    private static Task<System.Text.Json.JsonElement> QueryAppsAsync(KernelRunnerClient runner, CancellationToken ct) =>
-        runner.GetAppsAsync(ct);
+    private static async Task<System.Text.Json.JsonElement> QueryAppsAsync(KernelRunnerClient runner, CancellationToken ct)
+    {
+        var apps = await runner.GetAppsAsync("", ct).ConfigureAwait(false);
+        using var document = System.Text.Json.JsonDocument.Parse(apps.Json);
+        return document.RootElement.Clone();
+    }
 
     private async Task<Session> RegisterAsync(Session session, UndoStack undo, CancellationToken ct)
     {
