@@ -35,17 +35,49 @@ public sealed partial class BuiltInServiceTests(PublishedRunner runner)
         }
     }
 
-    [SkippableFact]
-    public async Task Ttyd_serves_a_terminal_when_installed()
+    // ttyd has no Debian 12 package: a stand-in on the session's PATH records how the runner starts it and serves a page.
+    private const string TtydStandIn = """
+        #!/usr/bin/python3
+        import http.server, os, sys
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'argv.txt'), 'w') as f:
+            f.write('\n'.join(sys.argv[1:]))
+        port = int(sys.argv[sys.argv.index('-p') + 1])
+        class Page(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b'<html>stand-in ttyd</html>')
+            def log_message(self, *args):
+                pass
+        http.server.HTTPServer(('127.0.0.1', port), Page).serve_forever()
+        """;
+
+    [Fact]
+    public async Task Ttyd_on_the_path_is_started_on_the_requested_port_with_a_shared_tmux_session()
     {
-        Skip.If(Find("ttyd") is null, "ttyd is missing on this host (Debian 12 has no ttyd package); the built-in ttyd service is not tested");
-        await using RunnerHost host = await ServiceDefinitionTests.StartWithDefinitionsAsync(runner, []);
+        string? tmux = Find("tmux");
+        Assert.True(tmux is not null, "tmux is missing (scripts/setup.sh installs it)");
+        string bin = "";
+        await using RunnerHost host = await RunnerHost.StartAsync(runner, prepared =>
+        {
+            bin = Directory.CreateDirectory(Path.Combine(prepared.Root, "bin")).FullName;
+            File.WriteAllText(Path.Combine(bin, "ttyd"), TtydStandIn);
+            File.SetUnixFileMode(Path.Combine(bin, "ttyd"), (UnixFileMode)0b111_101_101);
+            File.AppendAllText(Path.Combine(prepared.ConfigDir, "environ.txt"), $"PATH={bin}:/usr/local/bin:/usr/bin:/bin\n");
+        });
         using RawRunnerLink link = await RawRunnerLink.TakeOverAsync(host, RunnerTestHelpers.Limit());
         int port = RunnerHost.FreePort();
 
         JsonElement result = await link.StartServiceAsync(new { name = "ttyd", port, ports = new[] { port }, protocol = "http", options = new { } });
         Assert.True(result.GetProperty("status").GetString() == "started", $"{result}\n{host.Log}");
-        Assert.Contains("<html", await ServiceDefinitionTests.GetAsync(port), StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("stand-in ttyd", await ServiceDefinitionTests.GetAsync(port), StringComparison.Ordinal);
+
+        string[] argv = File.ReadAllLines(Path.Combine(bin, "argv.txt"));
+        string shell = new[] { "zsh", "bash", "ash" }.FirstOrDefault(candidate => File.Exists($"/bin/{candidate}")) ?? "sh";
+        Assert.Equal(["-W", "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-i", "127.0.0.1", $"/bin/{shell}", "-c",
+            $"export SHELL=/bin/{shell}; exec {tmux} -2 new-session -A -s main"], argv);
+        JsonElement again = await link.StartServiceAsync(new { name = "ttyd", port, ports = new[] { port }, protocol = "http" });
+        Assert.Equal("running", again.GetProperty("status").GetString());
     }
 
     [SkippableFact]
