@@ -78,8 +78,7 @@ public abstract class BackendAiImageTestsBase(BackendAiFixture fixture, string r
 
     private static CancellationToken Limit() => new CancellationTokenSource(TimeSpan.FromMinutes(2)).Token;
 
-    private static string Out(ExecutionResult r, string kind = "stdout") =>
-        string.Concat(r.Console.Where(c => c.Kind == kind).Select(c => c.Data));
+    private static string Out(ExecutionResult r) => RunEvents.Out(r);
 
     /// <summary>One run through the session's client, continued to its end (input answered by <paramref name="answer"/>).</summary>
     private static async Task<(ExecutionResult Result, List<ConsoleItem> Console, List<string> Statuses)> RunToEndAsync(

@@ -36,25 +36,9 @@ public abstract class ImageSessionTestsBase(AgentFixture fixture, string runtime
         return result with { Console = console };
     }
 
-    private static async Task<ExecutionResult> CollectAsync(IAsyncEnumerable<ExecutionEvent> events)
-    {
-        var console = new List<ConsoleItem>();
-        await foreach (var e in events)
-        {
-            switch (e)
-            {
-                case OutputEvent o:
-                    console.Add(o.Item);
-                    break;
-                case ResultEvent r:
-                    return r.Result with { Console = console };
-            }
-        }
-        throw new InvalidOperationException("the run produced no result");
-    }
+    private static Task<ExecutionResult> CollectAsync(IAsyncEnumerable<ExecutionEvent> events) => RunEvents.CollectAsync(events);
 
-    protected static string Out(ExecutionResult r, string kind = "stdout") =>
-        string.Concat(r.Console.Where(c => c.Kind == kind).Select(c => c.Data));
+    protected static string Out(ExecutionResult r, string kind = "stdout") => RunEvents.Out(r, kind);
 
     [Fact]
     public async Task A_derived_image_carries_its_files_and_labels_into_the_session()

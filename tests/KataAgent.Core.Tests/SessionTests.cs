@@ -37,33 +37,11 @@ public abstract class SessionTestsBase(AgentFixture fixture, string runtime)
         return result with { Console = console };
     }
 
-    /// <summary>The streamed output folded into the final result's console.</summary>
-    protected static async Task<ExecutionResult> CollectAsync(IAsyncEnumerable<ExecutionEvent> events)
-    {
-        await using var e = events.GetAsyncEnumerator();
-        return await CollectAsync(e);
-    }
+    protected static Task<ExecutionResult> CollectAsync(IAsyncEnumerable<ExecutionEvent> events) => RunEvents.CollectAsync(events);
 
-    /// <summary>The rest of a run's streamed output folded into its final result's console.</summary>
-    protected static async Task<ExecutionResult> CollectAsync(IAsyncEnumerator<ExecutionEvent> events)
-    {
-        var console = new List<ConsoleItem>();
-        while (await events.MoveNextAsync())
-        {
-            switch (events.Current)
-            {
-                case OutputEvent o:
-                    console.Add(o.Item);
-                    break;
-                case ResultEvent r:
-                    return r.Result with { Console = console };
-            }
-        }
-        throw new InvalidOperationException("the run produced no result");
-    }
+    protected static Task<ExecutionResult> CollectAsync(IAsyncEnumerator<ExecutionEvent> events) => RunEvents.CollectAsync(events);
 
-    protected static string Out(ExecutionResult r, string kind = "stdout") =>
-        string.Concat(r.Console.Where(c => c.Kind == kind).Select(c => c.Data));
+    protected static string Out(ExecutionResult r, string kind = "stdout") => RunEvents.Out(r, kind);
 
     [Fact]
     public async Task Query_mode_keeps_state_and_reports_errors()
