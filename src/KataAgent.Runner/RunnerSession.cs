@@ -104,7 +104,7 @@ internal sealed class RunnerSession : IDisposable
 
     private byte[] DescribeStatus(double startedAt)
     {
-        bool busy = _worker.Current is not null || _worker.QueuedRuns > 0;
+        bool busy = _worker.IsBusy;
         return new MessagePackMap()
             .Add("started_at", startedAt)
             .Add("status", _worker.IsBootstrapping ? "bootstrapping" : busy ? "busy" : "idle")

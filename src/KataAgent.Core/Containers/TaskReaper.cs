@@ -28,14 +28,14 @@ public static partial class TaskReaper
         if (task.Status is TaskStatus.Running or TaskStatus.Paused or TaskStatus.Pausing)
         {
             if (task.Status != TaskStatus.Running)
-                await TryAsync(() => client.Tasks.ResumeAsync(id, cancellationToken)).ConfigureAwait(false);
+                await TryAsync(() => client.Tasks.ResumeAsync(id, cancellationToken), logger).ConfigureAwait(false);
             if (stopSignal != SigKill && grace > TimeSpan.Zero)
             {
-                await TryAsync(() => client.Tasks.KillAsync(id, stopSignal, cancellationToken: cancellationToken)).ConfigureAwait(false);
+                await TryAsync(() => client.Tasks.KillAsync(id, stopSignal, cancellationToken: cancellationToken), logger).ConfigureAwait(false);
                 if (await WaitExitAsync(client, id, grace, cancellationToken).ConfigureAwait(false))
                     goto delete;
             }
-            await TryAsync(() => client.Tasks.KillAsync(id, SigKill, all: true, cancellationToken: cancellationToken)).ConfigureAwait(false);
+            await TryAsync(() => client.Tasks.KillAsync(id, SigKill, all: true, cancellationToken: cancellationToken), logger).ConfigureAwait(false);
             if (!await WaitExitAsync(client, id, TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false))
                 logger.LogWarning("task {Id} did not exit after SIGKILL", id);
         }
@@ -103,7 +103,12 @@ public static partial class TaskReaper
         }
     }
 
-    private static async Task TryAsync(Func<Task> action)
+    /// <summary>
+    /// A signal or resume that fails does not stop the reap: the task may have died between the look-up and the call
+    /// (runsc answers "sandbox is not running" with an unknown code). The wait and the delete that follow are what
+    /// decide; a task that really cannot go makes the delete fail.
+    /// </summary>
+    private static async Task TryAsync(Func<Task> action, ILogger logger)
     {
         try
         {
@@ -114,6 +119,10 @@ public static partial class TaskReaper
         }
         catch (ContainerdFailedPreconditionException)
         {
+        }
+        catch (ContainerdException e)
+        {
+            logger.LogInformation("reap: {Message} (going on to the delete)", e.Message);
         }
     }
 }

@@ -144,5 +144,27 @@ public sealed class ScratchDisks(string imageDir, string scratchRoot, ILogger lo
         // A session made without a quota (or an agent that never made a disk) has no image, nor maybe the folder.
         if (File.Exists(image))
             File.Delete(image);
+        await WaitForLoopReleaseAsync(image, cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// Autoclear (and a detach of a device still open) frees the loop device only when its last opener closes it, and
+    /// udev's probe of the unmounted device may hold it for a moment after umount returns. Destroy promises nothing is
+    /// left when it returns, so it waits for the release (bounded) rather than reporting success early.
+    /// </summary>
+    private async Task WaitForLoopReleaseAsync(string image, CancellationToken cancellationToken)
+    {
+        var deadline = DateTime.UtcNow + LoopReleaseTimeout;
+        while (HostMounts.LoopDevices().Any(l => l.BackingFile == image))
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                logger.LogWarning("loop device of {Image} still attached {Timeout} after its detach; the kernel frees it with its last user", image, LoopReleaseTimeout);
+                return;
+            }
+            await Task.Delay(20, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private static readonly TimeSpan LoopReleaseTimeout = TimeSpan.FromSeconds(10);
 }

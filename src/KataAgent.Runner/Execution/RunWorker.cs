@@ -19,6 +19,8 @@ internal sealed class RunWorker
     private volatile IRunControl? _current;
     private volatile bool _bootstrapping = true;
     private int _queued;
+    private int _outstanding;
+    private int _endSent;
     private int? _failedBuildExitCode;
     private ShellJob? _currentShell;
     private readonly UserInputServer _inputServer;
@@ -30,6 +32,7 @@ internal sealed class RunWorker
         _link = link;
         _interpreter = interpreter;
         _inputServer = inputServer;
+        _link.RunEnding += OnRunEnding;
     }
 
     /// <summary>Completes with the Unix time (seconds) at which start-up work finished.</summary>
@@ -41,8 +44,12 @@ internal sealed class RunWorker
 
     public int QueuedRuns => Volatile.Read(ref _queued);
 
+    /// <summary>A run is waiting or running and its end message has not been queued yet.</summary>
+    public bool IsBusy => Volatile.Read(ref _outstanding) > 0;
+
     public void Enqueue(AgentMessage message)
     {
+        Interlocked.Increment(ref _outstanding);
         Interlocked.Increment(ref _queued);
         _ = _queue.Writer.TryWrite(message);
     }
@@ -71,6 +78,7 @@ internal sealed class RunWorker
         {
             await foreach (AgentMessage message in _queue.Reader.ReadAllAsync(stopping))
             {
+                Volatile.Write(ref _endSent, 0);
                 Interlocked.Decrement(ref _queued);
                 try
                 {
@@ -90,11 +98,26 @@ internal sealed class RunWorker
                 finally
                 {
                     _current = null;
+                    MarkEnded(); // a step that failed before its end message
                 }
             }
         }
         catch (OperationCanceledException)
         {
+        }
+    }
+
+    private void OnRunEnding()
+    {
+        _current = null;
+        MarkEnded();
+    }
+
+    private void MarkEnded()
+    {
+        if (Interlocked.Exchange(ref _endSent, 1) == 0)
+        {
+            Interlocked.Decrement(ref _outstanding);
         }
     }
 

@@ -117,12 +117,20 @@ internal sealed class AgentLink : IDisposable
         {
             return;
         }
+        if (type is "finished" or "clean-finished" or "build-finished")
+        {
+            // Before the end goes out: a status asked the moment the agent sees it must already read idle.
+            RunEnding?.Invoke();
+        }
         lock (_queueGate)
         {
             _runOutput.Enqueue((type, payload));
         }
         _queued.Release();
     }
+
+    /// <summary>Raised just before a run's end message is queued for the agent.</summary>
+    public event Action? RunEnding;
 
     public void SendRunOutput(string type, string payload) => SendRunOutput(type, Encoding.UTF8.GetBytes(payload));
 
