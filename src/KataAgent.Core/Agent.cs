@@ -247,6 +247,7 @@ public sealed partial class Agent : IAsyncDisposable
         ExecutionOptions? options = null, CancellationToken cancellationToken = default)
     {
         var session = GetSession(kernelId);
+        RefuseIfPaused(session);
         CheckImageOffers(session.Record, mode);
         return session.Runner.ExecuteStreamingAsync(runId, mode, text, options, cancellationToken);
     }
@@ -270,8 +271,12 @@ public sealed partial class Agent : IAsyncDisposable
         }
     }
 
-    public Task InterruptAsync(string kernelId, CancellationToken cancellationToken = default) =>
-        GetSession(kernelId).Runner.InterruptAsync(cancellationToken);
+    public Task InterruptAsync(string kernelId, CancellationToken cancellationToken = default)
+    {
+        var session = GetSession(kernelId);
+        RefuseIfPaused(session);
+        return session.Runner.InterruptAsync(cancellationToken);
+    }
 
     public ScratchFiles Files(string kernelId) =>
         ScratchDirectory.Open(Options.ScratchRoot, GetSession(kernelId).KernelId, new ScratchFilesOptions

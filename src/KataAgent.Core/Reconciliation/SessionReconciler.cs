@@ -76,8 +76,15 @@ internal sealed partial class SessionReconciler
             });
             await _services.Store.SaveAsync(record, cancellationToken).ConfigureAwait(false);
 #pragma warning disable CA2000 // the registry owns the session (and its runner client) from here on
-            _registry.Register(new Session(record, NewRunnerClient(record)));
+            var session = new Session(record, NewRunnerClient(record));
 #pragma warning restore CA2000
+            // A session paused before the restart stays paused, and says so.
+            if ((await Containerd.Tasks.FindAsync(record.ContainerId, cancellationToken).ConfigureAwait(false))?.Status
+                is global::Containerd.V1.Types.Status.Paused or global::Containerd.V1.Types.Status.Pausing)
+            {
+                session.TrySetPaused(true);
+            }
+            _registry.Register(session);
             _services.LogRelays.Start(record.KernelId, record.LogPath);
             _logger.LogInformation("recovered session {KernelId}", record.KernelId);
         }
@@ -165,7 +172,7 @@ internal sealed partial class SessionReconciler
     /// <summary>After the event stream broke, exits may have been missed: ask containerd directly.</summary>
     public async Task ReconcileAfterGapAsync(CancellationToken cancellationToken)
     {
-        foreach (var session in _registry.Sessions.Where(s => s.State == SessionState.Running))
+        foreach (var session in _registry.Sessions.Where(s => s.State is SessionState.Running or SessionState.Paused))
         {
             if (await Containerd.Tasks.FindEndedAsync(session.Record.ContainerId, cancellationToken).ConfigureAwait(false) is { } ended)
             {

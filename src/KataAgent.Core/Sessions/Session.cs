@@ -36,6 +36,22 @@ public sealed class Session(SessionRecord record, KernelRunnerClient runner) : I
 
     internal void MarkOutOfMemory() => OutOfMemory = true;
 
+    /// <summary>Serialises pause, resume and commit of this session (each freezes or thaws its task).</summary>
+    internal SemaphoreSlim FreezeGate { get; } = new(1, 1);
+
+    /// <summary>Running ⇄ Paused only; returns whether it changed (false for a session that is not running/paused).</summary>
+    internal bool TrySetPaused(bool paused)
+    {
+        lock (_gate)
+        {
+            var (from, to) = paused ? (SessionState.Running, SessionState.Paused) : (SessionState.Paused, SessionState.Running);
+            if (_state != from)
+                return false;
+            _state = to;
+            return true;
+        }
+    }
+
     public ValueTask DisposeAsync() => Runner.DisposeAsync();
 }
 
