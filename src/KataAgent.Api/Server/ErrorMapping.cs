@@ -48,6 +48,7 @@ public static class ErrorMapping
         ImageNameTakenException => StatusCode.AlreadyExists,
         Core.Commit.ImageExistsException => StatusCode.AlreadyExists,
         Core.Commit.CommitInProgressException => StatusCode.FailedPrecondition,
+        SessionPausedException => StatusCode.FailedPrecondition,
         Images.Registry.RegistryNotFoundException => StatusCode.NotFound,
         Images.Registry.RegistryAuthenticationException => StatusCode.PermissionDenied,
         Images.Registry.RegistryUnavailableException => StatusCode.Unavailable,

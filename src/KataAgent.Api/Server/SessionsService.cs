@@ -90,6 +90,8 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
             throw new ArgumentException("run_id is required (any string naming this run; reuse it for input and continue)");
         var session = agent.GetSession(kernelId);
         // Nothing answers in a session whose process is gone: say so instead of waiting for output forever.
+        if (session.State == SessionState.Paused)
+            throw new SessionPausedException(kernelId);
         if (session.State is not SessionState.Running)
         {
             throw new RpcException(new Status(StatusCode.FailedPrecondition, session.State == SessionState.Exited
@@ -246,8 +248,19 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
         }
     }
 
-    public override async Task<V1.SessionStats> GetStats(SessionRef request, ServerCallContext context) =>
-        Mapping.ToProto(await agent.GetStatsAsync(RequireKernelId(request.KernelId), context.CancellationToken));
+    public override async Task<V1.SessionStats> GetStats(SessionRef request, ServerCallContext context)
+    {
+        var kernelId = RequireKernelId(request.KernelId);
+        var stats = Mapping.ToProto(await agent.GetStatsAsync(kernelId, context.CancellationToken));
+        stats.State = Mapping.StateName(agent.GetSession(kernelId).State);
+        return stats;
+    }
+
+    public override async Task<SessionInfo> PauseSession(SessionRef request, ServerCallContext context) =>
+        Mapping.ToProto(await agent.PauseSessionAsync(RequireKernelId(request.KernelId), context.CancellationToken));
+
+    public override async Task<SessionInfo> ResumeSession(SessionRef request, ServerCallContext context) =>
+        Mapping.ToProto(await agent.ResumeSessionAsync(RequireKernelId(request.KernelId), context.CancellationToken));
 
     public override async Task<CommitSessionReply> CommitSession(CommitSessionRequest request, ServerCallContext context)
     {

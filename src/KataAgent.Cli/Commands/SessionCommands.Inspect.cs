@@ -142,6 +142,7 @@ internal static partial class SessionCommands
             static string Bytes(ulong? v) => v is ulong b ? Sizes.Format((long)Math.Min(b, long.MaxValue)) : "-";
             var grid = new Grid().AddColumn().AddColumn();
             void Row(string k, string v) => grid.AddRow(new Text(k), new Text(v));
+            Row("state", s.State.Length > 0 ? s.State : "-");
             Row("cpu", s.HasCpuPercent ? s.CpuPercent.ToString("0.0", CultureInfo.InvariantCulture) + " %" : "-");
             Row("cpu time", TimeSpan.FromTicks((long)(s.CpuUsageNanos / 100)).ToString(@"hh\:mm\:ss\.ff", CultureInfo.InvariantCulture));
             Row("memory", $"{Bytes(s.MemoryUsageBytes)} (peak {Bytes(s.MemoryPeakBytes)}, limit {(s.HasMemoryLimitBytes ? Bytes(s.MemoryLimitBytes) : "-")})");
