@@ -153,6 +153,31 @@ public abstract class PauseTestsBase(AgentFixture fixture, string runtime, ITest
     }
 
     [Fact]
+    public async Task Committing_a_paused_session_leaves_it_paused()
+    {
+        var name = $"kata-agent-test/pause-commit:{Guid.NewGuid().ToString("N")[..8]}";
+        var session = await Agent.CreateSessionAsync(new SessionRequest { Image = fixture.ImageName, RuntimeClass = runtime });
+        try
+        {
+            await SessionCode.RunAsync(Agent, session, "open('/home/work/x.txt', 'w').write('x')\nkept = 7");
+            await Agent.PauseSessionAsync(session.KernelId);
+            var committed = await Agent.CommitAsync(session.KernelId, name);
+            // The committer froze nothing itself, so it thawed nothing: the user's pause stands.
+            Assert.Equal(TimeSpan.Zero, committed.PausedFor);
+            Assert.Equal(SessionState.Paused, session.State);
+            Assert.Equal(TaskStatus.Paused, (await Agent.Containerd.Tasks.GetAsync(session.Record.ContainerId)).Status);
+            await Agent.ResumeSessionAsync(session.KernelId);
+            Assert.Equal("7\n", await SessionCode.RunAsync(Agent, session, "print(kept)"));
+        }
+        finally
+        {
+            await Agent.DestroySessionAsync(session.KernelId);
+            if (await Agent.Containerd.Images.FindAsync(name) is not null)
+                await Agent.Containerd.Images.DeleteAsync(name, sync: true);
+        }
+    }
+
+    [Fact]
     public async Task Resuming_a_running_session_changes_nothing_and_an_unknown_session_is_not_found()
     {
         var session = await Agent.CreateSessionAsync(new SessionRequest { Image = fixture.ImageName, RuntimeClass = runtime });
