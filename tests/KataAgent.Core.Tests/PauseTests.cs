@@ -178,6 +178,28 @@ public abstract class PauseTestsBase(AgentFixture fixture, string runtime, ITest
     }
 
     [Fact]
+    public async Task A_paused_session_is_recovered_paused_after_an_agent_restart()
+    {
+        var session = await Agent.CreateSessionAsync(new SessionRequest { Image = fixture.ImageName, RuntimeClass = runtime });
+        var kernelId = session.KernelId;
+        try
+        {
+            await SessionCode.RunAsync(Agent, session, "kept = 'across the restart'");
+            await Agent.PauseSessionAsync(kernelId);
+            await fixture.RestartAgentAsync();
+            var recovered = Agent.GetSession(kernelId);
+            Assert.Equal(SessionState.Paused, recovered.State);
+            Assert.Throws<SessionPausedException>(() => Agent.ExecuteAsync(kernelId, "refused", ExecutionMode.Query, "print(kept)"));
+            await Agent.ResumeSessionAsync(kernelId);
+            Assert.Equal("across the restart\n", await SessionCode.RunAsync(Agent, recovered, "print(kept)"));
+        }
+        finally
+        {
+            await Agent.DestroySessionAsync(kernelId);
+        }
+    }
+
+    [Fact]
     public async Task Resuming_a_running_session_changes_nothing_and_an_unknown_session_is_not_found()
     {
         var session = await Agent.CreateSessionAsync(new SessionRequest { Image = fixture.ImageName, RuntimeClass = runtime });
