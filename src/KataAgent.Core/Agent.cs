@@ -214,6 +214,12 @@ public sealed partial class Agent : IAsyncDisposable
             session = await Creator.CreateAsync(request, progress, cancellationToken).ConfigureAwait(false);
             _registry.Register(session);
         }
+        catch (SessionCreateException e)
+        {
+            // Rolled back, but remembered: GetSession answers create-failed (with the step) rather than "no session".
+            _registry.AddEnded(new SessionTombstone(RecordOfFailedCreate(request, request.KernelId), SessionEndReason.CreateFailed(e.Step, DateTimeOffset.UtcNow), null, false));
+            throw;
+        }
         finally
         {
             _registry.EndCreating(request.KernelId);
@@ -227,6 +233,21 @@ public sealed partial class Agent : IAsyncDisposable
         _registry.Publish(new SessionEvent(session.KernelId, "started", session.State, null, DateTimeOffset.UtcNow));
         return session;
     }
+
+    /// <summary>What a create that failed was asked for, as much of a record as a tombstone shows.</summary>
+    private SessionRecord RecordOfFailedCreate(SessionRequest request, string kernelId) => new()
+    {
+        KernelId = kernelId,
+        SessionId = request.SessionId ?? kernelId,
+        ContainerId = kernelId,
+        Image = request.Image,
+        RuntimeClass = request.RuntimeClass ?? Options.DefaultRuntimeClass,
+        Cpus = request.Cpus ?? Options.Resources.DefaultCpus,
+        MemoryBytes = request.MemoryBytes ?? Options.Resources.DefaultMemoryBytes,
+        ShmBytes = request.ShmBytes ?? 0,
+        Request = request,
+        CreatedAt = DateTimeOffset.UtcNow,
+    };
 
     public IReadOnlyList<Session> Sessions => _registry.Sessions.OrderBy(s => s.Record.CreatedAt).ToList();
 

@@ -126,8 +126,15 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
         {
             Assert.True((await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId })).Existed);
         }
-        var gone = await Assert.ThrowsAsync<RpcException>(() => client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId }).ResponseAsync);
-        Assert.Equal(StatusCode.NotFound, gone.StatusCode);
+        // Gone but remembered: GetSession answers with the tombstone, other calls with NotFound saying how it ended.
+        var gone = await client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId });
+        Assert.Equal("destroyed", gone.State);
+        Assert.Equal("destroyed", gone.EndReason.Kind);
+        Assert.Equal("api", gone.EndReason.By);
+        Assert.Equal("destroyed (by api)", gone.EndReason.Description);
+        var ended = await Assert.ThrowsAsync<RpcException>(() => client.Sessions.GetStatsAsync(new SessionRef { KernelId = session.KernelId }).ResponseAsync);
+        Assert.Equal(StatusCode.NotFound, ended.StatusCode);
+        Assert.EndsWith("ago: destroyed (by api)", ended.Status.Detail, StringComparison.Ordinal);
         Assert.False((await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId })).Existed);
     }
 
