@@ -291,6 +291,9 @@ public sealed partial class Agent : IAsyncDisposable
         ExecutionOptions? options = null, CancellationToken cancellationToken = default)
     {
         var session = GetSession(kernelId);
+        // Ended but not destroyed yet: say how, rather than wait on a runner that is gone.
+        if (session.EndReason is { } ended)
+            throw new SessionEndedException(session.ToTombstone(ended));
         CheckImageOffers(session.Record, mode);
         return session.Runner.ExecuteStreamingAsync(runId, mode, text, options, cancellationToken);
     }

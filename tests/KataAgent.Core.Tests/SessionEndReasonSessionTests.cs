@@ -96,6 +96,9 @@ public abstract class SessionEndReasonSessionTestsBase(AgentFixture fixture, str
             Assert.Equal("exited (code 0)", e.EndReason?.Describe());
             Assert.Equal(0, e.ExitCode);
             Assert.Equal(SessionState.Exited, session.State);
+            // Before the destroy too, an execute says how the session ended.
+            var late = await Assert.ThrowsAsync<SessionEndedException>(() => RunAsync(session, "print(1)"));
+            Assert.EndsWith(": exited (code 0)", late.Message, StringComparison.Ordinal);
         }
         finally
         {
