@@ -521,6 +521,10 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
             var e = await Assert.ThrowsAsync<RpcException>(() => ExecuteAsync(client, Query(session.KernelId, "print(1)")));
             Assert.Equal(StatusCode.FailedPrecondition, e.StatusCode);
             Assert.Contains("session restart", e.Status.Detail, StringComparison.Ordinal);
+            Assert.Contains("has exited (signaled (signal 9))", e.Status.Detail, StringComparison.Ordinal);
+            var info = await client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId });
+            Assert.Equal("signaled", info.EndReason.Kind);
+            Assert.Equal(9, info.EndReason.Signal);
         }
         finally
         {

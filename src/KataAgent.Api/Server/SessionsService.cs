@@ -97,7 +97,7 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
         if (session.State is not SessionState.Running)
         {
             throw new RpcException(new Status(StatusCode.FailedPrecondition, session.State == SessionState.Exited
-                ? $"session {kernelId} has exited{(session.ExitCode is int code ? $" (exit code {code})" : "")}{(session.OutOfMemory ? ", out of memory" : "")}: " +
+                ? $"session {kernelId} has exited ({session.EndReason?.Describe() ?? $"exit code {session.ExitCode}"}): " +
                   $"restart it (kata-agent session restart {kernelId}) or remove it (kata-agent session rm {kernelId})"
                 : $"session {kernelId} is {Mapping.StateName(session.State)}"));
         }
