@@ -126,8 +126,15 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
         {
             Assert.True((await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId })).Existed);
         }
-        var gone = await Assert.ThrowsAsync<RpcException>(() => client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId }).ResponseAsync);
-        Assert.Equal(StatusCode.NotFound, gone.StatusCode);
+        // Gone but remembered: GetSession answers with the tombstone, other calls with NotFound saying how it ended.
+        var gone = await client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId });
+        Assert.Equal("destroyed", gone.State);
+        Assert.Equal("destroyed", gone.EndReason.Kind);
+        Assert.Equal("api", gone.EndReason.By);
+        Assert.Equal("destroyed (by api)", gone.EndReason.Description);
+        var ended = await Assert.ThrowsAsync<RpcException>(() => client.Sessions.GetStatsAsync(new SessionRef { KernelId = session.KernelId }).ResponseAsync);
+        Assert.Equal(StatusCode.NotFound, ended.StatusCode);
+        Assert.EndsWith("ago: destroyed (by api)", ended.Status.Detail, StringComparison.Ordinal);
         Assert.False((await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId })).Existed);
     }
 
@@ -558,6 +565,10 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
             var e = await Assert.ThrowsAsync<RpcException>(() => ExecuteAsync(client, Query(session.KernelId, "print(1)")));
             Assert.Equal(StatusCode.FailedPrecondition, e.StatusCode);
             Assert.Contains("session restart", e.Status.Detail, StringComparison.Ordinal);
+            Assert.Contains("has exited (signaled (signal 9))", e.Status.Detail, StringComparison.Ordinal);
+            var info = await client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId });
+            Assert.Equal("signaled", info.EndReason.Kind);
+            Assert.Equal(9, info.EndReason.Signal);
         }
         finally
         {

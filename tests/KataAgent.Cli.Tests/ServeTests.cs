@@ -80,9 +80,15 @@ public sealed class ServeTests(CliEnvironment env) : IClassFixture<CliEnvironmen
 
             var rm = await env.RunAsync("session", "rm", id);
             Assert.True(rm.ExitCode == 0, rm.ToString());
-            var missing = await env.RunAsync("session", "show", id);
+            // Removed, but remembered (a tombstone): show says how it ended, other commands fail saying so in one line.
+            var ended = await env.RunAsync("session", "show", id);
+            Assert.True(ended.ExitCode == 0, ended.ToString());
+            Assert.Matches(@"ended\s+ended \d+s ago: destroyed \(by api\)", ended.Stdout);
+            Assert.Contains("destroyed", ended.Stdout, StringComparison.Ordinal);
+            var missing = await env.RunAsync("session", "exec", id, "-c", "print(1)");
             Assert.Equal(1, missing.ExitCode);
             Assert.Equal(1, Text.LineCount(missing.Stderr));
+            Assert.Contains("ago: destroyed (by api)", missing.Stderr, StringComparison.Ordinal);
 
         }
         finally

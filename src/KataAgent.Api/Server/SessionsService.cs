@@ -45,15 +45,19 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
         return Task.FromResult(reply);
     }
 
-    public override Task<SessionInfo> GetSession(SessionRef request, ServerCallContext context) =>
-        Task.FromResult(Mapping.ToProto(agent.GetSession(RequireKernelId(request.KernelId))));
+    /// <summary>A live session, or one that ended within the retention (with its end reason).</summary>
+    public override Task<SessionInfo> GetSession(SessionRef request, ServerCallContext context)
+    {
+        var kernelId = RequireKernelId(request.KernelId);
+        return Task.FromResult(agent.FindEndedSession(kernelId) is { } ended ? Mapping.ToProto(ended) : Mapping.ToProto(agent.GetSession(kernelId)));
+    }
 
     public override async Task<DestroySessionReply> DestroySession(DestroySessionRequest request, ServerCallContext context)
     {
         var kernelId = RequireKernelId(request.KernelId);
         var existed = agent.Sessions.Any(s => s.KernelId == kernelId);
         var started = Stopwatch.GetTimestamp();
-        await agent.DestroySessionAsync(kernelId, request.KeepScratch, context.CancellationToken);
+        await agent.DestroySessionAsync(kernelId, request.KeepScratch, DestroyedBy.Api, context.CancellationToken);
         ApiMetrics.DestroySeconds.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
         using (logger.BeginScope(new Dictionary<string, object> { ["KernelId"] = kernelId }))
             logger.LogInformation("session {KernelId} destroyed", kernelId);
@@ -95,7 +99,7 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
         if (session.State is not SessionState.Running)
         {
             throw new RpcException(new Status(StatusCode.FailedPrecondition, session.State == SessionState.Exited
-                ? $"session {kernelId} has exited{(session.ExitCode is int code ? $" (exit code {code})" : "")}{(session.OutOfMemory ? ", out of memory" : "")}: " +
+                ? $"session {kernelId} has exited ({session.EndReason?.Describe() ?? $"exit code {session.ExitCode}"}): " +
                   $"restart it (kata-agent session restart {kernelId}) or remove it (kata-agent session rm {kernelId})"
                 : $"session {kernelId} is {Mapping.StateName(session.State)}"));
         }

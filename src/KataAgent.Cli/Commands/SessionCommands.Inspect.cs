@@ -44,6 +44,10 @@ internal static partial class SessionCommands
     private static string StateText(SessionInfo s) =>
         s.State + (s.HasExitCode ? $" ({s.ExitCode})" : "") + (s.OutOfMemory ? " oom" : "");
 
+    /// <summary>"ended 3m ago: oom-killed (limit 1 GiB)".</summary>
+    internal static string EndedText(SessionEndReason end) =>
+        $"ended {Age(end.At.ToDateTimeOffset())}: {TerminalText.Name(end.Description.Length > 0 ? end.Description : end.Kind)}";
+
     private static string Age(DateTimeOffset at)
     {
         var age = DateTimeOffset.UtcNow - at;
@@ -75,6 +79,8 @@ internal static partial class SessionCommands
             Row("image", TerminalText.Name(s.Image));
             Row("runtime class", s.RuntimeClass);
             Row("state", StateText(s));
+            if (s.EndReason is { } end)
+                Row("ended", EndedText(end));
             Row("resources", $"{s.Cpus.ToString("0.##", CultureInfo.InvariantCulture)} cpu, {Sizes.Format(s.MemoryBytes)} memory, {Sizes.Format(s.ShmBytes)} shm");
             Row("created", s.CreatedAt.ToDateTimeOffset().ToString("u", CultureInfo.InvariantCulture));
             Row("scratch dir", s.ScratchDir);

@@ -62,10 +62,12 @@ internal sealed partial class SessionReconciler
         }
         foreach (var record in records.Values)
         {
-            if (await Containerd.Tasks.FindEndedAsync(record.ContainerId, cancellationToken).ConfigureAwait(false) is not null)
+            if (await Containerd.Tasks.FindEndedAsync(record.ContainerId, cancellationToken).ConfigureAwait(false) is { } ended)
             {
                 _logger.LogInformation("session {KernelId} did not survive; cleaning up", record.KernelId);
                 await _destroyer.DestroyAsync(record, keepScratch: false, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
+                // It ended while no agent watched: agent-lost, with the exit status containerd kept.
+                _registry.AddEnded(new SessionTombstone(record, SessionEndReason.AgentLost(ended.Code, DateTimeOffset.UtcNow), ended.Code, false));
                 continue;
             }
             _services.Ports.MarkInUse(record.Ports.Select(p => p.HostPort));
@@ -178,7 +180,11 @@ internal sealed partial class SessionReconciler
             {
                 var code = ended.Code;
                 if (session.TryTransition(SessionState.Exited, code))
-                    _registry.Publish(new SessionEvent(session.KernelId, "exited", SessionState.Exited, code, DateTimeOffset.UtcNow, "seen after the event stream resumed"));
+                {
+                    var reason = session.SetEndReason(SessionEndReason.FromExitStatus(code, session.OutOfMemory, session.Record.MemoryBytes, DateTimeOffset.UtcNow));
+                    _registry.Publish(new SessionEvent(session.KernelId, "exited", SessionState.Exited, code, DateTimeOffset.UtcNow,
+                        $"{reason.Describe()}; seen after the event stream resumed", reason));
+                }
             }
         }
     }
