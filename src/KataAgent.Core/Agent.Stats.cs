@@ -58,7 +58,7 @@ public sealed partial class Agent
     public HostStats HostStats => StatsCollector.Host(_registry.Count);
 
     private IReadOnlyList<SessionRecord> StatsSessions() =>
-        _registry.Sessions.Where(s => s.State is SessionState.Running or SessionState.Exited).Select(s => s.Record).ToList();
+        _registry.Sessions.Where(s => s.State is SessionState.Running or SessionState.Paused or SessionState.Exited).Select(s => s.Record).ToList();
 
     /// <summary>Hook for <see cref="DisposeAsync"/>: waits for the collector loop to end (it also ends by itself on shutdown).</summary>
     internal async ValueTask StopStatsAsync()

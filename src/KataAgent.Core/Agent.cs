@@ -47,9 +47,9 @@ public sealed partial class Agent : IAsyncDisposable
         _monitor = new TaskEventMonitor(services.Containerd, logger);
         Creator = new SessionCreator(services);
         Destroyer = new SessionDestroyer(services);
-        _registry = new SessionRegistry(logger);
+        _registry = new SessionRegistry(logger, options.EndedSessionRetention, options.EndedSessionMaxCount);
         _reconciler = new SessionReconciler(options, services, Destroyer, _registry,
-            (kernelId, cancellationToken) => DestroySessionAsync(kernelId, cancellationToken: cancellationToken), logger);
+            (kernelId, cancellationToken) => DestroySessionAsync(kernelId, false, DestroyedBy.Reconcile, cancellationToken), logger);
     }
 
     public AgentOptions Options { get; }
@@ -178,12 +178,16 @@ public sealed partial class Agent : IAsyncDisposable
                 switch (e)
                 {
                     case TaskExited exited when session.TryTransition(SessionState.Exited, exited.ExitCode):
+                        var reason = session.SetEndReason(
+                            SessionEndReason.FromExitStatus(exited.ExitCode, session.OutOfMemory, session.Record.MemoryBytes, exited.At));
                         _registry.Publish(new SessionEvent(session.KernelId, "exited", SessionState.Exited, exited.ExitCode, exited.At,
-                            session.OutOfMemory ? "out of memory" : null));
+                            reason.Describe(), reason));
                         break;
                     case TaskOutOfMemory oom:
                         session.MarkOutOfMemory();
-                        _registry.Publish(new SessionEvent(session.KernelId, "oom", session.State, null, oom.At));
+                        // Null unless the exit came first: then the end it reported becomes oom-killed.
+                        var refined = session.RefineAfterOutOfMemory();
+                        _registry.Publish(new SessionEvent(session.KernelId, "oom", session.State, session.ExitCode, oom.At, refined?.Describe(), refined));
                         break;
                 }
             }
@@ -210,32 +214,72 @@ public sealed partial class Agent : IAsyncDisposable
             session = await Creator.CreateAsync(request, progress, cancellationToken).ConfigureAwait(false);
             _registry.Register(session);
         }
+        catch (SessionCreateException e)
+        {
+            // Rolled back, but remembered: GetSession answers create-failed (with the step) rather than "no session".
+            _registry.AddEnded(new SessionTombstone(RecordOfFailedCreate(request, request.KernelId), SessionEndReason.CreateFailed(e.Step, DateTimeOffset.UtcNow), null, false));
+            throw;
+        }
         finally
         {
             _registry.EndCreating(request.KernelId);
         }
         // The task may have died between readiness and registration: the event was dropped then.
-        if (await Containerd.Tasks.FindEndedAsync(session.Record.ContainerId, cancellationToken).ConfigureAwait(false) is { } ended)
-            session.TryTransition(SessionState.Exited, ended.Code);
+        if (await Containerd.Tasks.FindEndedAsync(session.Record.ContainerId, cancellationToken).ConfigureAwait(false) is { } ended &&
+            session.TryTransition(SessionState.Exited, ended.Code))
+        {
+            session.SetEndReason(SessionEndReason.FromExitStatus(ended.Code, session.OutOfMemory, session.Record.MemoryBytes, DateTimeOffset.UtcNow));
+        }
         _registry.Publish(new SessionEvent(session.KernelId, "started", session.State, null, DateTimeOffset.UtcNow));
         return session;
     }
 
+    /// <summary>What a create that failed was asked for, as much of a record as a tombstone shows.</summary>
+    private SessionRecord RecordOfFailedCreate(SessionRequest request, string kernelId) => new()
+    {
+        KernelId = kernelId,
+        SessionId = request.SessionId ?? kernelId,
+        ContainerId = kernelId,
+        Image = request.Image,
+        RuntimeClass = request.RuntimeClass ?? Options.DefaultRuntimeClass,
+        Cpus = request.Cpus ?? Options.Resources.DefaultCpus,
+        MemoryBytes = request.MemoryBytes ?? Options.Resources.DefaultMemoryBytes,
+        ShmBytes = request.ShmBytes ?? 0,
+        Request = request,
+        CreatedAt = DateTimeOffset.UtcNow,
+    };
+
     public IReadOnlyList<Session> Sessions => _registry.Sessions.OrderBy(s => s.Record.CreatedAt).ToList();
 
+    /// <summary>A live session; one that ended within the retention throws <see cref="SessionEndedException"/> saying how.</summary>
     public Session GetSession(string kernelId) => _registry.Get(kernelId);
 
-    /// <summary>Idempotent: destroying an unknown session cleans whatever containerd still has under that id.</summary>
-    public async Task DestroySessionAsync(string kernelId, bool keepScratch = false, CancellationToken cancellationToken = default)
+    /// <summary>The tombstone of a session that ended within the retention (null when it is live or unknown).</summary>
+    public SessionTombstone? FindEndedSession(string kernelId) =>
+        _registry.Contains(kernelId) ? null : _registry.FindEnded(kernelId);
+
+    /// <summary>The tombstones of the sessions that ended within the retention, oldest end first.</summary>
+    public IReadOnlyList<SessionTombstone> EndedSessions => _registry.Ended;
+
+    /// <summary>
+    /// Idempotent: destroying an unknown session cleans whatever containerd still has under that id. A session
+    /// still running ends as destroyed (by <paramref name="by"/>); one that had already ended keeps its reason.
+    /// </summary>
+    public async Task DestroySessionAsync(string kernelId, bool keepScratch = false, DestroyedBy by = DestroyedBy.Api,
+        CancellationToken cancellationToken = default)
     {
         if (_registry.TryGet(kernelId, out var session))
         {
+            // Before the kill: the task's exit that follows is the destroy's, not an end of its own.
+            var reason = session.SetEndReason(SessionEndReason.Destroyed(by, DateTimeOffset.UtcNow));
             session.TryTransition(SessionState.Destroying);
             await session.DisposeAsync().ConfigureAwait(false);
             await Destroyer.DestroyAsync(session.Record, keepScratch, cancellationToken: cancellationToken).ConfigureAwait(false);
             _registry.Remove(kernelId);
             session.TryTransition(SessionState.Destroyed);
-            _registry.Publish(new SessionEvent(kernelId, "destroyed", SessionState.Destroyed, session.ExitCode, DateTimeOffset.UtcNow));
+            _registry.AddEnded(session.ToTombstone(reason));
+            _registry.Publish(new SessionEvent(kernelId, "destroyed", SessionState.Destroyed, session.ExitCode, DateTimeOffset.UtcNow,
+                session.EndReason?.Describe(), session.EndReason));
             return;
         }
         var container = await Containerd.Containers.FindAsync(kernelId, cancellationToken).ConfigureAwait(false);
@@ -247,6 +291,10 @@ public sealed partial class Agent : IAsyncDisposable
         ExecutionOptions? options = null, CancellationToken cancellationToken = default)
     {
         var session = GetSession(kernelId);
+        // Ended but not destroyed yet: say how, rather than wait on a runner that is gone.
+        if (session.EndReason is { } ended)
+            throw new SessionEndedException(session.ToTombstone(ended));
+        RefuseIfPaused(session);
         CheckImageOffers(session.Record, mode);
         return session.Runner.ExecuteStreamingAsync(runId, mode, text, options, cancellationToken);
     }
@@ -270,8 +318,12 @@ public sealed partial class Agent : IAsyncDisposable
         }
     }
 
-    public Task InterruptAsync(string kernelId, CancellationToken cancellationToken = default) =>
-        GetSession(kernelId).Runner.InterruptAsync(cancellationToken);
+    public Task InterruptAsync(string kernelId, CancellationToken cancellationToken = default)
+    {
+        var session = GetSession(kernelId);
+        RefuseIfPaused(session);
+        return session.Runner.InterruptAsync(cancellationToken);
+    }
 
     public ScratchFiles Files(string kernelId) =>
         ScratchDirectory.Open(Options.ScratchRoot, GetSession(kernelId).KernelId, new ScratchFilesOptions

@@ -59,6 +59,10 @@ public sealed record AgentOptions
 
     public TimeSpan RunnerReadyTimeout { get; init; } = TimeSpan.FromSeconds(60);
     public TimeSpan StopGracePeriod { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>How long an ended session stays queryable (its end reason) after it ended; zero: not at all.</summary>
+    public TimeSpan EndedSessionRetention { get; init; } = TimeSpan.FromHours(1);
+    /// <summary>At most this many ended sessions are remembered (the oldest go first).</summary>
+    public int EndedSessionMaxCount { get; init; } = 1000;
     /// <summary>How often containers and sessions are compared (reaping strays, cleaning vanished ones); zero turns it off.</summary>
     public TimeSpan ReconcileInterval { get; init; } = TimeSpan.FromSeconds(60);
     public long SessionLogMaxBytes { get; init; } = 8L * 1024 * 1024;

@@ -126,8 +126,15 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
         {
             Assert.True((await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId })).Existed);
         }
-        var gone = await Assert.ThrowsAsync<RpcException>(() => client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId }).ResponseAsync);
-        Assert.Equal(StatusCode.NotFound, gone.StatusCode);
+        // Gone but remembered: GetSession answers with the tombstone, other calls with NotFound saying how it ended.
+        var gone = await client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId });
+        Assert.Equal("destroyed", gone.State);
+        Assert.Equal("destroyed", gone.EndReason.Kind);
+        Assert.Equal("api", gone.EndReason.By);
+        Assert.Equal("destroyed (by api)", gone.EndReason.Description);
+        var ended = await Assert.ThrowsAsync<RpcException>(() => client.Sessions.GetStatsAsync(new SessionRef { KernelId = session.KernelId }).ResponseAsync);
+        Assert.Equal(StatusCode.NotFound, ended.StatusCode);
+        Assert.EndsWith("ago: destroyed (by api)", ended.Status.Detail, StringComparison.Ordinal);
         Assert.False((await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId })).Existed);
     }
 
@@ -501,6 +508,50 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
     }
 
     [Fact]
+    public async Task Pause_and_resume_round_trip_with_state_stats_refusal_and_events()
+    {
+        using var client = fixture.UnixClient();
+        using var watchCancel = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        using var watch = client.Agent.WatchEvents(new WatchEventsRequest(), cancellationToken: watchCancel.Token);
+        await watch.ResponseHeadersAsync;
+        var session = await CreateAsync(client);
+        var id = new SessionRef { KernelId = session.KernelId };
+        try
+        {
+            await ExecuteAsync(client, Query(session.KernelId, "kept = 42"));
+            Assert.Equal("paused", (await client.Sessions.PauseSessionAsync(id)).State);
+            Assert.Equal("paused", (await client.Sessions.GetSessionAsync(id)).State);
+            Assert.Equal("paused", (await client.Sessions.GetStatsAsync(id)).State);
+
+            var refused = await Assert.ThrowsAsync<RpcException>(() => ExecuteAsync(client, Query(session.KernelId, "print(kept)")));
+            Assert.Equal(StatusCode.FailedPrecondition, refused.StatusCode);
+            Assert.Contains("is paused", refused.Status.Detail, StringComparison.Ordinal);
+            Assert.Contains("session resume", refused.Status.Detail, StringComparison.Ordinal);
+
+            Assert.Equal("running", (await client.Sessions.ResumeSessionAsync(id)).State);
+            Assert.Equal("running", (await client.Sessions.GetStatsAsync(id)).State);
+            Assert.Equal("42\n", (await ExecuteAsync(client, Query(session.KernelId, "print(kept)"))).Stdout);
+
+            var missing = await Assert.ThrowsAsync<RpcException>(() => client.Sessions.PauseSessionAsync(new SessionRef { KernelId = "no-such-session" }).ResponseAsync);
+            Assert.Equal(StatusCode.NotFound, missing.StatusCode);
+        }
+        finally
+        {
+            await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId });
+        }
+        var kinds = new List<string>();
+        while (await watch.ResponseStream.MoveNext(watchCancel.Token))
+        {
+            if (watch.ResponseStream.Current.KernelId != session.KernelId)
+                continue;
+            kinds.Add(watch.ResponseStream.Current.Kind + ":" + watch.ResponseStream.Current.State);
+            if (watch.ResponseStream.Current.Kind == "destroyed")
+                break;
+        }
+        Assert.Equal(["started:running", "paused:paused", "resumed:running", "destroyed:destroyed"], kinds);
+    }
+
+    [Fact]
     public async Task Executing_in_an_exited_session_fails_at_once_saying_what_to_do()
     {
         using var client = fixture.UnixClient();
@@ -514,6 +565,10 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
             var e = await Assert.ThrowsAsync<RpcException>(() => ExecuteAsync(client, Query(session.KernelId, "print(1)")));
             Assert.Equal(StatusCode.FailedPrecondition, e.StatusCode);
             Assert.Contains("session restart", e.Status.Detail, StringComparison.Ordinal);
+            Assert.Contains("has exited (signaled (signal 9))", e.Status.Detail, StringComparison.Ordinal);
+            var info = await client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId });
+            Assert.Equal("signaled", info.EndReason.Kind);
+            Assert.Equal(9, info.EndReason.Signal);
         }
         finally
         {

@@ -13,6 +13,10 @@ public sealed class ErrorMappingTests
     {
         { new SessionRequestException("bad"), StatusCode.InvalidArgument },
         { new SessionNotFoundException("k"), StatusCode.NotFound },
+        { new SessionEndedException(new SessionTombstone(new SessionRecord
+            {
+                KernelId = "k", SessionId = "s", ContainerId = "k", Image = "i", RuntimeClass = "runc", Cpus = 1, MemoryBytes = 1L << 30, ShmBytes = 0,
+            }, SessionEndReason.OomKilled(1L << 30, DateTimeOffset.UtcNow), 137, true)), StatusCode.NotFound },
         { new InsufficientResourcesException("full"), StatusCode.ResourceExhausted },
         { new RunInProgressException("busy"), StatusCode.FailedPrecondition },
         { new NoActiveRunException("none"), StatusCode.FailedPrecondition },

@@ -54,6 +54,20 @@ public sealed class ServeTests(CliEnvironment env) : IClassFixture<CliEnvironmen
                 Assert.Equal(id, stats.RootElement.GetProperty("kernelId").GetString());
             Assert.Equal(0, (await env.RunAsync("session", "logs", id)).ExitCode);
 
+            // pause | resume: shown in stats, an exec in between refused saying why, the interpreter state kept.
+            var pause = await env.RunAsync("session", "pause", id);
+            Assert.True(pause.ExitCode == 0, pause.ToString());
+            Assert.Equal($"{id} paused\n", pause.Stdout);
+            using (var stats = JsonDocument.Parse((await env.RunAsync("session", "stats", id, "--json")).Stdout))
+                Assert.Equal("paused", stats.RootElement.GetProperty("state").GetString());
+            var refused = await env.RunAsync("session", "exec", id, "-c", "print(x)");
+            Assert.NotEqual(0, refused.ExitCode);
+            Assert.Contains("is paused", refused.Stderr, StringComparison.Ordinal);
+            var resume = await env.RunAsync("session", "resume", id);
+            Assert.True(resume.ExitCode == 0, resume.ToString());
+            Assert.Equal($"{id} running\n", resume.Stdout);
+            Assert.Equal("41\n", (await env.RunAsync("session", "exec", id, "-c", "print(x)")).Stdout);
+
             using (var images = JsonDocument.Parse((await env.RunAsync("image", "ls", "--json")).Stdout))
                 Assert.Contains(images.RootElement.GetProperty("images").EnumerateArray(), i => i.GetProperty("name").GetString() == "kata-agent/python:3-bookworm");
             using (var version = JsonDocument.Parse((await env.RunAsync("version", "--json")).Stdout))
@@ -66,9 +80,15 @@ public sealed class ServeTests(CliEnvironment env) : IClassFixture<CliEnvironmen
 
             var rm = await env.RunAsync("session", "rm", id);
             Assert.True(rm.ExitCode == 0, rm.ToString());
-            var missing = await env.RunAsync("session", "show", id);
+            // Removed, but remembered (a tombstone): show says how it ended, other commands fail saying so in one line.
+            var ended = await env.RunAsync("session", "show", id);
+            Assert.True(ended.ExitCode == 0, ended.ToString());
+            Assert.Matches(@"ended\s+ended \d+s ago: destroyed \(by api\)", ended.Stdout);
+            Assert.Contains("destroyed", ended.Stdout, StringComparison.Ordinal);
+            var missing = await env.RunAsync("session", "exec", id, "-c", "print(1)");
             Assert.Equal(1, missing.ExitCode);
             Assert.Equal(1, Text.LineCount(missing.Stderr));
+            Assert.Contains("ago: destroyed (by api)", missing.Stderr, StringComparison.Ordinal);
 
         }
         finally

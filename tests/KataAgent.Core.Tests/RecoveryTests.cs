@@ -46,7 +46,8 @@ public sealed class RecoveryTests(RecoveryAgentFixture fixture) : IClassFixture<
             ProcessTable.Kill(pid, 9);
         await fixture.RestartAgentAsync();
         agent = fixture.Agent;
-        Assert.Throws<SessionNotFoundException>(() => agent.GetSession(dies.KernelId));
+        // Found dead by the new agent: a tombstone saying agent-lost, not "no session".
+        Assert.Equal("agent-lost", Assert.Throws<SessionEndedException>(() => agent.GetSession(dies.KernelId)).Tombstone.EndReason.Name);
         Assert.Null(await agent.Containerd.Containers.FindAsync(dies.KernelId));
         Assert.False(Directory.Exists(dies.Record.ScratchDir));
         Assert.DoesNotContain(HostNetwork.NetnsNames(), n => dies.Record.NetnsPath.EndsWith("/" + n, StringComparison.Ordinal));

@@ -70,7 +70,9 @@ public sealed class SessionLifecycleTests(LifecycleAgentFixture fixture) : IClas
         Assert.DoesNotContain(disks.Images(), i => i.Contains(kernelId, StringComparison.Ordinal));
         Assert.DoesNotContain(await Agent.Services.Store.LoadAllAsync(), r => r.KernelId == kernelId);
         Assert.Equal(ipsBefore, LeasedIps());
-        Assert.Throws<SessionNotFoundException>(() => Agent.GetSession(kernelId));
+        // Rolled back, but remembered: the tombstone says which step failed.
+        var ended = Assert.Throws<SessionEndedException>(() => Agent.GetSession(kernelId));
+        Assert.Equal($"create-failed (at step {step})", ended.Tombstone.EndReason.Describe());
     }
 
     [Fact]
@@ -177,7 +179,9 @@ public sealed class SessionLifecycleTests(LifecycleAgentFixture fixture) : IClas
             await Agent.Containerd.Containers.DeleteAsync(victim.Record.ContainerId);
             var cleaned = await Agent.ReconcileAsync();
             Assert.Equal([victim.KernelId], cleaned.CleanedVanished);
-            Assert.Throws<SessionNotFoundException>(() => Agent.GetSession(victim.KernelId));
+            // Its task was killed before the container went: the exit event (signaled) or, when reconcile came first, the reconcile's destroy.
+            Assert.Contains(Assert.Throws<SessionEndedException>(() => Agent.GetSession(victim.KernelId)).Tombstone.EndReason.Describe(),
+                (string[])["signaled (signal 9)", "destroyed (by reconcile)"]);
             Assert.False(Directory.Exists(victim.Record.ScratchDir));
             Assert.DoesNotContain(HostNetwork.NetnsNames(), n => victim.Record.NetnsPath.EndsWith("/" + n, StringComparison.Ordinal));
             sessions.Remove(victim);

@@ -260,7 +260,7 @@ public abstract class StatsTestsBase(FastStatsAgentFixture fixture, string runti
             var after = collector.Collections;
             await Eventually.WaitAsync(() => collector.Collections, n => n >= after + 2,
                 $"2 stats collections after the {after} before the destroy");
-            Assert.Throws<SessionNotFoundException>(() => Agent.GetStatsHistory(second.KernelId));
+            Assert.Throws<SessionEndedException>(() => Agent.GetStatsHistory(second.KernelId));
             Assert.Empty(collector.History(second.KernelId));
         }
         finally

@@ -23,6 +23,8 @@ public static class ErrorMapping
     {
         SessionRequestException => StatusCode.InvalidArgument,
         SessionNotFoundException => StatusCode.NotFound,
+        // Gone like an unknown one, but the message says how it ended ("session X ended 3 min ago: oom-killed ...").
+        SessionEndedException => StatusCode.NotFound,
         // A create step failed: the cause decides (no image → not found, no room → exhausted, ...).
         SessionCreateException { InnerException: { } inner } => CodeFor(inner) is var c && c != StatusCode.Internal ? c : StatusCode.Internal,
         AggregateException { InnerExceptions.Count: > 0 } agg => CodeFor(agg.InnerExceptions[0]),
@@ -48,6 +50,7 @@ public static class ErrorMapping
         ImageNameTakenException => StatusCode.AlreadyExists,
         Core.Commit.ImageExistsException => StatusCode.AlreadyExists,
         Core.Commit.CommitInProgressException => StatusCode.FailedPrecondition,
+        SessionPausedException => StatusCode.FailedPrecondition,
         Images.Registry.RegistryNotFoundException => StatusCode.NotFound,
         Images.Registry.RegistryAuthenticationException => StatusCode.PermissionDenied,
         Images.Registry.RegistryUnavailableException => StatusCode.Unavailable,

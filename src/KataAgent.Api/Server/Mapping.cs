@@ -54,7 +54,54 @@ public static class Mapping
         }));
         info.Features.AddRange(r.Features ?? []);
         info.RunnerCommand.AddRange(r.RunnerCommand ?? []);
+        if (session.EndReason is { } reason)
+            info.EndReason = ToProto(reason);
         return info;
+    }
+
+    /// <summary>An ended session within the retention: its record, state destroyed, and how it ended.</summary>
+    public static SessionInfo ToProto(SessionTombstone tombstone)
+    {
+        var r = tombstone.Record;
+        var info = new SessionInfo
+        {
+            KernelId = r.KernelId,
+            SessionId = r.SessionId,
+            Image = r.Image,
+            RuntimeClass = r.RuntimeClass,
+            State = StateName(SessionState.Destroyed),
+            OutOfMemory = tombstone.OutOfMemory,
+            Cpus = r.Cpus,
+            MemoryBytes = r.MemoryBytes,
+            ShmBytes = r.ShmBytes,
+            CreatedAt = Timestamp.FromDateTimeOffset(r.CreatedAt),
+            ScratchDir = r.ScratchDir,
+            EndReason = ToProto(tombstone.EndReason),
+        };
+        if (tombstone.ExitCode is int code)
+            info.ExitCode = code;
+        info.Features.AddRange(r.Features ?? []);
+        info.RunnerCommand.AddRange(r.RunnerCommand ?? []);
+        return info;
+    }
+
+    public static V1.SessionEndReason ToProto(Core.Sessions.SessionEndReason reason)
+    {
+        var proto = new V1.SessionEndReason
+        {
+            Kind = reason.Name,
+            At = Timestamp.FromDateTimeOffset(reason.At),
+            By = reason.By?.ToString().ToLowerInvariant() ?? "",
+            Step = reason.Step ?? "",
+            Description = reason.Describe(),
+        };
+        if (reason.ExitCode is int code)
+            proto.ExitCode = code;
+        if (reason.Signal is int signal)
+            proto.Signal = signal;
+        if (reason.MemoryLimitBytes is long limit)
+            proto.MemoryLimitBytes = limit;
+        return proto;
     }
 
     public static SessionRequest FromProto(CreateSessionRequest request)
@@ -158,6 +205,8 @@ public static class Mapping
         };
         if (e.ExitCode is int code)
             proto.ExitCode = code;
+        if (e.EndReason is { } reason)
+            proto.EndReason = ToProto(reason);
         return proto;
     }
 

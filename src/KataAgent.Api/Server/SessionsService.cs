@@ -45,15 +45,19 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
         return Task.FromResult(reply);
     }
 
-    public override Task<SessionInfo> GetSession(SessionRef request, ServerCallContext context) =>
-        Task.FromResult(Mapping.ToProto(agent.GetSession(RequireKernelId(request.KernelId))));
+    /// <summary>A live session, or one that ended within the retention (with its end reason).</summary>
+    public override Task<SessionInfo> GetSession(SessionRef request, ServerCallContext context)
+    {
+        var kernelId = RequireKernelId(request.KernelId);
+        return Task.FromResult(agent.FindEndedSession(kernelId) is { } ended ? Mapping.ToProto(ended) : Mapping.ToProto(agent.GetSession(kernelId)));
+    }
 
     public override async Task<DestroySessionReply> DestroySession(DestroySessionRequest request, ServerCallContext context)
     {
         var kernelId = RequireKernelId(request.KernelId);
         var existed = agent.Sessions.Any(s => s.KernelId == kernelId);
         var started = Stopwatch.GetTimestamp();
-        await agent.DestroySessionAsync(kernelId, request.KeepScratch, context.CancellationToken);
+        await agent.DestroySessionAsync(kernelId, request.KeepScratch, DestroyedBy.Api, context.CancellationToken);
         ApiMetrics.DestroySeconds.Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
         using (logger.BeginScope(new Dictionary<string, object> { ["KernelId"] = kernelId }))
             logger.LogInformation("session {KernelId} destroyed", kernelId);
@@ -90,10 +94,12 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
             throw new ArgumentException("run_id is required (any string naming this run; reuse it for input and continue)");
         var session = agent.GetSession(kernelId);
         // Nothing answers in a session whose process is gone: say so instead of waiting for output forever.
+        if (session.State == SessionState.Paused)
+            throw new SessionPausedException(kernelId);
         if (session.State is not SessionState.Running)
         {
             throw new RpcException(new Status(StatusCode.FailedPrecondition, session.State == SessionState.Exited
-                ? $"session {kernelId} has exited{(session.ExitCode is int code ? $" (exit code {code})" : "")}{(session.OutOfMemory ? ", out of memory" : "")}: " +
+                ? $"session {kernelId} has exited ({session.EndReason?.Describe() ?? $"exit code {session.ExitCode}"}): " +
                   $"restart it (kata-agent session restart {kernelId}) or remove it (kata-agent session rm {kernelId})"
                 : $"session {kernelId} is {Mapping.StateName(session.State)}"));
         }
@@ -246,8 +252,19 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
         }
     }
 
-    public override async Task<V1.SessionStats> GetStats(SessionRef request, ServerCallContext context) =>
-        Mapping.ToProto(await agent.GetStatsAsync(RequireKernelId(request.KernelId), context.CancellationToken));
+    public override async Task<V1.SessionStats> GetStats(SessionRef request, ServerCallContext context)
+    {
+        var kernelId = RequireKernelId(request.KernelId);
+        var stats = Mapping.ToProto(await agent.GetStatsAsync(kernelId, context.CancellationToken));
+        stats.State = Mapping.StateName(agent.GetSession(kernelId).State);
+        return stats;
+    }
+
+    public override async Task<SessionInfo> PauseSession(SessionRef request, ServerCallContext context) =>
+        Mapping.ToProto(await agent.PauseSessionAsync(RequireKernelId(request.KernelId), context.CancellationToken));
+
+    public override async Task<SessionInfo> ResumeSession(SessionRef request, ServerCallContext context) =>
+        Mapping.ToProto(await agent.ResumeSessionAsync(RequireKernelId(request.KernelId), context.CancellationToken));
 
     public override async Task<CommitSessionReply> CommitSession(CommitSessionRequest request, ServerCallContext context)
     {

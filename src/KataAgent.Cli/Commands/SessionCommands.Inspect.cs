@@ -44,6 +44,10 @@ internal static partial class SessionCommands
     private static string StateText(SessionInfo s) =>
         s.State + (s.HasExitCode ? $" ({s.ExitCode})" : "") + (s.OutOfMemory ? " oom" : "");
 
+    /// <summary>"ended 3m ago: oom-killed (limit 1 GiB)".</summary>
+    internal static string EndedText(SessionEndReason end) =>
+        $"ended {Age(end.At.ToDateTimeOffset())}: {TerminalText.Name(end.Description.Length > 0 ? end.Description : end.Kind)}";
+
     private static string Age(DateTimeOffset at)
     {
         var age = DateTimeOffset.UtcNow - at;
@@ -75,6 +79,8 @@ internal static partial class SessionCommands
             Row("image", TerminalText.Name(s.Image));
             Row("runtime class", s.RuntimeClass);
             Row("state", StateText(s));
+            if (s.EndReason is { } end)
+                Row("ended", EndedText(end));
             Row("resources", $"{s.Cpus.ToString("0.##", CultureInfo.InvariantCulture)} cpu, {Sizes.Format(s.MemoryBytes)} memory, {Sizes.Format(s.ShmBytes)} shm");
             Row("created", s.CreatedAt.ToDateTimeOffset().ToString("u", CultureInfo.InvariantCulture));
             Row("scratch dir", s.ScratchDir);
@@ -142,6 +148,7 @@ internal static partial class SessionCommands
             static string Bytes(ulong? v) => v is ulong b ? Sizes.Format((long)Math.Min(b, long.MaxValue)) : "-";
             var grid = new Grid().AddColumn().AddColumn();
             void Row(string k, string v) => grid.AddRow(new Text(k), new Text(v));
+            Row("state", s.State.Length > 0 ? s.State : "-");
             Row("cpu", s.HasCpuPercent ? s.CpuPercent.ToString("0.0", CultureInfo.InvariantCulture) + " %" : "-");
             Row("cpu time", TimeSpan.FromTicks((long)(s.CpuUsageNanos / 100)).ToString(@"hh\:mm\:ss\.ff", CultureInfo.InvariantCulture));
             Row("memory", $"{Bytes(s.MemoryUsageBytes)} (peak {Bytes(s.MemoryPeakBytes)}, limit {(s.HasMemoryLimitBytes ? Bytes(s.MemoryLimitBytes) : "-")})");

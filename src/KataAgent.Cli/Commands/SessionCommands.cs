@@ -4,7 +4,7 @@ namespace KataAgent.Cli.Commands;
 
 /// <summary>
 /// `kata-agent session ...`: sessions of a running serve. The subcommands live in one file per subject:
-/// SessionCommands.Lifecycle.cs (create, rm, restart, commit), .Inspect.cs (ls, show, logs, stats),
+/// SessionCommands.Lifecycle.cs (create, rm, restart, commit), .Pause.cs (pause, resume), .Inspect.cs (ls, show, logs, stats),
 /// .Exec.cs (exec, input, interrupt), .Files.cs (cp, files) and .Services.cs (service start, stop, apps).
 /// </summary>
 internal static partial class SessionCommands
@@ -35,6 +35,8 @@ internal static partial class SessionCommands
         command.Subcommands.Add(LogsCommand());
         command.Subcommands.Add(StatsCommand());
         command.Subcommands.Add(CommitCommand());
+        command.Subcommands.Add(PauseCommand());
+        command.Subcommands.Add(ResumeCommand());
         command.Subcommands.Add(ServiceCommand());
         return command;
     }

@@ -95,6 +95,8 @@ internal static class ConfigKeys
 
         new("timeouts", "runner_ready", (b, v) => b.Agent = b.Agent with { RunnerReadyTimeout = v.Duration(TimeSpan.FromSeconds(1)) }),
         new("timeouts", "stop_grace", (b, v) => b.Agent = b.Agent with { StopGracePeriod = v.Duration() }),
+        new("timeouts", "ended_session_retention", (b, v) => b.Agent = b.Agent with { EndedSessionRetention = v.Duration() }),
+        new("limits", "ended_sessions", (b, v) => b.Agent = b.Agent with { EndedSessionMaxCount = v.Int(0, 1_000_000) }),
         new("timeouts", "reconcile_interval", (b, v) => b.Agent = b.Agent with { ReconcileInterval = v.Duration() }),
         new("timeouts", "shutdown", (b, v) => b.Api = b.Api with { ShutdownTimeout = v.Duration() }),
 

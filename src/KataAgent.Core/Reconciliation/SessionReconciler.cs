@@ -62,10 +62,12 @@ internal sealed partial class SessionReconciler
         }
         foreach (var record in records.Values)
         {
-            if (await Containerd.Tasks.FindEndedAsync(record.ContainerId, cancellationToken).ConfigureAwait(false) is not null)
+            if (await Containerd.Tasks.FindEndedAsync(record.ContainerId, cancellationToken).ConfigureAwait(false) is { } ended)
             {
                 _logger.LogInformation("session {KernelId} did not survive; cleaning up", record.KernelId);
                 await _destroyer.DestroyAsync(record, keepScratch: false, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
+                // It ended while no agent watched: agent-lost, with the exit status containerd kept.
+                _registry.AddEnded(new SessionTombstone(record, SessionEndReason.AgentLost(ended.Code, DateTimeOffset.UtcNow), ended.Code, false));
                 continue;
             }
             _services.Ports.MarkInUse(record.Ports.Select(p => p.HostPort));
@@ -76,8 +78,15 @@ internal sealed partial class SessionReconciler
             });
             await _services.Store.SaveAsync(record, cancellationToken).ConfigureAwait(false);
 #pragma warning disable CA2000 // the registry owns the session (and its runner client) from here on
-            _registry.Register(new Session(record, NewRunnerClient(record)));
+            var session = new Session(record, NewRunnerClient(record));
 #pragma warning restore CA2000
+            // A session paused before the restart stays paused, and says so.
+            if ((await Containerd.Tasks.FindAsync(record.ContainerId, cancellationToken).ConfigureAwait(false))?.Status
+                is global::Containerd.V1.Types.Status.Paused or global::Containerd.V1.Types.Status.Pausing)
+            {
+                session.TrySetPaused(true);
+            }
+            _registry.Register(session);
             _services.LogRelays.Start(record.KernelId, record.LogPath);
             _logger.LogInformation("recovered session {KernelId}", record.KernelId);
         }
@@ -165,13 +174,17 @@ internal sealed partial class SessionReconciler
     /// <summary>After the event stream broke, exits may have been missed: ask containerd directly.</summary>
     public async Task ReconcileAfterGapAsync(CancellationToken cancellationToken)
     {
-        foreach (var session in _registry.Sessions.Where(s => s.State == SessionState.Running))
+        foreach (var session in _registry.Sessions.Where(s => s.State is SessionState.Running or SessionState.Paused))
         {
             if (await Containerd.Tasks.FindEndedAsync(session.Record.ContainerId, cancellationToken).ConfigureAwait(false) is { } ended)
             {
                 var code = ended.Code;
                 if (session.TryTransition(SessionState.Exited, code))
-                    _registry.Publish(new SessionEvent(session.KernelId, "exited", SessionState.Exited, code, DateTimeOffset.UtcNow, "seen after the event stream resumed"));
+                {
+                    var reason = session.SetEndReason(SessionEndReason.FromExitStatus(code, session.OutOfMemory, session.Record.MemoryBytes, DateTimeOffset.UtcNow));
+                    _registry.Publish(new SessionEvent(session.KernelId, "exited", SessionState.Exited, code, DateTimeOffset.UtcNow,
+                        $"{reason.Describe()}; seen after the event stream resumed", reason));
+                }
             }
         }
     }

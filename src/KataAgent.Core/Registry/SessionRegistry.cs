@@ -6,11 +6,13 @@ namespace KataAgent.Core.Registry;
 
 /// <summary>
 /// The sessions the agent knows, the kernel ids being created or restarted, and the lifecycle events
-/// published to subscribers.
+/// published to subscribers, and the tombstones of ended sessions (kept for <paramref name="endedRetention"/>, at most
+/// <paramref name="endedMaxCount"/>, in memory only).
 /// </summary>
-internal sealed class SessionRegistry(ILogger logger)
+internal sealed class SessionRegistry(ILogger logger, TimeSpan endedRetention, int endedMaxCount)
 {
     private readonly ConcurrentDictionary<string, Session> _sessions = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, SessionTombstone> _ended = new(StringComparer.Ordinal);
     // Containers of sessions still being created: reconciliation must not mistake them for strays.
     private readonly ConcurrentDictionary<string, byte> _creating = new(StringComparer.Ordinal);
     private readonly List<SessionSubscription> _subscribers = [];
@@ -28,8 +30,57 @@ internal sealed class SessionRegistry(ILogger logger)
     public bool TryGet(string kernelId, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Session? session) =>
         _sessions.TryGetValue(kernelId, out session);
 
-    public Session Get(string kernelId) =>
-        _sessions.TryGetValue(kernelId, out var session) ? session : throw new SessionNotFoundException(kernelId);
+    /// <summary>The live session; an ended one still remembered throws <see cref="SessionEndedException"/> (saying how it ended).</summary>
+    public Session Get(string kernelId)
+    {
+        if (_sessions.TryGetValue(kernelId, out var session))
+            return session;
+        if (FindEnded(kernelId) is { } tombstone)
+            throw new SessionEndedException(tombstone);
+        throw new SessionNotFoundException(kernelId);
+    }
+
+    /// <summary>The tombstone of an ended session within the retention, or null.</summary>
+    public SessionTombstone? FindEnded(string kernelId)
+    {
+        PruneEnded();
+        return _ended.TryGetValue(kernelId, out var tombstone) ? tombstone : null;
+    }
+
+    /// <summary>The tombstones within the retention, oldest end first.</summary>
+    public IReadOnlyList<SessionTombstone> Ended
+    {
+        get
+        {
+            PruneEnded();
+            return _ended.Values.OrderBy(t => t.EndReason.At).ToList();
+        }
+    }
+
+    /// <summary>Remembers an ended session; the oldest go first past the count bound.</summary>
+    public void AddEnded(SessionTombstone tombstone)
+    {
+        if (endedRetention <= TimeSpan.Zero || endedMaxCount <= 0)
+            return;
+        _ended[tombstone.KernelId] = tombstone;
+        PruneEnded();
+    }
+
+    private void PruneEnded()
+    {
+        var cutoff = DateTimeOffset.UtcNow - endedRetention;
+        foreach (var (kernelId, tombstone) in _ended)
+        {
+            if (tombstone.EndReason.At < cutoff)
+                _ended.TryRemove(kernelId, out _);
+        }
+        var excess = _ended.Count - endedMaxCount;
+        if (excess > 0)
+        {
+            foreach (var oldest in _ended.Values.OrderBy(t => t.EndReason.At).Take(excess).ToList())
+                _ended.TryRemove(oldest.KernelId, out _);
+        }
+    }
 
     /// <summary>Marks a kernel id as being created or restarted; false when it already is.</summary>
     public bool TryBeginCreating(string kernelId) => _creating.TryAdd(kernelId, 0);
@@ -51,6 +102,8 @@ internal sealed class SessionRegistry(ILogger logger)
             Publish(new SessionEvent(kernelId, "run-error", session.State, null, DateTimeOffset.UtcNow, reason));
         };
         _sessions[kernelId] = session;
+        // A new session under an ended one's id replaces its tombstone.
+        _ended.TryRemove(kernelId, out _);
     }
 
     public void Remove(string kernelId) => _sessions.TryRemove(kernelId, out _);

@@ -8,6 +8,8 @@ public enum SessionState
 {
     Creating,
     Running,
+    /// <summary>Running, but frozen by a pause (cgroup freezer on runc/gVisor, the task pause on Kata) until resumed.</summary>
+    Paused,
     Exited,
     Destroying,
     Destroyed,

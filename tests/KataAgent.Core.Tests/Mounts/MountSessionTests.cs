@@ -364,7 +364,7 @@ public sealed class RuncMountSessionTests(MountRuncFixture fixture, ITestOutputH
         }
         await Fixture.RestartAgentAsync();
 
-        Assert.Throws<SessionNotFoundException>(() => Agent.GetSession(dies.KernelId));
+        Assert.Equal("agent-lost", Assert.Throws<SessionEndedException>(() => Agent.GetSession(dies.KernelId)).Tombstone.EndReason.Name);
         Assert.Empty(Agent.Services.MountStaging.Leftovers());
         await AssertNothingLeftAsync();
     }
