@@ -14,13 +14,15 @@ fi
 # Runtime: containerd + runc + gVisor, CNI, netns/iptables tools, a registry for pull/push tests.
 # Build: containerd's API protos (compiled at build time), the OCI runtime-spec schema (tests),
 # debootstrap + clang for the base image and the runner's glibc-2.31 sysroot; python3-matplotlib
-# and python3-ipython for the runner's media tests.
+# and python3-ipython for the runner's media tests; redis-server, etcd-server, python3-zmq and python3-msgpack for
+# the Backend.AI manager adapter's tests (each test starts its own servers on 127.0.0.1).
 packages=(
   containerd runc runsc containernetworking-plugins iptables nftables iproute2 docker-registry busybox-static
   golang-github-containerd-containerd-dev golang-github-containerd-cgroups-dev
   golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev golang-github-opencontainers-specs-dev
   debootstrap clang-14 binutils zstd python3 python3-matplotlib python3-ipython gcc make ca-certificates
   dropbear-bin tmux
+  redis-server etcd-server python3-zmq python3-msgpack
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -30,7 +32,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   log "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # No system services out of the install (redis, etcd, containerd): the agent and the tests start their own.
+  policy=/usr/sbin/policy-rc.d
+  had_policy=0; [ -e "$policy" ] && had_policy=1
+  [ "$had_policy" = 1 ] || { printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; }
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ "$had_policy" = 1 ] || rm -f "$policy"
 fi
 # The Debian containerd package may start a system containerd; the agent and the tests use
 # their own private instances and need none.
