@@ -165,6 +165,7 @@ public sealed partial class Agent : IAsyncDisposable
         await _reconciler.RecoverAsync(cancellationToken).ConfigureAwait(false);
         if (Options.ReconcileInterval > TimeSpan.Zero)
             _reconcileLoop = Task.Run(() => _reconciler.RunLoopAsync(Options.ReconcileInterval, _stop.Token), CancellationToken.None);
+        StartTimeoutLoop();
     }
 
     private async Task PumpEventsAsync(CancellationToken cancellationToken)
@@ -206,12 +207,14 @@ public sealed partial class Agent : IAsyncDisposable
     public async Task<Session> CreateSessionAsync(SessionRequest request, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
     {
         request = request with { KernelId = request.KernelId ?? Guid.NewGuid().ToString("N") };
+        SessionTimeouts.Validate(request);
         if (_registry.Contains(request.KernelId) || !_registry.TryBeginCreating(request.KernelId))
             throw new SessionRequestException($"a session with kernel id '{request.KernelId}' already exists");
         Session session;
         try
         {
             session = await Creator.CreateAsync(request, progress, cancellationToken).ConfigureAwait(false);
+            session.Timeouts = SessionTimeouts.For(request, Options);
             _registry.Register(session);
         }
         catch (SessionCreateException e)
@@ -296,7 +299,9 @@ public sealed partial class Agent : IAsyncDisposable
             throw new SessionEndedException(session.ToTombstone(ended));
         RefuseIfPaused(session);
         CheckImageOffers(session.Record, mode);
-        return session.Runner.ExecuteStreamingAsync(runId, mode, text, options, cancellationToken);
+        var (effective, sessionLimitGoverns) = WithSessionExecTimeout(session, mode, options);
+        return TrackRunAsync(session, runId, session.Runner.ExecuteStreamingAsync(runId, mode, text, effective, cancellationToken),
+            sessionLimitGoverns, cancellationToken);
     }
 
     /// <summary>
@@ -326,7 +331,7 @@ public sealed partial class Agent : IAsyncDisposable
     }
 
     public ScratchFiles Files(string kernelId) =>
-        ScratchDirectory.Open(Options.ScratchRoot, GetSession(kernelId).KernelId, new ScratchFilesOptions
+        ScratchDirectory.Open(Options.ScratchRoot, TouchedSession(kernelId).KernelId, new ScratchFilesOptions
         {
             MaxListEntries = Options.ListMaxEntries,
             MaxTarEntries = Options.DownloadMaxEntries,
@@ -342,6 +347,8 @@ public sealed partial class Agent : IAsyncDisposable
             await _eventPump.ConfigureAwait(false);
         if (_reconcileLoop is not null)
             await _reconcileLoop.ConfigureAwait(false);
+        if (_timeoutLoop is not null)
+            await _timeoutLoop.ConfigureAwait(false);
         foreach (var session in _registry.Sessions)
             await session.DisposeAsync().ConfigureAwait(false);
         // The FIFOs stay: the sessions run on, and the next agent carries their logs again.

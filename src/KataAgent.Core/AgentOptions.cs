@@ -63,6 +63,18 @@ public sealed record AgentOptions
     public TimeSpan EndedSessionRetention { get; init; } = TimeSpan.FromHours(1);
     /// <summary>At most this many ended sessions are remembered (the oldest go first).</summary>
     public int EndedSessionMaxCount { get; init; } = 1000;
+    /// <summary>Default idle timeout of a session (docs/TIMEOUTS.md); zero: sessions never end for being idle.</summary>
+    public TimeSpan DefaultIdleTimeout { get; init; }
+    /// <summary>Default maximum lifetime of a session; zero: unlimited.</summary>
+    public TimeSpan DefaultMaxLifetime { get; init; }
+    /// <summary>Default session-level exec timeout: a run longer than this ends the session (exec-timeout); zero: none.</summary>
+    public TimeSpan DefaultExecTimeout { get; init; }
+    /// <summary>How long before an idle or lifetime end the warning event ("idle-warning", "lifetime-warning") comes.</summary>
+    public TimeSpan TimeoutWarningLead { get; init; } = TimeSpan.FromMinutes(1);
+    /// <summary>Whether a paused session's time counts as idle (by default it does not: pausing stops the idle clock).</summary>
+    public bool PausedCountsAsIdle { get; init; }
+    /// <summary>How often the idle, lifetime and exec timeouts are checked.</summary>
+    public TimeSpan TimeoutCheckInterval { get; init; } = TimeSpan.FromSeconds(1);
     /// <summary>How often containers and sessions are compared (reaping strays, cleaning vanished ones); zero turns it off.</summary>
     public TimeSpan ReconcileInterval { get; init; } = TimeSpan.FromSeconds(60);
     public long SessionLogMaxBytes { get; init; } = 8L * 1024 * 1024;

@@ -86,6 +86,7 @@ internal sealed partial class SessionReconciler
             {
                 session.TrySetPaused(true);
             }
+            session.Timeouts = SessionTimeouts.For(record.Request, _options);
             _registry.Register(session);
             _services.LogRelays.Start(record.KernelId, record.LogPath);
             _logger.LogInformation("recovered session {KernelId}", record.KernelId);

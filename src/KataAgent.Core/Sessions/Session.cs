@@ -82,6 +82,71 @@ public sealed class Session(SessionRecord record, KernelRunnerClient runner) : I
         }
     }
 
+    // ---- Idle and lifetime bookkeeping (Agent.Timeouts.cs) ----
+    private long _lastActivityTicks = DateTimeOffset.UtcNow.UtcTicks;
+    private int _activeRuns;
+    private long _lifetimeExtensionTicks;
+    private long _idleFloorTicks;
+
+    /// <summary>When the session last did something that counts against idleness (execute, file transfer, traffic).</summary>
+    public DateTimeOffset LastActivity => new(Interlocked.Read(ref _lastActivityTicks), TimeSpan.Zero);
+
+    /// <summary>Runs in progress (an execute stream that has not ended): the session is not idle while one is.</summary>
+    public int ActiveRuns => Volatile.Read(ref _activeRuns);
+
+    internal void Touch(DateTimeOffset at)
+    {
+        var ticks = at.UtcTicks;
+        long seen;
+        while ((seen = Interlocked.Read(ref _lastActivityTicks)) < ticks &&
+               Interlocked.CompareExchange(ref _lastActivityTicks, ticks, seen) != seen)
+        {
+        }
+    }
+
+    internal void BeginRun()
+    {
+        Interlocked.Increment(ref _activeRuns);
+        Touch(DateTimeOffset.UtcNow);
+    }
+
+    internal void EndRun()
+    {
+        Interlocked.Decrement(ref _activeRuns);
+        Touch(DateTimeOffset.UtcNow);
+    }
+
+    /// <summary>What <c>session extend</c> added to the maximum lifetime so far.</summary>
+    public TimeSpan LifetimeExtension => TimeSpan.FromTicks(Interlocked.Read(ref _lifetimeExtensionTicks));
+
+    /// <summary>The idle timeout cannot fire before this (an extend pushes it); MinValue when never extended.</summary>
+    public DateTimeOffset IdleFloor => new(Interlocked.Read(ref _idleFloorTicks), TimeSpan.Zero);
+
+    internal void Extend(TimeSpan by, DateTimeOffset newIdleFloor)
+    {
+        Interlocked.Add(ref _lifetimeExtensionTicks, by.Ticks);
+        Interlocked.Exchange(ref _idleFloorTicks, newIdleFloor.UtcTicks);
+    }
+
+    /// <summary>The idle, lifetime and exec limits (set when the agent registers the session).</summary>
+    public SessionTimeouts Timeouts { get; internal set; } = SessionTimeouts.None;
+
+    /// <summary>When the idle timeout ends the session if nothing happens before; null: no idle timeout.</summary>
+    public DateTimeOffset? IdleDeadline => Timeouts.Idle > TimeSpan.Zero
+        ? Max(LastActivity + Timeouts.Idle, IdleFloor)
+        : null;
+
+    /// <summary>When the maximum lifetime (plus extensions) ends the session; null: unlimited.</summary>
+    public DateTimeOffset? LifetimeDeadline => Timeouts.MaxLifetime > TimeSpan.Zero
+        ? Record.CreatedAt + Timeouts.MaxLifetime + LifetimeExtension
+        : null;
+
+    private static DateTimeOffset Max(DateTimeOffset a, DateTimeOffset b) => a >= b ? a : b;
+
+    /// <summary>Which deadline (idle or lifetime, at which instant) a warning was last published for: one warning per deadline.</summary>
+    internal DateTimeOffset? IdleWarnedFor { get; set; }
+    internal DateTimeOffset? LifetimeWarnedFor { get; set; }
+
     internal SessionTombstone ToTombstone(SessionEndReason fallback) => new(Record, EndReason ?? fallback, ExitCode, OutOfMemory);
 
     public ValueTask DisposeAsync() => Runner.DisposeAsync();

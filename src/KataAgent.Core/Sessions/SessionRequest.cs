@@ -35,4 +35,17 @@ public sealed record SessionRequest
     /// Empty: the image's <c>io.kata-agent.runner-command</c> label if it has one, else the agent's runner.
     /// </summary>
     public IReadOnlyList<string> RunnerCommand { get; init; } = [];
+    /// <summary>
+    /// End the session (idle-timeout) after this long without an execute, a file transfer or traffic on its service
+    /// ports; null: the agent's default (timeouts.idle); zero: never.
+    /// </summary>
+    public TimeSpan? IdleTimeout { get; init; }
+    /// <summary>End the session (lifetime-expired) this long after it was created (plus extensions); null: the agent's default; zero: never.</summary>
+    public TimeSpan? MaxLifetime { get; init; }
+    /// <summary>
+    /// A run longer than this is stopped and the session ends (exec-timeout), as Backend.AI's manager destroys a kernel
+    /// after an exec timeout; null: the agent's default (timeouts.exec); zero: never. A run's own limit
+    /// (<see cref="Runner.Protocol.ExecutionOptions"/>) only stops that run.
+    /// </summary>
+    public TimeSpan? ExecTimeout { get; init; }
 }
