@@ -151,6 +151,7 @@ public sealed partial class Agent
         bool sessionLimitGoverns, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         session.BeginRun();
+        DateTimeOffset? execTimedOut = null;
         try
         {
             var events = run.GetAsyncEnumerator(cancellationToken);
@@ -178,17 +179,17 @@ public sealed partial class Agent
                 }
                 if (!more)
                     yield break;
+                // The session's limit stopped the run: the result goes out, then the session ends (in the finally).
                 if (events.Current is ResultEvent { Result.Status: ExecutionStatus.ExecTimeout } && sessionLimitGoverns)
-                {
-                    await EndByTimeoutAsync(session, new SessionEndReason(SessionEndKind.ExecTimeout, DateTimeOffset.UtcNow),
-                        cancellationToken).ConfigureAwait(false);
-                }
+                    execTimedOut = DateTimeOffset.UtcNow;
                 yield return events.Current;
             }
         }
         finally
         {
             session.EndRun();
+            if (execTimedOut is { } at)
+                await EndByTimeoutAsync(session, new SessionEndReason(SessionEndKind.ExecTimeout, at), _stop.Token).ConfigureAwait(false);
         }
     }
 
@@ -199,13 +200,4 @@ public sealed partial class Agent
             await Task.Delay(TimeSpan.FromMilliseconds(50), cancellationToken).ConfigureAwait(false);
         return session.EndReason;
     }
-}
-
-/// <summary>A run that was waiting when its session ended: names how it ended.</summary>
-public sealed class SessionEndedDuringRunException(string kernelId, string runId, SessionEndReason reason)
-    : Exception($"session {kernelId} ended during run {runId}: {reason.Describe()}")
-{
-    public string KernelId { get; } = kernelId;
-    public string RunId { get; } = runId;
-    public SessionEndReason Reason { get; } = reason;
 }

@@ -1,5 +1,6 @@
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
+using KataAgent.Testing;
 
 namespace KataAgent.Core.Tests;
 
@@ -58,8 +59,13 @@ public abstract class SessionEndReasonSessionTestsBase(AgentFixture fixture, str
         {
             using var subscription = Agent.Subscribe();
             var exited = NextEventAsync(subscription, session.KernelId, "exited");
+            var waiting = RunAsync(session, "import time\nprint('started', flush=True)\ntime.sleep(600)");
+            await Eventually.WaitAsync(() => session.Runner.ActiveRunId is not null, "the run to start", TimeSpan.FromSeconds(60));
             await Agent.Containerd.Tasks.KillAsync(session.Record.ContainerId, 9, all: true);
             var e = await exited;
+            // The execute that was waiting ends with the session's end reason, not the runner's lost connection.
+            var ended = await Assert.ThrowsAsync<SessionEndedDuringRunException>(() => waiting);
+            Assert.Equal("signaled (signal 9)", ended.Reason.Describe());
             Assert.Equal("signaled (signal 9)", e.EndReason?.Describe());
             Assert.Equal(9, e.EndReason?.Signal);
             Assert.Equal("signaled", session.EndReason?.Name);
@@ -85,13 +91,9 @@ public abstract class SessionEndReasonSessionTestsBase(AgentFixture fixture, str
             using var subscription = Agent.Subscribe();
             var exited = NextEventAsync(subscription, session.KernelId, "exited");
             // The runner (PID 1) stops on SIGTERM and exits 0 (src/KataAgent.Runner/README.md); the run itself is cut short.
-            try
-            {
-                await RunAsync(session, "import os, signal\nos.kill(1, signal.SIGTERM)\nimport time\ntime.sleep(60)");
-            }
-            catch (Exception ex) when (ex is not Xunit.Sdk.XunitException)
-            {
-            }
+            var waiting = await Assert.ThrowsAsync<SessionEndedDuringRunException>(
+                () => RunAsync(session, "import os, signal\nos.kill(1, signal.SIGTERM)\nimport time\ntime.sleep(60)"));
+            Assert.Equal("exited (code 0)", waiting.Reason.Describe());
             var e = await exited;
             Assert.Equal("exited (code 0)", e.EndReason?.Describe());
             Assert.Equal(0, e.ExitCode);

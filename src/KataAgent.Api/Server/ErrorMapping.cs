@@ -25,6 +25,8 @@ public static class ErrorMapping
         SessionNotFoundException => StatusCode.NotFound,
         // Gone like an unknown one, but the message says how it ended ("session X ended 3 min ago: oom-killed ...").
         SessionEndedException => StatusCode.NotFound,
+        // The run was waiting when its session ended: the message names how ("session X ended during run R: oom-killed ...").
+        SessionEndedDuringRunException => StatusCode.Aborted,
         // A create step failed: the cause decides (no image → not found, no room → exhausted, ...).
         SessionCreateException { InnerException: { } inner } => CodeFor(inner) is var c && c != StatusCode.Internal ? c : StatusCode.Internal,
         AggregateException { InnerExceptions.Count: > 0 } agg => CodeFor(agg.InnerExceptions[0]),

@@ -55,7 +55,16 @@ public static class Mapping
         info.Features.AddRange(r.Features ?? []);
         info.RunnerCommand.AddRange(r.RunnerCommand ?? []);
         if (session.EndReason is { } reason)
+        {
             info.EndReason = ToProto(reason);
+        }
+        else
+        {
+            if (session.IdleDeadline is { } idle)
+                info.IdleDeadline = Timestamp.FromDateTimeOffset(idle);
+            if (session.LifetimeDeadline is { } lifetime)
+                info.LifetimeDeadline = Timestamp.FromDateTimeOffset(lifetime);
+        }
         return info;
     }
 
@@ -134,8 +143,17 @@ public static class Mapping
             },
             AddCapabilities = request.AddCapabilities.ToList(),
             RunnerCommand = request.RunnerCommand.ToList(),
+            IdleTimeout = request.HasIdleTimeoutSeconds ? Seconds(request.IdleTimeoutSeconds, "idle_timeout_seconds") : null,
+            MaxLifetime = request.HasMaxLifetimeSeconds ? Seconds(request.MaxLifetimeSeconds, "max_lifetime_seconds") : null,
+            ExecTimeout = request.HasExecTimeoutSeconds ? Seconds(request.ExecTimeoutSeconds, "exec_timeout_seconds") : null,
         };
     }
+
+    /// <summary>A timeout in seconds: zero (none) up to ten years.</summary>
+    public static TimeSpan Seconds(double seconds, string field) =>
+        double.IsFinite(seconds) && seconds >= 0 && seconds <= TimeSpan.FromDays(3650).TotalSeconds
+            ? TimeSpan.FromSeconds(seconds)
+            : throw new SessionRequestException($"{field} must be between 0 and 315360000 seconds (got {seconds})");
 
     public static CoreExecutionMode FromProto(ProtoExecutionMode mode) => mode switch
     {

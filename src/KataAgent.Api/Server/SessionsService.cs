@@ -263,6 +263,11 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
     public override async Task<SessionInfo> PauseSession(SessionRef request, ServerCallContext context) =>
         Mapping.ToProto(await agent.PauseSessionAsync(RequireKernelId(request.KernelId), context.CancellationToken));
 
+    public override async Task<SessionInfo> ExtendSession(ExtendSessionRequest request, ServerCallContext context) =>
+        Mapping.ToProto(await agent.ExtendSessionAsync(RequireKernelId(request.KernelId),
+            request.BySeconds > 0 ? Mapping.Seconds(request.BySeconds, "by_seconds") : throw new SessionRequestException($"by_seconds must be positive (got {request.BySeconds})"),
+            context.CancellationToken));
+
     public override async Task<SessionInfo> ResumeSession(SessionRef request, ServerCallContext context) =>
         Mapping.ToProto(await agent.ResumeSessionAsync(RequireKernelId(request.KernelId), context.CancellationToken));
 

@@ -44,6 +44,15 @@ internal static partial class SessionCommands
     private static string StateText(SessionInfo s) =>
         s.State + (s.HasExitCode ? $" ({s.ExitCode})" : "") + (s.OutOfMemory ? " oom" : "");
 
+    /// <summary>"2026-12-01 20:10:00Z (in 5 min)".</summary>
+    internal static string DeadlineText(DateTimeOffset at)
+    {
+        var left = at - DateTimeOffset.UtcNow;
+        var inText = left < TimeSpan.FromMinutes(1) ? $"{Math.Max(0, (int)left.TotalSeconds)} s"
+            : left < TimeSpan.FromHours(1) ? $"{(int)left.TotalMinutes} min" : $"{(int)left.TotalHours} h";
+        return $"{at.ToString("u", CultureInfo.InvariantCulture)} (in {inText})";
+    }
+
     /// <summary>"ended 3m ago: oom-killed (limit 1 GiB)".</summary>
     internal static string EndedText(SessionEndReason end) =>
         $"ended {Age(end.At.ToDateTimeOffset())}: {TerminalText.Name(end.Description.Length > 0 ? end.Description : end.Kind)}";
@@ -85,6 +94,10 @@ internal static partial class SessionCommands
             Row("created", s.CreatedAt.ToDateTimeOffset().ToString("u", CultureInfo.InvariantCulture));
             Row("scratch dir", s.ScratchDir);
             Row("active run", s.ActiveRunId.Length > 0 ? s.ActiveRunId : "-");
+            if (s.IdleDeadline is { } idle)
+                Row("idle deadline", DeadlineText(idle.ToDateTimeOffset()));
+            if (s.LifetimeDeadline is { } lifetime)
+                Row("lifetime deadline", DeadlineText(lifetime.ToDateTimeOffset()));
             foreach (var p in s.Ports)
                 Row($"port {TerminalText.Name(p.Name)}", $"{p.Protocol} {p.ContainerPort} -> {p.HostIp}:{p.HostPort}");
             foreach (var p in s.ServicePorts.Where(p => p.UrlTemplate.Length > 0))

@@ -37,6 +37,7 @@ internal static partial class SessionCommands
         command.Subcommands.Add(CommitCommand());
         command.Subcommands.Add(PauseCommand());
         command.Subcommands.Add(ResumeCommand());
+        command.Subcommands.Add(ExtendCommand());
         command.Subcommands.Add(ServiceCommand());
         return command;
     }

@@ -18,9 +18,13 @@ internal sealed class SessionOptions
     public Option<string[]> CapAdd { get; } = new("--cap-add") { Description = "Add a capability beyond the default set, e.g. CAP_NET_RAW (repeatable; must be in agent.allowed_capabilities)" };
     public Option<string?> ImageRunner { get; } = new("--image-runner") { Description = "Run the image's own kernel runner, this command line, instead of the agent's, e.g. \"python3 -m ai.backend.kernel python /usr/bin/python3\" (driven without CURVE; an image's io.kata-agent.runner-command label does the same)" };
 
+    public Option<string?> IdleTimeout { get; } = new("--idle-timeout") { Description = "End the session after this long without an execute or file transfer, e.g. 30m (0: never; default: timeouts.idle)" };
+    public Option<string?> MaxLifetime { get; } = new("--max-lifetime") { Description = "End the session this long after its creation, e.g. 8h (0: unlimited; default: timeouts.max_lifetime; session extend adds to it)" };
+    public Option<string?> SessionExecTimeout { get; } = new("--session-exec-timeout") { Description = "A run longer than this is stopped and the session ends (exec-timeout), e.g. 1h (0: none; default: timeouts.exec)" };
+
     public void AddTo(Command command)
     {
-        foreach (var option in new Option[] { Runtime, Cpu, Memory, Scratch, Env, Volume, Label, Egress, CapAdd, ImageRunner })
+        foreach (var option in new Option[] { Runtime, Cpu, Memory, Scratch, Env, Volume, Label, Egress, CapAdd, ImageRunner, IdleTimeout, MaxLifetime, SessionExecTimeout })
             command.Options.Add(option);
     }
 
@@ -62,6 +66,12 @@ internal sealed class SessionOptions
         }
         foreach (var item in parse.GetValue(Volume) ?? [])
             request.Mounts.Add(ParseVolume(item));
+        if (parse.GetValue(IdleTimeout) is { } idle)
+            request.IdleTimeoutSeconds = ParseDuration("--idle-timeout", idle).TotalSeconds;
+        if (parse.GetValue(MaxLifetime) is { } lifetime)
+            request.MaxLifetimeSeconds = ParseDuration("--max-lifetime", lifetime).TotalSeconds;
+        if (parse.GetValue(SessionExecTimeout) is { } exec)
+            request.ExecTimeoutSeconds = ParseDuration("--session-exec-timeout", exec).TotalSeconds;
         foreach (var item in parse.GetValue(Label) ?? [])
         {
             var eq = item.IndexOf('=', StringComparison.Ordinal);
@@ -71,6 +81,11 @@ internal sealed class SessionOptions
         }
         return request;
     }
+
+    public static TimeSpan ParseDuration(string option, string text) =>
+        Durations.TryParse(text, out var value) && value >= TimeSpan.Zero
+            ? value
+            : throw new CliException($"{option}: '{text}' is not a duration like 30s, 5m or 1h", 2);
 
     public static MountSpec ParseVolume(string text)
     {

@@ -95,6 +95,12 @@ internal static class ConfigKeys
 
         new("timeouts", "runner_ready", (b, v) => b.Agent = b.Agent with { RunnerReadyTimeout = v.Duration(TimeSpan.FromSeconds(1)) }),
         new("timeouts", "stop_grace", (b, v) => b.Agent = b.Agent with { StopGracePeriod = v.Duration() }),
+        new("timeouts", "idle", (b, v) => b.Agent = b.Agent with { DefaultIdleTimeout = v.Duration() }),
+        new("timeouts", "max_lifetime", (b, v) => b.Agent = b.Agent with { DefaultMaxLifetime = v.Duration() }),
+        new("timeouts", "exec", (b, v) => b.Agent = b.Agent with { DefaultExecTimeout = v.Duration() }),
+        new("timeouts", "warning_lead", (b, v) => b.Agent = b.Agent with { TimeoutWarningLead = v.Duration() }),
+        new("timeouts", "paused_counts_as_idle", (b, v) => b.Agent = b.Agent with { PausedCountsAsIdle = v.Bool() }),
+        new("timeouts", "check_interval", (b, v) => b.Agent = b.Agent with { TimeoutCheckInterval = v.Duration(TimeSpan.FromMilliseconds(100)) }),
         new("timeouts", "ended_session_retention", (b, v) => b.Agent = b.Agent with { EndedSessionRetention = v.Duration() }),
         new("limits", "ended_sessions", (b, v) => b.Agent = b.Agent with { EndedSessionMaxCount = v.Int(0, 1_000_000) }),
         new("timeouts", "reconcile_interval", (b, v) => b.Agent = b.Agent with { ReconcileInterval = v.Duration() }),

@@ -15,3 +15,12 @@ public sealed class SessionCreateException(string kernelId, string step, Excepti
     public string KernelId { get; } = kernelId;
     public string Step { get; } = step;
 }
+
+/// <summary>A run that was waiting when its session ended: names how it ended.</summary>
+public sealed class SessionEndedDuringRunException(string kernelId, string runId, SessionEndReason reason)
+    : Exception($"session {kernelId} ended during run {runId}: {reason.Describe()}")
+{
+    public string KernelId { get; } = kernelId;
+    public string RunId { get; } = runId;
+    public SessionEndReason Reason { get; } = reason;
+}
