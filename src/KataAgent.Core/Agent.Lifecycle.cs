@@ -16,6 +16,7 @@ public sealed partial class Agent
             await old.DisposeAsync().ConfigureAwait(false);
             var restarted = await Creator.RestartAsync(old.Record, cancellationToken).ConfigureAwait(false);
             restarted.Timeouts = SessionTimeouts.For(restarted.Record.Request, Options);
+            FindSandboxProcesses(restarted);
             _registry.Register(restarted);
             _registry.Publish(new SessionEvent(kernelId, "restarted", restarted.State, null, DateTimeOffset.UtcNow));
             return restarted;

@@ -147,14 +147,15 @@ public sealed partial class Agent
         return ((options ?? new ExecutionOptions()) with { ExecTimeout = limit }, true);
     }
 
-    private async IAsyncEnumerable<ExecutionEvent> TrackRunAsync(Session session, string runId, IAsyncEnumerable<ExecutionEvent> run,
+    private async IAsyncEnumerable<ExecutionEvent> TrackRunAsync(Session session, string runId, Func<CancellationToken, IAsyncEnumerable<ExecutionEvent>> run,
         bool sessionLimitGoverns, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         session.BeginRun();
         DateTimeOffset? execTimedOut = null;
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, session.EndingToken);
         try
         {
-            var events = run.GetAsyncEnumerator(cancellationToken);
+            var events = run(stop.Token).GetAsyncEnumerator(stop.Token);
             await using var disposeEvents = events.ConfigureAwait(false);
             while (true)
             {
@@ -169,13 +170,19 @@ public sealed partial class Agent
                     more = false;
                     lost = e;
                 }
+                catch (OperationCanceledException e) when (!cancellationToken.IsCancellationRequested && session.EndingToken.IsCancellationRequested)
+                {
+                    // The agent ended the session (destroy, a timeout): its reason is already set.
+                    more = false;
+                    lost = e;
+                }
                 if (lost is not null || (more && events.Current is ResultEvent && !session.Runner.IsConnected))
                 {
                     // The runner went with the session (or just dropped): say how the session ended when it did.
                     if (await WaitForEndReasonAsync(session, cancellationToken).ConfigureAwait(false) is { } reason)
                         throw new SessionEndedDuringRunException(session.KernelId, runId, reason);
                     if (lost is not null)
-                        throw lost;
+                        System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(lost);
                 }
                 if (!more)
                     yield break;

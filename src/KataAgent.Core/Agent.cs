@@ -179,8 +179,9 @@ public sealed partial class Agent : IAsyncDisposable
                 switch (e)
                 {
                     case TaskExited exited when session.TryTransition(SessionState.Exited, exited.ExitCode):
-                        var reason = session.SetEndReason(
-                            SessionEndReason.FromExitStatus(exited.ExitCode, session.OutOfMemory, session.Record.MemoryBytes, exited.At));
+                        var reason = session.SetEndReason(DeadSandbox(session) is { } dead
+                            ? SessionEndReason.SandboxDied(dead, exited.ExitCode, exited.At)
+                            : SessionEndReason.FromExitStatus(exited.ExitCode, session.OutOfMemory, session.Record.MemoryBytes, exited.At));
                         _registry.Publish(new SessionEvent(session.KernelId, "exited", SessionState.Exited, exited.ExitCode, exited.At,
                             reason.Describe(), reason));
                         break;
@@ -199,6 +200,16 @@ public sealed partial class Agent : IAsyncDisposable
     }
 
     /// <summary>
+    /// The shim or runsc sandbox of the session that is gone at its task's exit: containerd reported the exit of a task
+    /// whose sandbox died (a shim killed from the host reads as 137 otherwise, like a SIGKILL from inside).
+    /// </summary>
+    private static string? DeadSandbox(Session session) =>
+        session.SandboxProcesses.FirstOrDefault(p => !p.IsAlive()) is { } dead ? $"{dead.Role} pid {dead.Pid} gone" : null;
+
+    private void FindSandboxProcesses(Session session) =>
+        session.SandboxProcesses = Diagnostics.SandboxProcess.FindFor(Options.Namespace, session.Record.ContainerId);
+
+    /// <summary>
     /// Lifecycle events from now on: the subscription is registered before this returns, so nothing
     /// published after the call is missed. Read it with <see cref="SessionSubscription.ReadAllAsync"/>; dispose it to stop.
     /// </summary>
@@ -215,6 +226,7 @@ public sealed partial class Agent : IAsyncDisposable
         {
             session = await Creator.CreateAsync(request, progress, cancellationToken).ConfigureAwait(false);
             session.Timeouts = SessionTimeouts.For(request, Options);
+            FindSandboxProcesses(session);
             _registry.Register(session);
         }
         catch (SessionCreateException e)
@@ -276,6 +288,8 @@ public sealed partial class Agent : IAsyncDisposable
             // Before the kill: the task's exit that follows is the destroy's, not an end of its own.
             var reason = session.SetEndReason(SessionEndReason.Destroyed(by, DateTimeOffset.UtcNow));
             session.TryTransition(SessionState.Destroying);
+            // Runs waiting on the session end now, with its reason, rather than wait on a runner that is going away.
+            session.SignalEnding();
             await session.DisposeAsync().ConfigureAwait(false);
             await Destroyer.DestroyAsync(session.Record, keepScratch, cancellationToken: cancellationToken).ConfigureAwait(false);
             _registry.Remove(kernelId);
@@ -300,7 +314,7 @@ public sealed partial class Agent : IAsyncDisposable
         RefuseIfPaused(session);
         CheckImageOffers(session.Record, mode);
         var (effective, sessionLimitGoverns) = WithSessionExecTimeout(session, mode, options);
-        return TrackRunAsync(session, runId, session.Runner.ExecuteStreamingAsync(runId, mode, text, effective, cancellationToken),
+        return TrackRunAsync(session, runId, token => session.Runner.ExecuteStreamingAsync(runId, mode, text, effective, token),
             sessionLimitGoverns, cancellationToken);
     }
 

@@ -110,6 +110,32 @@ public abstract class SessionEndReasonSessionTestsBase(AgentFixture fixture, str
     }
 
     [Fact]
+    public async Task Killing_the_shim_from_the_host_ends_sandbox_died_not_signaled()
+    {
+        var session = await CreateAsync();
+        try
+        {
+            var shim = Assert.Single(Diagnostics.SandboxProcess.FindFor(Agent.Options.Namespace, session.Record.ContainerId));
+            using var subscription = Agent.Subscribe();
+            var exited = NextEventAsync(subscription, session.KernelId, "exited");
+            var waiting = RunAsync(session, "import time\nprint('started', flush=True)\ntime.sleep(600)");
+            await Eventually.WaitAsync(() => session.Runner.ActiveRunId is not null, "the run to start", TimeSpan.FromSeconds(60));
+            System.Diagnostics.Process.GetProcessById(shim.Pid).Kill();
+            var e = await exited;
+            Assert.Equal("sandbox-died", e.EndReason?.Name);
+            Assert.Equal($"sandbox-died (shim pid {shim.Pid} gone)", e.EndReason?.Describe());
+            var ended = await Assert.ThrowsAsync<SessionEndedDuringRunException>(() => waiting);
+            Assert.Equal("sandbox-died", ended.Reason.Name);
+            await Agent.DestroySessionAsync(session.KernelId);
+            await AssertTombstoneAsync(session.KernelId, "sandbox-died", $"sandbox-died (shim pid {shim.Pid} gone)");
+        }
+        finally
+        {
+            await Agent.DestroySessionAsync(session.KernelId);
+        }
+    }
+
+    [Fact]
     public async Task Destroying_a_running_session_ends_it_destroyed_by_the_api()
     {
         var session = await CreateAsync();

@@ -87,6 +87,7 @@ internal sealed partial class SessionReconciler
                 session.TrySetPaused(true);
             }
             session.Timeouts = SessionTimeouts.For(record.Request, _options);
+            session.SandboxProcesses = Diagnostics.SandboxProcess.FindFor(_options.Namespace, record.ContainerId);
             _registry.Register(session);
             _services.LogRelays.Start(record.KernelId, record.LogPath);
             _logger.LogInformation("recovered session {KernelId}", record.KernelId);

@@ -147,6 +147,19 @@ public sealed class Session(SessionRecord record, KernelRunnerClient runner) : I
     internal DateTimeOffset? IdleWarnedFor { get; set; }
     internal DateTimeOffset? LifetimeWarnedFor { get; set; }
 
+    /// <summary>The shim the task lives in, found when the session was registered.</summary>
+    internal IReadOnlyList<Diagnostics.SandboxProcess> SandboxProcesses { get; set; } = [];
+
+    // Cancelled when the agent ends the session (destroy, timeouts): runs that wait on it stop waiting. Not disposed:
+    // a run may still link to it after the session is gone, and it holds no unmanaged resource without a timer.
+#pragma warning disable CA2213
+    private readonly CancellationTokenSource _ending = new();
+#pragma warning restore CA2213
+
+    internal CancellationToken EndingToken => _ending.Token;
+
+    internal void SignalEnding() => _ending.Cancel();
+
     internal SessionTombstone ToTombstone(SessionEndReason fallback) => new(Record, EndReason ?? fallback, ExitCode, OutOfMemory);
 
     public ValueTask DisposeAsync() => Runner.DisposeAsync();

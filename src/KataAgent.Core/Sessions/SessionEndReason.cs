@@ -40,6 +40,7 @@ public sealed record SessionEndReason(SessionEndKind Kind, DateTimeOffset At)
     public int? Signal { get; init; }
     public long? MemoryLimitBytes { get; init; }
     public DestroyedBy? By { get; init; }
+    /// <summary>create-failed: the step that failed; sandbox-died: which process died (e.g. "shim pid 123 gone").</summary>
     public string? Step { get; init; }
 
     /// <summary>The wire name: exited, signaled, oom-killed, sandbox-died, exec-timeout, idle-timeout, lifetime-expired, destroyed, agent-lost, create-failed.</summary>
@@ -78,6 +79,10 @@ public sealed record SessionEndReason(SessionEndKind Kind, DateTimeOffset At)
     public static SessionEndReason FromExitStatus(int? exitStatus, bool outOfMemory, long memoryLimitBytes, DateTimeOffset at) =>
         exitStatus is int status ? FromExitStatus(status, outOfMemory, memoryLimitBytes, at) : new SessionEndReason(SessionEndKind.SandboxDied, at);
 
+    /// <summary>The shim or sandbox process died (<paramref name="what"/>: which); the exit status is containerd's cleanup's.</summary>
+    public static SessionEndReason SandboxDied(string what, int? exitStatus, DateTimeOffset at) =>
+        new(SessionEndKind.SandboxDied, at) { ExitCode = exitStatus, Step = what };
+
     public static SessionEndReason OomKilled(long memoryLimitBytes, DateTimeOffset at) =>
         new(SessionEndKind.OomKilled, at) { MemoryLimitBytes = memoryLimitBytes };
 
@@ -98,6 +103,7 @@ public sealed record SessionEndReason(SessionEndKind Kind, DateTimeOffset At)
             SessionEndKind.Destroyed => By is { } by ? $"by {by.ToString().ToLowerInvariant()}" : null,
             SessionEndKind.AgentLost => ExitCode is int code ? $"exit status {code}" : null,
             SessionEndKind.CreateFailed => Step is { } step ? $"at step {step}" : null,
+            SessionEndKind.SandboxDied => Step,
             _ => null,
         };
         return detail is null ? Name : $"{Name} ({detail})";

@@ -1,0 +1,49 @@
+using System.Globalization;
+
+namespace KataAgent.Core.Diagnostics;
+
+/// <summary>
+/// A host process a session's life depends on beyond its task (the containerd shim),
+/// identified by pid and start time so a reused pid is not taken for it. When it is gone at the task's exit, the exit
+/// is containerd's cleanup after it died, not the session's own end: sandbox-died.
+/// </summary>
+public sealed record SandboxProcess(string Role, int Pid, long StartTime)
+{
+    /// <summary>The shim (containerd-shim-*) of a container, when one runs now.</summary>
+    public static IReadOnlyList<SandboxProcess> FindFor(string ns, string containerId)
+    {
+        var found = new List<SandboxProcess>();
+        foreach (var p in ProcessTree.Snapshot())
+        {
+            var args = p.CommandLine.Split(' ');
+            string? Arg(string name) => Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+            // Not gVisor's runsc-sandbox: it is the task's init as the shim sees it, so it is gone at every exit.
+            if (args[0].Contains("containerd-shim", StringComparison.Ordinal) && Arg("-namespace") == ns && Arg("-id") == containerId &&
+                StartTimeOf(p.Pid) is { } start)
+            {
+                found.Add(new SandboxProcess("shim", p.Pid, start));
+            }
+        }
+        return found;
+    }
+
+    /// <summary>Still running: the same process (start time), not a zombie.</summary>
+    public bool IsAlive() => ReadStat(Pid) is { } stat && stat.State != 'Z' && stat.StartTime == StartTime;
+
+    private static long? StartTimeOf(int pid) => ReadStat(pid)?.StartTime;
+
+    private static (char State, long StartTime)? ReadStat(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            // After the command name in parentheses: state is field 3, starttime field 22 (proc(5)).
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return (fields[0][0], long.Parse(fields[19], CultureInfo.InvariantCulture));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
+        {
+            return null;
+        }
+    }
+}
