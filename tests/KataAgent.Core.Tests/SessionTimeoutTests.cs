@@ -129,9 +129,14 @@ public abstract class SessionTimeoutTestsBase(TimeoutAgentFixture fixture, strin
             var extended = NextEventAsync(subscription, session.KernelId, "extended");
             var warning = NextEventAsync(subscription, session.KernelId, "lifetime-warning");
             var destroyed = NextEventAsync(subscription, session.KernelId, "destroyed");
-            await Agent.ExtendSessionAsync(session.KernelId, TimeSpan.FromSeconds(5));
+            // A slow create (gVisor on a busy machine) may eat the 20 s: extend to at least 15 s from now, so the
+            // warning (3 s ahead) has room before the end.
+            var by = session.Record.CreatedAt + TimeSpan.FromSeconds(20) is var end && end - DateTimeOffset.UtcNow < TimeSpan.FromSeconds(10)
+                ? DateTimeOffset.UtcNow + TimeSpan.FromSeconds(15) - end
+                : TimeSpan.FromSeconds(5);
+            await Agent.ExtendSessionAsync(session.KernelId, by);
             await extended;
-            var deadline = session.Record.CreatedAt + TimeSpan.FromSeconds(25);
+            var deadline = end + by;
             Assert.Equal(deadline, session.LifetimeDeadline);
             await Assert.ThrowsAsync<SessionRequestException>(() => Agent.ExtendSessionAsync(session.KernelId, TimeSpan.Zero));
 
