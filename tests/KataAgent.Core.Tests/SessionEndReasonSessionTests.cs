@@ -18,18 +18,6 @@ public abstract class SessionEndReasonSessionTestsBase(AgentFixture fixture, str
     private Task<Session> CreateAsync(long? memoryBytes = null) =>
         Agent.CreateSessionAsync(new SessionRequest { Image = fixture.ImageName, RuntimeClass = runtime, MemoryBytes = memoryBytes });
 
-    /// <summary>The first event of that kind for the session, waited for generously (a busy 2-core machine).</summary>
-    private static Task<SessionEvent> NextEventAsync(Registry.SessionSubscription subscription, string kernelId, string kind) => Task.Run(async () =>
-    {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(90));
-        await foreach (var e in subscription.ReadAllAsync(timeout.Token))
-        {
-            if (e.KernelId == kernelId && e.Kind == kind)
-                return e;
-        }
-        throw new InvalidOperationException($"no {kind} event for {kernelId}");
-    });
-
     private async Task<ExecutionResult> RunAsync(Session session, string code)
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
@@ -57,8 +45,8 @@ public abstract class SessionEndReasonSessionTestsBase(AgentFixture fixture, str
         var session = await CreateAsync();
         try
         {
-            using var subscription = Agent.Subscribe();
-            var exited = NextEventAsync(subscription, session.KernelId, "exited");
+            using var events = new SessionEventLog(Agent);
+            var exited = events.WaitForAsync(session.KernelId, "exited");
             var waiting = RunAsync(session, "import time\nprint('started', flush=True)\ntime.sleep(600)");
             await Eventually.WaitAsync(() => session.Runner.ActiveRunId is not null, "the run to start", TimeSpan.FromSeconds(60));
             await Agent.Containerd.Tasks.KillAsync(session.Record.ContainerId, 9, all: true);
@@ -70,7 +58,7 @@ public abstract class SessionEndReasonSessionTestsBase(AgentFixture fixture, str
             Assert.Equal(9, e.EndReason?.Signal);
             Assert.Equal("signaled", session.EndReason?.Name);
 
-            var destroyed = NextEventAsync(subscription, session.KernelId, "destroyed");
+            var destroyed = events.WaitForAsync(session.KernelId, "destroyed");
             await Agent.DestroySessionAsync(session.KernelId);
             // A session that had already ended keeps its own reason: destroy only cleaned up.
             Assert.Equal("signaled", (await destroyed).EndReason?.Name);
@@ -88,8 +76,8 @@ public abstract class SessionEndReasonSessionTestsBase(AgentFixture fixture, str
         var session = await CreateAsync();
         try
         {
-            using var subscription = Agent.Subscribe();
-            var exited = NextEventAsync(subscription, session.KernelId, "exited");
+            using var events = new SessionEventLog(Agent);
+            var exited = events.WaitForAsync(session.KernelId, "exited");
             // The runner (PID 1) stops on SIGTERM and exits 0 (src/KataAgent.Runner/README.md); the run itself is cut short.
             var waiting = await Assert.ThrowsAsync<SessionEndedDuringRunException>(
                 () => RunAsync(session, "import os, signal\nos.kill(1, signal.SIGTERM)\nimport time\ntime.sleep(60)"));
@@ -116,8 +104,8 @@ public abstract class SessionEndReasonSessionTestsBase(AgentFixture fixture, str
         try
         {
             var shim = Assert.Single(Diagnostics.SandboxProcess.FindFor(Agent.Options.Namespace, session.Record.ContainerId));
-            using var subscription = Agent.Subscribe();
-            var exited = NextEventAsync(subscription, session.KernelId, "exited");
+            using var events = new SessionEventLog(Agent);
+            var exited = events.WaitForAsync(session.KernelId, "exited");
             var waiting = RunAsync(session, "import time\nprint('started', flush=True)\ntime.sleep(600)");
             await Eventually.WaitAsync(() => session.Runner.ActiveRunId is not null, "the run to start", TimeSpan.FromSeconds(60));
             System.Diagnostics.Process.GetProcessById(shim.Pid).Kill();
@@ -139,8 +127,8 @@ public abstract class SessionEndReasonSessionTestsBase(AgentFixture fixture, str
     public async Task Destroying_a_running_session_ends_it_destroyed_by_the_api()
     {
         var session = await CreateAsync();
-        using var subscription = Agent.Subscribe();
-        var destroyed = NextEventAsync(subscription, session.KernelId, "destroyed");
+        using var events = new SessionEventLog(Agent);
+        var destroyed = events.WaitForAsync(session.KernelId, "destroyed");
         await Agent.DestroySessionAsync(session.KernelId);
         var e = await destroyed;
         Assert.Equal("destroyed (by api)", e.EndReason?.Describe());

@@ -38,17 +38,6 @@ public abstract class SessionTimeoutTestsBase(TimeoutAgentFixture fixture, strin
             ExecTimeout = exec,
         });
 
-    private static Task<SessionEvent> NextEventAsync(Registry.SessionSubscription subscription, string kernelId, string kind) => Task.Run(async () =>
-    {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
-        await foreach (var e in subscription.ReadAllAsync(timeout.Token))
-        {
-            if (e.KernelId == kernelId && e.Kind == kind)
-                return e;
-        }
-        throw new InvalidOperationException($"no {kind} event for {kernelId}");
-    });
-
     private async Task<ExecutionResult> RunAsync(Session session, string code, TimeSpan? ownLimit = null)
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
@@ -71,9 +60,9 @@ public abstract class SessionTimeoutTestsBase(TimeoutAgentFixture fixture, strin
         try
         {
             Assert.Equal(TimeoutAgentFixture.DefaultIdle, session.Timeouts.Idle);
-            using var subscription = Agent.Subscribe();
-            var warning = NextEventAsync(subscription, session.KernelId, "idle-warning");
-            var destroyed = NextEventAsync(subscription, session.KernelId, "destroyed");
+            using var events = new SessionEventLog(Agent);
+            var warning = events.WaitForAsync(session.KernelId, "idle-warning");
+            var destroyed = events.WaitForAsync(session.KernelId, "destroyed");
             // A run longer than the idle timeout is activity all along.
             var result = await RunAsync(session, "import time\ntime.sleep(12)\nprint('slept')");
             Assert.Equal(ExecutionStatus.Finished, result.Status);
@@ -101,8 +90,8 @@ public abstract class SessionTimeoutTestsBase(TimeoutAgentFixture fixture, strin
         var session = await CreateAsync(idle: TimeSpan.FromSeconds(4));
         try
         {
-            using var subscription = Agent.Subscribe();
-            var destroyed = NextEventAsync(subscription, session.KernelId, "destroyed");
+            using var events = new SessionEventLog(Agent);
+            var destroyed = events.WaitForAsync(session.KernelId, "destroyed");
             await Agent.PauseSessionAsync(session.KernelId);
             await Task.Delay(TimeSpan.FromSeconds(10));
             Assert.Equal(SessionState.Paused, Agent.GetSession(session.KernelId).State);
@@ -121,17 +110,17 @@ public abstract class SessionTimeoutTestsBase(TimeoutAgentFixture fixture, strin
     [Fact]
     public async Task The_lifetime_ends_the_session_after_its_extension_and_a_waiting_execute_says_so()
     {
-        var session = await CreateAsync(idle: TimeSpan.Zero, lifetime: TimeSpan.FromSeconds(20));
+        var session = await CreateAsync(idle: TimeSpan.Zero, lifetime: TimeSpan.FromSeconds(30));
         try
         {
             Assert.Null(session.IdleDeadline);
-            using var subscription = Agent.Subscribe();
-            var extended = NextEventAsync(subscription, session.KernelId, "extended");
-            var warning = NextEventAsync(subscription, session.KernelId, "lifetime-warning");
-            var destroyed = NextEventAsync(subscription, session.KernelId, "destroyed");
+            using var events = new SessionEventLog(Agent);
+            var extended = events.WaitForAsync(session.KernelId, "extended");
+            var warning = events.WaitForAsync(session.KernelId, "lifetime-warning");
+            var destroyed = events.WaitForAsync(session.KernelId, "destroyed");
             // A slow create (gVisor on a busy machine) may eat the 20 s: extend to at least 15 s from now, so the
             // warning (3 s ahead) has room before the end.
-            var by = session.Record.CreatedAt + TimeSpan.FromSeconds(20) is var end && end - DateTimeOffset.UtcNow < TimeSpan.FromSeconds(10)
+            var by = session.Record.CreatedAt + TimeSpan.FromSeconds(30) is var end && end - DateTimeOffset.UtcNow < TimeSpan.FromSeconds(10)
                 ? DateTimeOffset.UtcNow + TimeSpan.FromSeconds(15) - end
                 : TimeSpan.FromSeconds(5);
             await Agent.ExtendSessionAsync(session.KernelId, by);
@@ -168,8 +157,8 @@ public abstract class SessionTimeoutTestsBase(TimeoutAgentFixture fixture, strin
             Assert.Null(session.EndReason);
             Assert.Equal("4", (await RunAsync(session, "print(2 + 2)")).Console.Single(c => c.Kind == "stdout").Data.Trim());
 
-            using var subscription = Agent.Subscribe();
-            var destroyed = NextEventAsync(subscription, session.KernelId, "destroyed");
+            using var events = new SessionEventLog(Agent);
+            var destroyed = events.WaitForAsync(session.KernelId, "destroyed");
             var sessionLimit = await RunAsync(session, "import time\ntime.sleep(60)");
             Assert.Equal(ExecutionStatus.ExecTimeout, sessionLimit.Status);
             var e = await destroyed;
