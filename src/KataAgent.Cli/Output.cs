@@ -80,7 +80,16 @@ internal static class Output
         }
     }
 
-    public static void Json<T>(T value) => Console.Out.WriteLine(JsonSerializer.Serialize(value, JsonOptions));
+    public static void Json<T>(T value)
+    {
+        // A proto message typed as itself binds here rather than to Json(IMessage): it still gets proto3 JSON.
+        if (value is IMessage message)
+        {
+            Json(message);
+            return;
+        }
+        Console.Out.WriteLine(JsonSerializer.Serialize(value, JsonOptions));
+    }
 
     private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = false, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
 

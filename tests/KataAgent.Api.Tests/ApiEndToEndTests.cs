@@ -552,6 +552,54 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
     }
 
     [Fact]
+    public async Task Timeouts_are_set_on_create_extended_and_end_the_session_with_their_reason()
+    {
+        using var client = fixture.UnixClient();
+        SessionInfo session;
+        using (var call = client.Sessions.CreateSession(new CreateSessionRequest
+               {
+                   Image = fixture.ImageName, RuntimeClass = "runc", IdleTimeoutSeconds = 600, MaxLifetimeSeconds = 3600,
+               }, cancellationToken: Timeout()))
+        {
+            session = await call.ResponseStream.ReadAllAsync().Where(r => r.KindCase == CreateSessionReply.KindOneofCase.Session)
+                .Select(r => r.Session).FirstAsync();
+        }
+        var id = new SessionRef { KernelId = session.KernelId };
+        try
+        {
+            Assert.NotNull(session.IdleDeadline);
+            Assert.NotNull(session.LifetimeDeadline);
+            var lifetime = session.LifetimeDeadline.ToDateTimeOffset();
+            Assert.InRange(lifetime - session.CreatedAt.ToDateTimeOffset(), TimeSpan.FromSeconds(3599), TimeSpan.FromSeconds(3601));
+
+            var extended = await client.Sessions.ExtendSessionAsync(new ExtendSessionRequest { KernelId = session.KernelId, BySeconds = 1800 });
+            Assert.Equal(lifetime + TimeSpan.FromSeconds(1800), extended.LifetimeDeadline.ToDateTimeOffset());
+            Assert.Equal(extended.LifetimeDeadline, (await client.Sessions.GetSessionAsync(id)).LifetimeDeadline);
+
+            var refused = await Assert.ThrowsAsync<RpcException>(() => client.Sessions.ExtendSessionAsync(new ExtendSessionRequest { KernelId = session.KernelId, BySeconds = -5 }).ResponseAsync);
+            Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
+            Assert.Contains("positive", refused.Status.Detail, StringComparison.Ordinal);
+            var missing = await Assert.ThrowsAsync<RpcException>(() => client.Sessions.ExtendSessionAsync(new ExtendSessionRequest { KernelId = "no-such-session", BySeconds = 5 }).ResponseAsync);
+            Assert.Equal(StatusCode.NotFound, missing.StatusCode);
+        }
+        finally
+        {
+            await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId });
+        }
+
+        // A short lifetime ends the session by itself; GetSession then answers with the reason.
+        using (var call = client.Sessions.CreateSession(new CreateSessionRequest { Image = fixture.ImageName, RuntimeClass = "runc", MaxLifetimeSeconds = 5 },
+                   cancellationToken: Timeout()))
+        {
+            session = await call.ResponseStream.ReadAllAsync().Where(r => r.KindCase == CreateSessionReply.KindOneofCase.Session)
+                .Select(r => r.Session).FirstAsync();
+        }
+        var ended = await Eventually.WaitAsync(async () => (await client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId })).EndReason,
+            reason => reason?.Kind == "lifetime-expired", $"session {session.KernelId} to end lifetime-expired", TimeSpan.FromMinutes(2));
+        Assert.Contains("lifetime", ended!.Description, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Executing_in_an_exited_session_fails_at_once_saying_what_to_do()
     {
         using var client = fixture.UnixClient();

@@ -16,7 +16,7 @@ public sealed class ServeTests(CliEnvironment env) : IClassFixture<CliEnvironmen
         var serve = await StartServeAsync();
         try
         {
-            var created = await env.RunAsync("session", "create", "--runtime", "runc");
+            var created = await env.RunAsync("session", "create", "--runtime", "runc", "--max-lifetime", "2h");
             Assert.True(created.ExitCode == 0, created.ToString());
             var id = created.Stdout.Trim();
             Assert.Matches("^[0-9a-zA-Z-]+$", id);
@@ -67,6 +67,19 @@ public sealed class ServeTests(CliEnvironment env) : IClassFixture<CliEnvironmen
             Assert.True(resume.ExitCode == 0, resume.ToString());
             Assert.Equal($"{id} running\n", resume.Stdout);
             Assert.Equal("41\n", (await env.RunAsync("session", "exec", id, "-c", "print(x)")).Stdout);
+
+            // extend: the lifetime deadline moves by exactly --by; a bad --by is refused before any call.
+            var extend = await env.RunAsync("session", "extend", id, "--by", "1h", "--json");
+            Assert.True(extend.ExitCode == 0, extend.ToString());
+            using (var before = JsonDocument.Parse(extend.Stdout))
+            {
+                var first = before.RootElement.GetProperty("lifetimeDeadline").GetDateTimeOffset();
+                using var after = JsonDocument.Parse((await env.RunAsync("session", "extend", id, "--by", "30m", "--json")).Stdout);
+                Assert.Equal(first + TimeSpan.FromMinutes(30), after.RootElement.GetProperty("lifetimeDeadline").GetDateTimeOffset());
+            }
+            var badBy = await env.RunAsync("session", "extend", id, "--by", "0s");
+            Assert.Equal(2, badBy.ExitCode);
+            Assert.Contains("--by", badBy.Stderr, StringComparison.Ordinal);
 
             using (var images = JsonDocument.Parse((await env.RunAsync("image", "ls", "--json")).Stdout))
                 Assert.Contains(images.RootElement.GetProperty("images").EnumerateArray(), i => i.GetProperty("name").GetString() == "kata-agent/python:3-bookworm");
