@@ -19,23 +19,8 @@ public static class Mapping
     public static SessionInfo ToProto(Session session)
     {
         var r = session.Record;
-        var info = new SessionInfo
-        {
-            KernelId = r.KernelId,
-            SessionId = r.SessionId,
-            Image = r.Image,
-            RuntimeClass = r.RuntimeClass,
-            State = StateName(session.State),
-            OutOfMemory = session.OutOfMemory,
-            Cpus = r.Cpus,
-            MemoryBytes = r.MemoryBytes,
-            ShmBytes = r.ShmBytes,
-            CreatedAt = Timestamp.FromDateTimeOffset(r.CreatedAt),
-            ScratchDir = r.ScratchDir,
-            ActiveRunId = session.Runner.ActiveRunId ?? "",
-        };
-        if (session.ExitCode is int code)
-            info.ExitCode = code;
+        var info = FromRecord(r, session.State, session.OutOfMemory, session.ExitCode);
+        info.ActiveRunId = session.Runner.ActiveRunId ?? "";
         info.Ports.AddRange(r.Ports.Select(p => new V1.PublishedPort
         {
             Name = p.Name,
@@ -52,8 +37,6 @@ public static class Mapping
             port.AllowedEnvs.AddRange(p.AllowedEnvs);
             return port;
         }));
-        info.Features.AddRange(r.Features ?? []);
-        info.RunnerCommand.AddRange(r.RunnerCommand ?? []);
         if (session.EndReason is { } reason)
         {
             info.EndReason = ToProto(reason);
@@ -71,23 +54,29 @@ public static class Mapping
     /// <summary>An ended session within the retention: its record, state destroyed, and how it ended.</summary>
     public static SessionInfo ToProto(SessionTombstone tombstone)
     {
-        var r = tombstone.Record;
+        var info = FromRecord(tombstone.Record, SessionState.Destroyed, tombstone.OutOfMemory, tombstone.ExitCode);
+        info.EndReason = ToProto(tombstone.EndReason);
+        return info;
+    }
+
+    /// <summary>What a session's record says, live or ended.</summary>
+    private static SessionInfo FromRecord(SessionRecord r, SessionState state, bool outOfMemory, int? exitCode)
+    {
         var info = new SessionInfo
         {
             KernelId = r.KernelId,
             SessionId = r.SessionId,
             Image = r.Image,
             RuntimeClass = r.RuntimeClass,
-            State = StateName(SessionState.Destroyed),
-            OutOfMemory = tombstone.OutOfMemory,
+            State = StateName(state),
+            OutOfMemory = outOfMemory,
             Cpus = r.Cpus,
             MemoryBytes = r.MemoryBytes,
             ShmBytes = r.ShmBytes,
             CreatedAt = Timestamp.FromDateTimeOffset(r.CreatedAt),
             ScratchDir = r.ScratchDir,
-            EndReason = ToProto(tombstone.EndReason),
         };
-        if (tombstone.ExitCode is int code)
+        if (exitCode is int code)
             info.ExitCode = code;
         info.Features.AddRange(r.Features ?? []);
         info.RunnerCommand.AddRange(r.RunnerCommand ?? []);
