@@ -185,11 +185,18 @@ public sealed partial class SessionCreator(SessionServices services)
             yield return $"mount source '{mount.HostPath}' is not an absolute path";
         if (!mount.ContainerPath.StartsWith('/') || mount.ContainerPath.Split('/').Contains(".."))
             yield return $"mount destination '{mount.ContainerPath}' must be an absolute path without '..'";
-        else if (ReservedContainerPaths.Any(r => mount.ContainerPath.TrimEnd('/') == r || mount.ContainerPath.StartsWith(r + "/", StringComparison.Ordinal)))
+        else if (IsReserved(mount.ContainerPath))
             yield return $"mount destination '{mount.ContainerPath}' is reserved for the agent";
         else if (mount.ContainerPath.TrimEnd('/').Length == 0)
             yield return "mount destination '/' is not allowed";
     }
+
+    /// <summary>
+    /// The agent's own mount points. Below the work dir is allowed: Backend.AI mounts vfolders at /home/work/&lt;name&gt;,
+    /// and the runtime makes that mount point inside the container's own view of the work dir.
+    /// </summary>
+    private static bool IsReserved(string containerPath) => ReservedContainerPaths.Any(r =>
+        containerPath.TrimEnd('/') == r || (r != ScratchDirectory.GuestWorkPath && containerPath.StartsWith(r + "/", StringComparison.Ordinal)));
 
     private async Task<ImageResolved> ResolveImageAsync(Validated validated, CancellationToken ct)
     {

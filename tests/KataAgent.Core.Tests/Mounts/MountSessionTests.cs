@@ -89,6 +89,45 @@ public abstract class MountSessionTestsBase(MountAgentFixture fixture, string ru
     }
 
     [Fact]
+    public async Task A_folder_mounted_below_the_work_dir_as_Backend_AI_mounts_vfolders_is_there_and_the_work_dir_itself_stays_reserved()
+    {
+        var (inside, _) = Tree("vfolder");
+        var data = Path.Combine(inside, "data");
+        Directory.CreateDirectory(data);
+        File.WriteAllText(Path.Combine(data, "model.txt"), "weights");
+        var session = await CreateAsync(new MountRequest(data, "/home/work/data", ReadOnly: true));
+        try
+        {
+            var output = await RunAsync(session.KernelId, """
+                import os
+                print(open('/home/work/data/model.txt').read())
+                try:
+                    open('/home/work/data/new', 'w')
+                    print('WROTE')
+                except OSError as e:
+                    print('refused', e.errno)
+                open('/home/work/mine.txt', 'w').write('still the work dir')
+                print(sorted(os.listdir('/home/work')))
+                """);
+            Assert.Contains("weights", output, StringComparison.Ordinal);
+            Assert.Contains("refused 30", output, StringComparison.Ordinal); // EROFS
+            Assert.Contains("'data'", output, StringComparison.Ordinal);
+            Assert.Contains("'mine.txt'", output, StringComparison.Ordinal);
+            Assert.False(File.Exists(Path.Combine(data, "new")));
+        }
+        finally
+        {
+            await Agent.DestroySessionAsync(session.KernelId);
+        }
+        foreach (var reserved in new[] { "/home/work", "/home/work/", "/home/config/x" })
+        {
+            var e = await Assert.ThrowsAsync<SessionRequestException>(() => CreateAsync(new MountRequest(data, reserved, ReadOnly: true)));
+            Assert.Contains("reserved for the agent", e.Message, StringComparison.Ordinal);
+        }
+        await AssertNothingLeftAsync();
+    }
+
+    [Fact]
     public async Task Read_only_stays_read_only_inside_including_a_submount_and_read_write_writes_through()
     {
         var (inside, _) = Tree("ro");
