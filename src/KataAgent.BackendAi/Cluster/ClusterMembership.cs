@@ -35,9 +35,12 @@ public sealed class ClusterMembership(EtcdConfigStore etcd, BackendAiClusterOpti
     }
 
     /// <summary>Announces the RPC host (nodes/agents/{id}/ip) and marks the agent running.</summary>
-    public async Task MarkRunningAsync(CancellationToken cancellationToken = default)
+    public Task MarkRunningAsync(CancellationToken cancellationToken = default) =>
+        MarkRunningAsync(options.ManagerFacingRpcAddress, cancellationToken);
+
+    /// <summary>As above, with the address the RPC server really bound (its listen port may have been 0).</summary>
+    public async Task MarkRunningAsync(string address, CancellationToken cancellationToken = default)
     {
-        var address = options.ManagerFacingRpcAddress;
         var colon = address.LastIndexOf(':');
         var host = (colon > 0 ? address[..colon] : address).Trim('[', ']');
         await etcd.PutAsync("ip", host, ConfigScope.Node, cancellationToken).ConfigureAwait(false);
