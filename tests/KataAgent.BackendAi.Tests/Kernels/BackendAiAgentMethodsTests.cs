@@ -333,6 +333,28 @@ public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
     }
 
     [SkippableFact]
+    public async Task AKernelThatDiesByItself_IsCleanedUpAndAnnouncedSelfTerminated()
+    {
+        var (sessionId, kernelId, _) = await CreateAsync();
+        try
+        {
+            // The kernel's task killed from outside the session (as the OOM killer would): no destroy_kernel call.
+            await fixture.Agent.Containerd.Tasks.KillAsync(kernelId, 9, all: true);
+            var terminated = await fixture.Events.WaitForAsync("kernel_terminated", kernelId);
+            Assert.Equal([kernelId, sessionId, "self-terminated", 137L], terminated.Args);
+            await Eventually.WaitAsync(() => fixture.Agent.Sessions.All(s => s.KernelId != kernelId), "the dead kernel's session cleaned up");
+            Assert.Null(await fixture.Agent.Containerd.Containers.FindAsync(kernelId));
+            // A late destroy_kernel from the manager is harmless and not announced twice.
+            await DestroyAsync(sessionId, kernelId);
+            Assert.Single(fixture.Events.About(kernelId), e => e.Name == "kernel_terminated");
+        }
+        finally
+        {
+            await DestroyAsync(sessionId, kernelId);
+        }
+    }
+
+    [SkippableFact]
     public async Task CheckAndPull_APresentImageFinishesAtOnce()
     {
         var result = Assert.IsType<Dictionary<object, object?>>(await CallAsync("check_and_pull", new Dictionary<object, object?>
