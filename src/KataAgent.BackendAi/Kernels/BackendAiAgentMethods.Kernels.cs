@@ -167,6 +167,8 @@ public sealed partial class BackendAiAgentMethods
             {
                 ["backendai.scaling-group"] = scalingGroup,
                 ["backendai.image-canonical"] = canonical,
+                // The status heartbeat reports only these: the manager purges every container it does not know.
+                [Events.BackendAiSessionLabels.ManagedBy] = Events.BackendAiSessionLabels.ManagerValue,
             },
         };
     }
