@@ -22,7 +22,7 @@ public sealed class ClusterMembership(EtcdConfigStore etcd, BackendAiClusterOpti
                 wait.CancelAfter(limit);
             try
             {
-                await etcd.WaitForManagerAsync(wait.Token).ConfigureAwait(false);
+                await etcd.WaitForManagerAsync(cancellationToken: wait.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
             {

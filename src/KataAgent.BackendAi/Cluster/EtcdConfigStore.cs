@@ -196,8 +196,9 @@ public sealed class EtcdConfigStore : IDisposable
     /// <summary>
     /// Returns when a manager is up: at once if any key exists under nodes/manager, else when one is put with the
     /// value "up" (BA25 detect_manager). The watch starts at the revision of the read, so a put in between counts.
+    /// <paramref name="watching"/> is called once etcd has created the watch.
     /// </summary>
-    public async Task WaitForManagerAsync(CancellationToken cancellationToken = default)
+    public async Task WaitForManagerAsync(Action? watching = null, CancellationToken cancellationToken = default)
     {
         var full = FullKey("nodes/manager");
         var range = await _kv.RangeAsync(new RangeRequest
@@ -222,6 +223,8 @@ public sealed class EtcdConfigStore : IDisposable
         while (await call.ResponseStream.MoveNext(cancellationToken).ConfigureAwait(false))
         {
             var response = call.ResponseStream.Current;
+            if (response.Created)
+                watching?.Invoke();
             if (response.Canceled)
                 throw new BackendAiConfigException($"etcd cancelled the watch on {full}: {response.CancelReason}");
             if (response.Events.Any(e => e.Type == Mvccpb.Event.Types.EventType.Put && e.Kv.Value.ToStringUtf8() == "up"))

@@ -165,8 +165,10 @@ public sealed partial class BackendAiAgentMethods
             Gid = (int?)Long(Field(config, "main_gid"), $"{what}.main_gid"),
             Labels = new Dictionary<string, string>
             {
-                ["ai.backend.scaling-group"] = scalingGroup,
-                ["ai.backend.image-canonical"] = canonical,
+                ["backendai.scaling-group"] = scalingGroup,
+                ["backendai.image-canonical"] = canonical,
+                // The status heartbeat reports only these: the manager purges every container it does not know.
+                [Events.BackendAiSessionLabels.ManagedBy] = Events.BackendAiSessionLabels.ManagerValue,
             },
         };
     }

@@ -100,9 +100,8 @@ public sealed class EtcdClusterTests
         var join = new ClusterMembership(store, options, NullLogger.Instance).JoinAsync();
 
         await Eventually.WaitAsync(async () => await ReadAsync(manager, $"nodes/agents/{AgentId}/") == "starting", "the node key 'starting'");
-        await PutAsync(manager, "nodes/manager/10.0.0.1:8080", "down"); // not "up": still waiting
         await Task.Delay(TimeSpan.FromSeconds(1));
-        Assert.False(join.IsCompleted, "joined before a manager said up");
+        Assert.False(join.IsCompleted, "joined with no manager in etcd");
 
         await PutAsync(manager, "nodes/manager/10.0.0.1:8080", "up");
         var config = await join.WaitAsync(TimeSpan.FromSeconds(60));
@@ -111,6 +110,24 @@ public sealed class EtcdClusterTests
         // A second agent finds the key there and does not wait at all.
         var again = await new ClusterMembership(store, options, NullLogger.Instance).JoinAsync().WaitAsync(TimeSpan.FromSeconds(60));
         Assert.Equal("127.0.0.1", again.Redis.Host);
+    }
+
+    [SkippableFact]
+    public async Task A_manager_key_put_with_another_value_than_up_while_watching_does_not_end_the_wait()
+    {
+        await using var etcd = await EtcdServer.StartNewAsync();
+        using var manager = new EtcdClient(etcd.Endpoint);
+        using var store = await EtcdConfigStore.ConnectAsync(Options(etcd, skipManager: false), NullLogger.Instance);
+        var watching = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var wait = store.WaitForManagerAsync(() => watching.TrySetResult());
+
+        await watching.Task.WaitAsync(TimeSpan.FromSeconds(60));
+        await PutAsync(manager, "nodes/manager/10.0.0.1:8080", "down");
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        Assert.False(wait.IsCompleted, "a manager that is not up ended the wait");
+
+        await PutAsync(manager, "nodes/manager/10.0.0.1:8080", "up");
+        await wait.WaitAsync(TimeSpan.FromSeconds(60));
     }
 
     [SkippableFact]

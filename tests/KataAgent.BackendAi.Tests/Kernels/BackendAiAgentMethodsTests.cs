@@ -104,10 +104,9 @@ public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
     private Task DestroyAsync(string sessionId, string kernelId) =>
         CallAsync("destroy_kernel", kernelId, sessionId, "user-requested", false);
 
-    private Task<Dictionary<object, object?>> ExecuteAsync(string sessionId, string kernelId, string runId, string mode, string code,
+    private async Task<Dictionary<object, object?>> ExecuteAsync(string sessionId, string kernelId, string runId, string mode, string code,
         Dictionary<object, object?>? opts = null, object? flushTimeout = null, long apiVersion = 4) =>
-        CallAsync("execute", sessionId, kernelId, apiVersion, runId, mode, code, opts ?? [], flushTimeout)
-            .ContinueWith(t => Assert.IsType<Dictionary<object, object?>>(t.Result), TaskScheduler.Default);
+        Assert.IsType<Dictionary<object, object?>>(await CallAsync("execute", sessionId, kernelId, apiVersion, runId, mode, code, opts ?? [], flushTimeout));
 
     private static string Stdout(Dictionary<object, object?> result) => string.Concat(
         Assert.IsType<object?[]>(result["console"]).Cast<object?[]>().Where(c => (string?)c[0] == "stdout").Select(c => (string?)c[1]));
@@ -194,11 +193,19 @@ public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
             Assert.Equal("", v1["stderr"]);
             Assert.False(v1.ContainsKey("console"));
 
+            // Batch steps each report their end (clean-finished, build-finished); continue goes on to the exec's.
             var batch = await ExecuteAsync(sessionId, kernelId, "b1", "batch", "",
                 new Dictionary<object, object?> { ["exec"] = "echo from-batch; exit 3" }, flushTimeout: null);
+            var batchOutput = Stdout(batch);
+            for (var step = 0; step < 3 && (string)batch["status"]! != "finished"; step++)
+            {
+                Assert.Contains((string)batch["status"]!, new[] { "clean-finished", "build-finished" });
+                batch = await ExecuteAsync(sessionId, kernelId, "b1", "continue", "", flushTimeout: null);
+                batchOutput += Stdout(batch);
+            }
             Assert.Equal("finished", batch["status"]);
             Assert.Equal(3L, batch["exitCode"]);
-            Assert.Contains("from-batch", Stdout(batch), StringComparison.Ordinal);
+            Assert.Contains("from-batch", batchOutput, StringComparison.Ordinal);
 
             // The flush timeout passes before the run ends: continued, then continue collects the rest.
             var slow = await ExecuteAsync(sessionId, kernelId, "c1", "query",
@@ -306,7 +313,7 @@ public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
             var unknownKernel = Guid.NewGuid().ToString();
             var unknownSession = Guid.NewGuid().ToString();
             // Other fixtures' sessions do not exist here: the agent's only sessions are these two.
-            Assert.Null(await CallAsync("sync_kernel_registry", new object?[]
+            Assert.Null(await CallAsync("sync_kernel_registry", (object?)new object?[]
             {
                 new object?[] { kernelId, sessionId },
                 new object?[] { unknownKernel, unknownSession },
@@ -322,6 +329,28 @@ public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
         {
             await DestroyAsync(sessionId, kernelId);
             await DestroyAsync(extraSessionId, extraKernelId);
+        }
+    }
+
+    [SkippableFact]
+    public async Task AKernelThatDiesByItself_IsCleanedUpAndAnnouncedSelfTerminated()
+    {
+        var (sessionId, kernelId, _) = await CreateAsync();
+        try
+        {
+            // The kernel's task killed from outside the session (as the OOM killer would): no destroy_kernel call.
+            await fixture.Agent.Containerd.Tasks.KillAsync(kernelId, 9, all: true);
+            var terminated = await fixture.Events.WaitForAsync("kernel_terminated", kernelId);
+            Assert.Equal([kernelId, sessionId, "self-terminated", 137L], terminated.Args);
+            await Eventually.WaitAsync(() => fixture.Agent.Sessions.All(s => s.KernelId != kernelId), "the dead kernel's session cleaned up");
+            Assert.Null(await fixture.Agent.Containerd.Containers.FindAsync(kernelId));
+            // A late destroy_kernel from the manager is harmless and not announced twice.
+            await DestroyAsync(sessionId, kernelId);
+            Assert.Single(fixture.Events.About(kernelId), e => e.Name == "kernel_terminated");
+        }
+        finally
+        {
+            await DestroyAsync(sessionId, kernelId);
         }
     }
 
@@ -376,9 +405,9 @@ public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
         // A host path outside the agent's mount allow-list: Core refuses it and rolls back.
         var notAllowed = await RefusedAsync(c => c["mounts"] = new object?[]
         {
-            new Dictionary<object, object?> { ["name"] = "v", ["host_path"] = "/etc", ["kernel_path"] = "/home/work/v", ["mount_perm"] = "ro" },
+            new Dictionary<object, object?> { ["name"] = "v", ["host_path"] = "/etc", ["kernel_path"] = "/mnt/v", ["mount_perm"] = "ro" },
         });
-        Assert.Contains("/etc", notAllowed.Message, StringComparison.Ordinal);
+        Assert.True(notAllowed.Message.Contains("/etc", StringComparison.Ordinal), notAllowed.Message);
 
         Assert.Equal(before, fixture.Agent.Sessions.Count);
     }
