@@ -11,7 +11,8 @@ namespace KataAgent.BackendAi.Events;
 public static class BackendAiSessionLabels
 {
     /// <summary>Set to <see cref="ManagerValue"/> on sessions created through the Backend.AI RPC server.</summary>
-    public const string ManagedBy = "io.kata-agent.managed-by";
+    // Not under ai.backend. or io.kata-agent.: Core reserves those for its own labels and refuses them in requests.
+    public const string ManagedBy = "backendai.managed-by";
 
     public const string ManagerValue = "backendai";
 }

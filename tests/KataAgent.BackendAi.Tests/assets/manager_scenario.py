@@ -229,9 +229,16 @@ class Scenario:
                 "environ_stdout": self.stdout_of(greeting)}
 
     def execute_batch(self):
+        # As the manager's session runner: a batch run goes through its steps (clean, build, exec), one continue each.
         result = self.execute("b1", "batch", "", {"exec": "echo from-batch; exit 3"}, None)
+        statuses = [result["status"]]
+        text = self.stdout_of(result)
+        while result["status"] in ("clean-finished", "build-finished", "continued") and len(statuses) < 20:
+            result = self.execute("b1", "continue", "", None, None)
+            statuses.append(result["status"])
+            text += self.stdout_of(result)
         assert result["status"] == "finished", result
-        return {"status": result["status"], "exit_code": result.get("exitCode"), "stdout": self.stdout_of(result)}
+        return {"statuses": statuses, "exit_code": result.get("exitCode"), "stdout": text}
 
     def execute_continue(self):
         first = self.execute("c1", "query", "import time\nprint('before', flush=True)\ntime.sleep(4)\nprint('after')", None, 0.5)
