@@ -65,7 +65,17 @@ class Scenario:
             self.say(f"<<< {method} FAILURE {e.name}: {e.repr}")
             raise
         self.say(f"<<< {method} -> {self.short(result)}")
+        self.show_new_events()
         return result
+
+    def show_new_events(self):
+        """Puts every stream entry not shown yet in the transcript (heartbeats by name only)."""
+        for entry_id, name, source, args in self.events():
+            if entry_id in self.seen_ids:
+                continue
+            self.seen_ids.add(entry_id)
+            shown = "" if name in ("agent_heartbeat", "agent_status_heartbeat") else f" args={self.short(args)}"
+            self.say(f"    event {entry_id} {name} source={source}{shown}")
 
     def events(self):
         """Every entry of the stream so far: (id, name, source, decoded args)."""
@@ -80,9 +90,7 @@ class Scenario:
         while True:
             for entry_id, event_name, source, args in self.events():
                 if event_name == name and match(args):
-                    if entry_id not in self.seen_ids:
-                        self.seen_ids.add(entry_id)
-                        self.say(f"    event {entry_id} {name} source={source} args={self.short(args)}")
+                    self.show_new_events()
                     return source, args
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {name} event in the stream within {timeout} s")
@@ -294,6 +302,7 @@ class Scenario:
 
     def heartbeat(self):
         source, (info,) = self.wait_event("agent_heartbeat")
+        self.say(f"    agent_heartbeat decoded: {self.short(info, 1200)}")
         slots = info["available_resource_slots"]
         assert type(slots) is ResourceSlot, type(slots)
         assert all(type(v) is Decimal for v in slots.values()), slots
