@@ -16,7 +16,7 @@ internal static class DoctorCommand
     /// <summary>Exit bit: guest-written files are not harmless on the host.</summary>
     internal const int HardeningBit = 16;
     /// <summary>Exit bit: [backendai] is set but etcd, Redis or the RPC port is not usable.</summary>
-    internal const int BackendAiBit = 32;
+    internal const int BackendAiBit = 64; // 32 is kata-clh's (RuntimeClassTable)
 
     internal sealed record Check(string Area, string Name, bool Ok, string Detail);
 
