@@ -13,13 +13,28 @@ public sealed class CallosumRpcServerTests
 {
     private static readonly TimeSpan Long = TimeSpan.FromMinutes(2);
 
-    private static IBackendAiCodec Codec() => new TestPrimitivesCodec();
+    private static IBackendAiCodec Codec() => BackendAiCodec.Instance;
 
     private static CallosumRpcServer StartServer(IRpcDispatcher dispatcher, string endpoint = "tcp://127.0.0.1:0", CallosumCurveOptions? curve = null) =>
         new(new CallosumRpcServerOptions { Endpoint = endpoint, Curve = curve }, dispatcher, Codec());
 
     private static object Invoke(string method, object?[] args, object? okey = null, bool zip = false, long? seq = null, double timeout = 120) =>
         new { op = "invoke", method, args, kwargs = new Dictionary<string, object?>(), okey = okey ?? new { str = "" }, zip, seq, timeout };
+
+    [Fact]
+    public async Task BackendAiValues_TravelThroughBothApplicationSerializers()
+    {
+        await using var server = StartServer(new TestDispatcher());
+        await using var client = await PythonCallosumClient.StartAsync(server.Endpoint);
+        var kernelId = Guid.Parse("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0");
+
+        JsonObject reply = await client.SendAsync(Invoke("echo",
+            [Tagged("$uuid", kernelId.ToString()), Tagged("$tuple", new object[] { 1, "a" }), Tagged("$bin", "AAE=")]));
+
+        Assert.Equal("bai", client.Serializer);
+        Assert.Equal(2, reply["type"]!.GetValue<int>());
+        Assert.Equal($$"""[{"$uuid":"{{kernelId}}"},[1,"a"],{"$bin":"AAE="}]""", reply["result"]!.ToJsonString());
+    }
 
     [Fact]
     public async Task Handshake_PingIsAnsweredPongWithBothFramesEchoed()
@@ -324,6 +339,8 @@ public sealed class CallosumRpcServerTests
 
         Assert.Contains($"tcp://127.0.0.1:{port}", error.Message, StringComparison.Ordinal);
     }
+
+    private static Dictionary<string, object> Tagged(string tag, object value) => new() { [tag] = value };
 
     private static async Task RunPythonAsync(string code)
     {
