@@ -145,8 +145,9 @@ public abstract class ManagerEndToEndTests(string runtimeClass, ITestOutputHelpe
             Assert.Equal("127.0.0.1", await ReadEtcdAsync(etcd, $"nodes/agents/{_agentId}/ip"));
 
             var (summary, transcript) = await RunScenarioAsync(host.RpcEndpoint, redis);
-            if (runtimeClass == "runc")
-                await File.WriteAllTextAsync(Path.Combine(Path.GetTempPath(), "e2e-transcript.txt"), transcript + "\nsummary: " + summary + "\n");
+            // KATA_E2E_TRANSCRIPT=/path keeps a copy of the runc transcript (the closing note quotes one).
+            if (runtimeClass == "runc" && Environment.GetEnvironmentVariable("KATA_E2E_TRANSCRIPT") is { Length: > 0 } keep)
+                await File.WriteAllTextAsync(keep, transcript + "\nsummary: " + summary + "\n");
 
             Step(summary, "handshake");
             Assert.Equal("hello agent", Step(summary, "ping").GetProperty("answer").GetString());
