@@ -220,10 +220,23 @@ public abstract class ManagerEndToEndTests(string runtimeClass, ITestOutputHelpe
         Assert.Equal(new object?[] { "shutdown" }, BackendAiCodec.Instance.Unpack(leaving.Args));
         Assert.Empty(_agentHost.Agent.Sessions);
         Assert.DoesNotContain(_agentHost.Network.NetnsPrefix, await NetnsListAsync(), StringComparison.Ordinal);
-        // The RPC port is released: binding it again works.
-        using var probe = new TcpListener(IPAddress.Loopback, rpcPort);
-        probe.Start();
-        probe.Stop();
+        // The RPC port is released (NetMQ closes the listener on its I/O thread, so shortly after): binding it works.
+        await Eventually.WaitAsync(() => CanBind(rpcPort), $"the RPC port {rpcPort} to be free", TimeSpan.FromSeconds(30));
+    }
+
+    private static bool CanBind(int port)
+    {
+        try
+        {
+            using var probe = new TcpListener(IPAddress.Loopback, port);
+            probe.Start();
+            probe.Stop();
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
     }
 
     private static async Task<string> NetnsListAsync()
