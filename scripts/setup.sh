@@ -22,7 +22,7 @@ packages=(
   golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev golang-github-opencontainers-specs-dev
   debootstrap clang-14 binutils zstd python3 python3-matplotlib python3-ipython gcc make ca-certificates
   dropbear-bin tmux
-  redis-server etcd-server python3-zmq python3-msgpack
+  redis-server etcd-server python3-zmq python3-msgpack python3-redis
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -28,7 +28,8 @@ public sealed class DoctorRuntimeClassTests
     [Fact]
     public void The_class_bits_are_the_tables_and_clear_of_doctors_own()
     {
-        var bits = RuntimeClassTable.All.Select(d => d.DoctorExitBit).Append(DoctorCommand.CommonBit).Append(DoctorCommand.HardeningBit).ToList();
+        var bits = RuntimeClassTable.All.Select(d => d.DoctorExitBit).Append(DoctorCommand.CommonBit).Append(DoctorCommand.HardeningBit)
+            .Append(DoctorCommand.BackendAiBit).ToList();
         Assert.Equal(bits.Count, bits.Distinct().Count());
         Assert.True(bits.Sum() < 256, "the exit code must fit an exit status");
         Assert.All(bits, b => Assert.Equal(0, b & (b - 1)));
@@ -41,7 +42,8 @@ public sealed class DoctorRuntimeClassTests
         foreach (var d in RuntimeClassTable.All)
             Assert.Contains($"{d.DoctorExitBit} ({d.Name} unusable)", help, StringComparison.Ordinal);
         Assert.Contains("1 (kata unusable), 2 (gvisor unusable), 4 (runc unusable), 32 (kata-clh unusable),", help, StringComparison.Ordinal);
-        Assert.Contains("8 (something every session needs is missing) and 16 (", help, StringComparison.Ordinal);
+        Assert.Contains("8 (something every session needs is missing), 16 (", help, StringComparison.Ordinal);
+        Assert.Contains($"{DoctorCommand.BackendAiBit} ([backendai] is set", help, StringComparison.Ordinal);
         Assert.Contains(RuntimeClassTable.Names, DoctorCommand.Create().Description, StringComparison.Ordinal);
     }
 

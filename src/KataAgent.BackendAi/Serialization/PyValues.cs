@@ -3,7 +3,8 @@ namespace KataAgent.BackendAi.Serialization;
 // What Backend.AI's serializer (ai.backend.common.msgpack) carries, decoded into plain .NET values. The codec maps:
 //   nil → null · bool → bool · int → long (ulong above long.MaxValue) · float → double · str → string · bin → byte[]
 //   array (Python tuple or list) → object?[] · map → Dictionary<object, object?> (keys: string, long, Guid, byte[]…)
-//   ext 1 → Guid (RFC 4122 big-endian bytes) · ext 2 → DateTimeOffset (temporenc)
+//   ext 1 → Guid (RFC 4122 big-endian bytes) · ext 2 → DateTimeOffset (temporenc; aware datetimes come back in UTC,
+//   as temporenc 0.1.0 returns them) or, for a naive Python datetime, DateTime of kind Unspecified
 //   ext 4 / 5 / 17 → PyPath · ext 3 → decimal · ext 6 → PyEnum · ext 7 → PyImageRef · ext 8 → ResourceSlot
 //   ext 16 → BinarySize · any other ext → MsgPackExt (passed through unchanged)
 // The same types encode back to the same ext codes.
@@ -23,8 +24,8 @@ public enum PyPathKind
 /// </summary>
 public sealed record PyEnum(string Module, string ClassName, object? Value);
 
-/// <summary>ai.backend.common.docker.ImageRef (ext 7).</summary>
-public sealed record PyImageRef(string Name, string Project, string Tag, string Registry, string Architecture, bool IsLocal);
+/// <summary>ai.backend.common.docker.ImageRef (ext 7). Project is None for images outside a project.</summary>
+public sealed record PyImageRef(string Name, string? Project, string Tag, string Registry, string Architecture, bool IsLocal);
 
 /// <summary>ai.backend.common.types.ResourceSlot (ext 8): a dict of slot name → Decimal.</summary>
 public sealed class ResourceSlot : Dictionary<string, decimal>

@@ -15,6 +15,8 @@ internal static class DoctorCommand
     internal const int CommonBit = 8;
     /// <summary>Exit bit: guest-written files are not harmless on the host.</summary>
     internal const int HardeningBit = 16;
+    /// <summary>Exit bit: [backendai] is set but etcd, Redis or the RPC port is not usable.</summary>
+    internal const int BackendAiBit = 64; // 32 is kata-clh's (RuntimeClassTable)
 
     internal sealed record Check(string Area, string Name, bool Ok, string Detail);
 
@@ -25,8 +27,9 @@ internal static class DoctorCommand
     internal static string ExitCodeHelp() =>
         "Exit code: 0 when everything is usable; otherwise the sum of " +
         string.Join(", ", RuntimeClassTable.All.OrderBy(d => d.DoctorExitBit).Select(d => $"{d.DoctorExitBit} ({d.Name} unusable)")) + ",\n" +
-        $"{CommonBit} (something every session needs is missing) and {HardeningBit} (guest-written files are not harmless on the\n" +
-        "host: data dir not 0700, or a running agent's scratch root not mounted nosuid,nodev). The runtime-class bits are\n" +
+        $"{CommonBit} (something every session needs is missing), {HardeningBit} (guest-written files are not harmless on the\n" +
+        "host: data dir not 0700, or a running agent's scratch root not mounted nosuid,nodev) and " + $"{BackendAiBit} ([backendai] is set\n" +
+        "but etcd, the manager's Redis or the RPC port is not usable). The runtime-class bits are\n" +
         "each class's DoctorExitBit in src/KataAgent.Core/Runtime/RuntimeClassTable.cs (docs/RUNTIME_CLASSES.md).";
 
     public static Command Create()
@@ -46,6 +49,8 @@ internal static class DoctorCommand
             var config = new GlobalSettings(parse).LoadConfig();
             var checks = Run(config.Agent);
             checks.Add(await GuardCheckAsync(config.Agent, ct));
+            if (config.BackendAi is { } backendAi)
+                checks.AddRange(await BackendAiChecks.RunAsync(backendAi, ct));
             var exit = ExitCode(checks);
             if (parse.GetValue(GlobalOptions.Json))
             {
@@ -103,6 +108,7 @@ internal static class DoctorCommand
             exit |= d.DoctorExitBit;
         if (checks.Any(c => c.Area == "common" && !c.Ok)) exit |= CommonBit;
         if (checks.Any(c => c.Area == "hardening" && !c.Ok)) exit |= HardeningBit;
+        if (checks.Any(c => c.Area == BackendAiChecks.Area && !c.Ok)) exit |= BackendAiBit;
         return exit;
     }
 

@@ -38,6 +38,10 @@ internal static class ServeCommand
             if (agent.RuntimeClasses.FallbackWarning is { } warning)
                 Output.Warn(warning);
             await using var server = await ApiServer.StartAsync(agent, config.Api, loggerFactory, ct);
+            // Last: the manager may call at once, and everything it calls must be up.
+            await using var cluster = config.BackendAi is { } backendAi
+                ? await BackendAi.Hosting.BackendAiAgentHost.StartAsync(agent, backendAi, loggerFactory, stop.Token)
+                : null;
             logger.LogInformation("ready: {Sessions} session(s) recovered; default runtime class {Class}", agent.Sessions.Count, agent.RuntimeClasses.DefaultClass);
             try
             {
@@ -46,6 +50,8 @@ internal static class ServeCommand
             catch (OperationCanceledException)
             {
             }
+            if (cluster is not null)
+                await cluster.DisposeAsync(); // agent_terminated before the API goes
             await server.StopAsync(CancellationToken.None);
             logger.LogInformation("stopped; {Sessions} session(s) left running", agent.Sessions.Count);
             return 0;

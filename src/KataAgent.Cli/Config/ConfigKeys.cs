@@ -8,6 +8,7 @@ internal sealed class ConfigBuilder
     public Core.AgentOptions Agent { get; set; } = new KataAgentConfig().Agent;
     public Api.Server.ApiServerOptions Api { get; set; } = new();
     public LoggingOptions Logging { get; set; } = new();
+    public BackendAiSettings BackendAi { get; set; } = new();
 }
 
 /// <summary>One documented key: section.key, its environment variable, and how it lands in the options.</summary>
@@ -123,6 +124,26 @@ internal static class ConfigKeys
         new("logging", "format", (b, v) => b.Logging = b.Logging with { Format = v.OneOf(Formats) }),
 
         new("metrics", "listen", (b, v) => b.Api = b.Api with { MetricsListen = v.String() }),
+
+        // Backend.AI cluster membership (issue 17): on when etcd_endpoints is set.
+        new("backendai", "etcd_endpoints", (b, v) => b.BackendAi = b.BackendAi with { EtcdEndpoints = HttpEndpoints(v) }),
+        new("backendai", "namespace", (b, v) => b.BackendAi = b.BackendAi with { Namespace = v.NonEmptyString() }),
+        new("backendai", "agent_id", (b, v) => b.BackendAi = b.BackendAi with { AgentId = v.String() }),
+        new("backendai", "region", (b, v) => b.BackendAi = b.BackendAi with { Region = v.String() }),
+        new("backendai", "scaling_group", (b, v) => b.BackendAi = b.BackendAi with { ScalingGroup = v.NonEmptyString() }),
+        new("backendai", "rpc_listen", (b, v) => b.BackendAi = b.BackendAi with { RpcListen = HostPort(v, allowEmpty: false) }),
+        new("backendai", "rpc_advertised", (b, v) => b.BackendAi = b.BackendAi with { RpcAdvertised = HostPort(v, allowEmpty: true) }),
+        new("backendai", "public_host", (b, v) => b.BackendAi = b.BackendAi with { PublicHost = v.String() }),
+        new("backendai", "agent_keypair", (b, v) => b.BackendAi = b.BackendAi with { AgentKeypair = ExistingFile(v) }),
+        new("backendai", "manager_public_key", (b, v) => b.BackendAi = b.BackendAi with { ManagerPublicKey = ExistingFile(v) }),
+        new("backendai", "heartbeat_interval", (b, v) => b.BackendAi = b.BackendAi with { HeartbeatInterval = v.Duration(TimeSpan.FromMilliseconds(100)) }),
+        new("backendai", "status_heartbeat_interval", (b, v) => b.BackendAi = b.BackendAi with { StatusHeartbeatInterval = v.Duration(TimeSpan.FromMilliseconds(100)) }),
+        new("backendai", "skip_manager_detection", (b, v) => b.BackendAi = b.BackendAi with { SkipManagerDetection = v.Bool() }),
+        new("backendai", "manager_wait_timeout", (b, v) => b.BackendAi = b.BackendAi with { ManagerWaitTimeout = v.IsEmpty ? null : v.Duration(TimeSpan.FromSeconds(1)) }),
+        new("backendai", "runtime_class", (b, v) => b.BackendAi = b.BackendAi with { RuntimeClass = v.IsEmpty ? null : v.OneOf(RuntimeClasses) }),
+        new("backendai", "runtime_class_by_scaling_group", (b, v) => b.BackendAi = b.BackendAi with { RuntimeClassByScalingGroup = Pairs(v, RuntimeClasses) }),
+        new("backendai", "runtime_class_by_image", (b, v) => b.BackendAi = b.BackendAi with { RuntimeClassByImage = Pairs(v, RuntimeClasses) }),
+        new("backendai", "image_names", (b, v) => b.BackendAi = b.BackendAi with { ImageNames = Pairs(v, null) }),
     ];
 
     public static readonly IReadOnlyDictionary<string, IReadOnlyDictionary<string, ConfigKey>> BySection =
@@ -136,6 +157,45 @@ internal static class ConfigKeys
         if (size != 0 && size < Core.ScratchQuota.ScratchDisks.MinimumBytes)
             throw new FormatException($"{v.Key} ({v.Source}): {size} bytes is below the {Core.ScratchQuota.ScratchDisks.MinimumBytes >> 20} MiB minimum (0 turns the limit off)");
         return size;
+    }
+
+    private static List<string> HttpEndpoints(ConfigValue v)
+    {
+        var list = v.StringList().ToList();
+        foreach (var endpoint in list)
+        {
+            if (!Uri.TryCreate(endpoint, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.Port <= 0)
+                throw new FormatException($"{v.Key} ({v.Source}): '{endpoint}' is not an etcd client URL like http://127.0.0.1:2379");
+        }
+        return list;
+    }
+
+    private static string HostPort(ConfigValue v, bool allowEmpty)
+    {
+        var text = v.String();
+        if (text.Length == 0 && allowEmpty)
+            return text;
+        var colon = text.LastIndexOf(':');
+        return colon > 0 && int.TryParse(text[(colon + 1)..], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var port) && port <= 65535
+            ? text
+            : throw new FormatException($"{v.Key} ({v.Source}): '{text}' is not host:port (e.g. 0.0.0.0:6001)");
+    }
+
+    /// <summary>"name=value" items (a TOML array, or comma-separated text); values checked against <paramref name="allowed"/> when given.</summary>
+    private static Dictionary<string, string> Pairs(ConfigValue v, IReadOnlyDictionary<string, string>? allowed)
+    {
+        var map = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var item in v.StringList())
+        {
+            var equals = item.IndexOf('=', StringComparison.Ordinal);
+            if (equals <= 0 || equals == item.Length - 1)
+                throw new FormatException($"{v.Key} ({v.Source}): '{item}' is not name=value");
+            var (name, value) = (item[..equals].Trim(), item[(equals + 1)..].Trim());
+            if (allowed is not null && !allowed.ContainsKey(value))
+                throw new FormatException($"{v.Key} ({v.Source}): '{value}' is not a runtime class ({Core.Runtime.RuntimeClassTable.Names})");
+            map[name] = value;
+        }
+        return map;
     }
 
     private static List<string> AbsolutePaths(ConfigValue v)

@@ -29,6 +29,8 @@ public sealed record KataAgentConfig
     public AgentOptions Agent { get; init; } = new() { RunnerDir = RunnerDirectory.Default() };
     public ApiServerOptions Api { get; init; } = new();
     public LoggingOptions Logging { get; init; } = new();
+    /// <summary>How to join a Backend.AI cluster; null: not configured ([backendai] etcd_endpoints empty).</summary>
+    public BackendAi.Hosting.BackendAiOptions? BackendAi { get; init; }
     /// <summary>The file read, or null when none was (defaults and environment only).</summary>
     public string? SourcePath { get; init; }
 
@@ -103,7 +105,11 @@ public sealed record KataAgentConfig
             CrossCheck(builder, problems);
         if (problems.Count > 0)
             throw new ConfigException(problems);
-        return new KataAgentConfig { Agent = builder.Agent, Api = builder.Api, Logging = builder.Logging, SourcePath = sourceName };
+        return new KataAgentConfig
+        {
+            Agent = builder.Agent, Api = builder.Api, Logging = builder.Logging, SourcePath = sourceName,
+            BackendAi = builder.BackendAi.ToOptions(builder.Agent.AgentId),
+        };
     }
 
     public static IEnumerable<string> Sections => ConfigKeys.BySection.Keys;

@@ -1,0 +1,422 @@
+using System.Formats.Tar;
+using System.Text;
+using System.Text.Json;
+using KataAgent.BackendAi.Rpc;
+using KataAgent.BackendAi.Serialization;
+using KataAgent.Core.Sessions;
+using KataAgent.Testing;
+
+namespace KataAgent.BackendAi.Tests.Kernels;
+
+/// <summary>
+/// The Backend.AI methods against a real agent, called in-process with arguments shaped as the codec decodes the
+/// manager's call (ids as str, pickled enums as <see cref="PyEnum"/>, maps keyed by str, bin as byte[]).
+/// </summary>
+public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
+{
+    private static readonly Dictionary<string, object?> NoKwargs = [];
+
+    private async Task<object?> CallAsync(string method, params object?[] args)
+    {
+        Assert.True(fixture.Methods.TryGetHandler(method, out var handler), $"method {method} is served");
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        return await handler(new RpcCall(method, args, NoKwargs), timeout.Token);
+    }
+
+    private static PyEnum Enum(string className, string value) => new("ai.backend.common.types", className, value);
+
+    /// <summary>A KernelCreationConfig as the Sokovan scheduler sends it (BA25), trimmed to what matters plus the enums.</summary>
+    private Dictionary<object, object?> Config(string sessionId, string kernelId, Action<Dictionary<object, object?>>? change = null)
+    {
+        var config = new Dictionary<object, object?>
+        {
+            ["image"] = new Dictionary<object, object?>
+            {
+                ["canonical"] = fixture.ImageName,
+                ["project"] = null,
+                ["architecture"] = "x86_64",
+                ["digest"] = "sha256:0",
+                ["repo_digest"] = null,
+                ["registry"] = new Dictionary<object, object?> { ["name"] = "local", ["url"] = "http://localhost", ["username"] = null, ["password"] = null },
+                ["labels"] = new Dictionary<object, object?>(),
+                ["is_local"] = true,
+                ["auto_pull"] = Enum("AutoPullBehavior", "digest"),
+            },
+            ["kernel_id"] = kernelId,
+            ["session_id"] = sessionId,
+            ["owner_user_id"] = Guid.NewGuid().ToString(),
+            ["owner_project_id"] = null,
+            ["network_id"] = sessionId,
+            ["auto_pull"] = Enum("AutoPullBehavior", "digest"),
+            ["session_type"] = Enum("SessionTypes", "interactive"),
+            ["cluster_mode"] = Enum("ClusterMode", "single-node"),
+            ["cluster_role"] = "main",
+            ["cluster_idx"] = 1L,
+            ["cluster_hostname"] = "main1",
+            ["local_rank"] = 0L,
+            ["uid"] = null,
+            ["main_gid"] = null,
+            ["supplementary_gids"] = System.Array.Empty<object?>(),
+            ["resource_slots"] = new Dictionary<object, object?> { ["cpu"] = "0.5", ["mem"] = "536870912" },
+            ["resource_opts"] = new Dictionary<object, object?>(),
+            ["environ"] = new Dictionary<object, object?> { ["BACKENDAI_SESSION_ID"] = sessionId, ["GREETING"] = "hello from the manager" },
+            ["mounts"] = System.Array.Empty<object?>(),
+            ["package_directory"] = System.Array.Empty<object?>(),
+            ["idle_timeout"] = 600L,
+            ["bootstrap_script"] = null,
+            ["startup_command"] = null,
+            ["internal_data"] = null,
+            ["preopen_ports"] = System.Array.Empty<object?>(),
+            ["allocated_host_ports"] = System.Array.Empty<object?>(),
+            ["scaling_group"] = "default",
+            ["agent_addr"] = "tcp://127.0.0.1:6001",
+            ["endpoint_id"] = null,
+        };
+        change?.Invoke(config);
+        return config;
+    }
+
+    private static Dictionary<object, object?> ClusterInfo() => new()
+    {
+        ["mode"] = Enum("ClusterMode", "single-node"),
+        ["size"] = 1L,
+        ["replicas"] = new Dictionary<object, object?> { ["main"] = 1L },
+        ["network_config"] = new Dictionary<object, object?>(),
+        ["ssh_keypair"] = null,
+        ["cluster_ssh_port_mapping"] = null,
+    };
+
+    private async Task<(string SessionId, string KernelId, Dictionary<object, object?> Info)> CreateAsync(
+        Action<Dictionary<object, object?>>? change = null)
+    {
+        var sessionId = Guid.NewGuid().ToString();
+        var kernelId = Guid.NewGuid().ToString();
+        var imageRefs = new Dictionary<object, object?>
+        {
+            [Guid.Parse(kernelId)] = new PyImageRef(fixture.ImageName, "", "latest", "local", "x86_64", true),
+        };
+        var result = await CallAsync("create_kernels", sessionId, new object?[] { kernelId },
+            new object?[] { Config(sessionId, kernelId, change) }, ClusterInfo(), imageRefs);
+        var info = Assert.IsType<Dictionary<object, object?>>(Assert.Single(Assert.IsType<object?[]>(result)));
+        return (sessionId, kernelId, info);
+    }
+
+    private Task DestroyAsync(string sessionId, string kernelId) =>
+        CallAsync("destroy_kernel", kernelId, sessionId, "user-requested", false);
+
+    private async Task<Dictionary<object, object?>> ExecuteAsync(string sessionId, string kernelId, string runId, string mode, string code,
+        Dictionary<object, object?>? opts = null, object? flushTimeout = null, long apiVersion = 4) =>
+        Assert.IsType<Dictionary<object, object?>>(await CallAsync("execute", sessionId, kernelId, apiVersion, runId, mode, code, opts ?? [], flushTimeout));
+
+    private static string Stdout(Dictionary<object, object?> result) => string.Concat(
+        Assert.IsType<object?[]>(result["console"]).Cast<object?[]>().Where(c => (string?)c[0] == "stdout").Select(c => (string?)c[1]));
+
+    [SkippableFact]
+    public async Task CreateKernels_RunsASessionAndReportsCreationInfo_DestroyKernelAnnouncesTheEnd()
+    {
+        var (sessionId, kernelId, info) = await CreateAsync();
+        try
+        {
+            var session = fixture.Agent.GetSession(kernelId);
+            Assert.Equal(SessionState.Running, session.State);
+            Assert.Equal(fixture.RuntimeClass, session.Record.RuntimeClass);
+            Assert.Equal(sessionId, session.Record.SessionId);
+            Assert.Equal(0.5, session.Record.Cpus);
+            Assert.Equal(512L << 20, session.Record.MemoryBytes);
+
+            Assert.Equal(kernelId, info["id"]);
+            Assert.Equal(kernelId, info["container_id"]);
+            Assert.Equal((long)session.Record.ReplInPort, info["repl_in_port"]);
+            Assert.Equal((long)session.Record.ReplOutPort, info["repl_out_port"]);
+            Assert.Equal("127.0.0.1", info["kernel_host"]);
+            Assert.Equal("tcp://127.0.0.1:6001", info["agent_addr"]);
+            Assert.Equal("default", info["scaling_group"]);
+            var spec = Assert.IsType<Dictionary<object, object?>>(info["resource_spec"]);
+            var slots = Assert.IsType<Dictionary<object, object?>>(spec["slots"]);
+            Assert.Equal("0.5", slots["cpu"]);
+            Assert.Equal("536870912", slots["mem"]);
+            var allocations = Assert.IsType<Dictionary<object, object?>>(spec["allocations"]);
+            var cpuShares = Assert.IsType<Dictionary<object, object?>>(Assert.IsType<Dictionary<object, object?>>(allocations["cpu"])["cpu"]);
+            Assert.Equal(0.5m, cpuShares.Values.Sum(v => decimal.Parse((string)v!, System.Globalization.CultureInfo.InvariantCulture)));
+            Assert.IsType<object?[]>(info["service_ports"]);
+
+            // The manager learns of the kernel from the events, not the return value.
+            var names = fixture.Events.About(kernelId).Select(e => e.Name).ToList();
+            Assert.Equal(["kernel_preparing", "kernel_creating", "kernel_started"], names);
+            var started = fixture.Events.About(kernelId)[2].Args;
+            Assert.Equal(sessionId, started[1]);
+            Assert.Same(info, started[3]);
+
+            // The manager's environ reaches the kernel.
+            var greeting = await ExecuteAsync(sessionId, kernelId, "env", "query", "import os; print(os.environ['GREETING'])", flushTimeout: null);
+            Assert.Equal("hello from the manager\n", Stdout(greeting));
+        }
+        finally
+        {
+            await DestroyAsync(sessionId, kernelId);
+        }
+        var terminated = await fixture.Events.WaitForAsync("kernel_terminated", kernelId);
+        Assert.Equal([kernelId, sessionId, "user-requested"], terminated.Args.Take(3));
+        Assert.IsType<long>(terminated.Args[3]);
+        Assert.DoesNotContain(fixture.Agent.Sessions, s => s.KernelId == kernelId);
+        // Announced once: Core's own "destroyed" event does not make KernelEvents announce it again.
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        Assert.Single(fixture.Events.About(kernelId), e => e.Name == "kernel_terminated");
+    }
+
+    [SkippableFact]
+    public async Task Execute_QueryKeepsState_BatchContinueAndInput()
+    {
+        var (sessionId, kernelId, _) = await CreateAsync();
+        try
+        {
+            var first = await ExecuteAsync(sessionId, kernelId, "q1", "query", "x = 41\nprint('set', flush=True)", flushTimeout: 2.0);
+            Assert.Equal("finished", first["status"]);
+            Assert.Equal([], Assert.IsType<object?[]>(first["files"]));
+            var second = await ExecuteAsync(sessionId, kernelId, "q2", "query", "print(x + 1)", flushTimeout: 2.0);
+            Assert.Equal("finished", second["status"]);
+            Assert.Equal("42\n", Stdout(second));
+            Assert.Equal("q2", second["runId"]);
+            Assert.Contains(fixture.Events.About(sessionId), e => e.Name == "execution_started");
+            Assert.Contains(fixture.Events.About(sessionId), e => e.Name == "execution_finished");
+
+            // Adjacent stdout chunks come back as one console entry.
+            var merged = await ExecuteAsync(sessionId, kernelId, "q3", "query",
+                "import sys\nfor i in range(3):\n    print(i, flush=True)\nsys.stderr.write('oops\\n')", flushTimeout: null);
+            var console = Assert.IsType<object?[]>(merged["console"]).Cast<object?[]>().ToList();
+            Assert.Equal(new object?[] { "stdout", "0\n1\n2\n" }, console[0]);
+            Assert.Equal(new object?[] { "stderr", "oops\n" }, console[1]);
+
+            // api_version 1: stdout/stderr strings.
+            var v1 = await ExecuteAsync(sessionId, kernelId, "q4", "query", "print('old')", flushTimeout: null, apiVersion: 1);
+            Assert.Equal("old\n", v1["stdout"]);
+            Assert.Equal("", v1["stderr"]);
+            Assert.False(v1.ContainsKey("console"));
+
+            // Batch steps each report their end (clean-finished, build-finished); continue goes on to the exec's.
+            var batch = await ExecuteAsync(sessionId, kernelId, "b1", "batch", "",
+                new Dictionary<object, object?> { ["exec"] = "echo from-batch; exit 3" }, flushTimeout: null);
+            var batchOutput = Stdout(batch);
+            for (var step = 0; step < 3 && (string)batch["status"]! != "finished"; step++)
+            {
+                Assert.Contains((string)batch["status"]!, new[] { "clean-finished", "build-finished" });
+                batch = await ExecuteAsync(sessionId, kernelId, "b1", "continue", "", flushTimeout: null);
+                batchOutput += Stdout(batch);
+            }
+            Assert.Equal("finished", batch["status"]);
+            Assert.Equal(3L, batch["exitCode"]);
+            Assert.Contains("from-batch", batchOutput, StringComparison.Ordinal);
+
+            // The flush timeout passes before the run ends: continued, then continue collects the rest.
+            var slow = await ExecuteAsync(sessionId, kernelId, "c1", "query",
+                "import time\nprint('before', flush=True)\ntime.sleep(4)\nprint('after')", flushTimeout: 0.5);
+            Assert.Equal("continued", slow["status"]);
+            var rest = await Eventually.WaitAsync(async () =>
+            {
+                var more = await ExecuteAsync(sessionId, kernelId, "c1", "continue", "", flushTimeout: 2.0);
+                return (Status: (string)more["status"]!, Text: Stdout(more));
+            }, r => r.Status == "finished" || r.Text.Contains("after", StringComparison.Ordinal), "the slow run's end", TimeSpan.FromMinutes(1));
+            Assert.Contains("after", Stdout(slow) + rest.Text, StringComparison.Ordinal);
+
+            var asking = await ExecuteAsync(sessionId, kernelId, "i1", "query", "name = input('who? ')\nprint('hello', name)", flushTimeout: 10.0);
+            Assert.Equal("waiting-input", asking["status"]);
+            var answered = await ExecuteAsync(sessionId, kernelId, "i1", "input", "bob", flushTimeout: 10.0);
+            Assert.Equal("finished", answered["status"]);
+            Assert.Contains("hello bob", Stdout(answered), StringComparison.Ordinal);
+
+            var bad = await Assert.ThrowsAsync<BackendAiRpcException>(() => ExecuteAsync(sessionId, kernelId, "x", "shell", "ls"));
+            Assert.Equal("InvalidArgument", bad.PythonName);
+            Assert.Contains("shell", bad.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await DestroyAsync(sessionId, kernelId);
+        }
+    }
+
+    [SkippableFact]
+    public async Task Files_UploadListDownloadAndLogs()
+    {
+        var (sessionId, kernelId, _) = await CreateAsync();
+        try
+        {
+            var content = Encoding.UTF8.GetBytes("print('uploaded')\n");
+            Assert.Null(await CallAsync("upload_file", kernelId, "src/hello.py", content));
+            Assert.Null(await CallAsync("upload_file", kernelId, "/home/work/src/data.bin", new byte[] { 0, 1, 2, 255 }));
+
+            // The kernel sees the upload where Backend.AI puts it.
+            var run = await ExecuteAsync(sessionId, kernelId, "f1", "query", "exec(open('/home/work/src/hello.py').read())", flushTimeout: null);
+            Assert.Equal("uploaded\n", Stdout(run));
+
+            var listing = Assert.IsType<Dictionary<object, object?>>(await CallAsync("list_files", kernelId, "src"));
+            Assert.Equal("/home/work/src", listing["abspath"]);
+            Assert.Equal("", listing["errors"]);
+            using (var files = JsonDocument.Parse((string)listing["files"]!))
+            {
+                var entries = files.RootElement.EnumerateArray().ToDictionary(e => e.GetProperty("filename").GetString()!);
+                Assert.Equal(["data.bin", "hello.py"], entries.Keys.Order());
+                Assert.Equal(content.Length, entries["hello.py"].GetProperty("size").GetInt64());
+                Assert.StartsWith("-rw", entries["hello.py"].GetProperty("mode").GetString(), StringComparison.Ordinal);
+                Assert.True(entries["hello.py"].GetProperty("mtime").GetDouble() > 1_600_000_000);
+            }
+
+            var single = Assert.IsType<byte[]>(await CallAsync("download_single", kernelId, "src/data.bin"));
+            Assert.Equal(new byte[] { 0, 1, 2, 255 }, single);
+
+            var fileTar = ReadTar(Assert.IsType<byte[]>(await CallAsync("download_file", kernelId, "src/hello.py")));
+            Assert.Equal(content, Assert.Single(fileTar, e => e.Key == "hello.py").Value);
+
+            var dirTar = ReadTar(Assert.IsType<byte[]>(await CallAsync("download_file", kernelId, "/home/work/src")));
+            Assert.Equal(content, dirTar["src/hello.py"]);
+            Assert.Equal(new byte[] { 0, 1, 2, 255 }, dirTar["src/data.bin"]);
+
+            var missing = await Assert.ThrowsAsync<BackendAiRpcException>(() => CallAsync("download_single", kernelId, "src/nope"));
+            Assert.Equal("FileNotFoundError", missing.PythonName);
+            var outside = await Assert.ThrowsAsync<BackendAiRpcException>(() => CallAsync("upload_file", kernelId, "/etc/passwd", content));
+            Assert.Equal("PermissionError", outside.PythonName);
+
+            var logs = Assert.IsType<Dictionary<object, object?>>(await CallAsync("get_logs", kernelId));
+            Assert.IsType<string>(logs["logs"]);
+        }
+        finally
+        {
+            await DestroyAsync(sessionId, kernelId);
+        }
+    }
+
+    /// <summary>Entry name → data (directories with null), read back with .NET's own tar reader.</summary>
+    private static Dictionary<string, byte[]?> ReadTar(byte[] tar)
+    {
+        var entries = new Dictionary<string, byte[]?>();
+        using var reader = new TarReader(new MemoryStream(tar));
+        while (reader.GetNextEntry() is { } entry)
+        {
+            byte[]? data = null;
+            if (entry.DataStream is { } stream)
+            {
+                using var copy = new MemoryStream();
+                stream.CopyTo(copy);
+                data = copy.ToArray();
+            }
+            entries[entry.Name.TrimEnd('/')] = data;
+        }
+        return entries;
+    }
+
+    [SkippableFact]
+    public async Task SyncKernelRegistry_AnnouncesUnknownKernelsAndDestroysTheOnesTheManagerLacks()
+    {
+        var (sessionId, kernelId, _) = await CreateAsync();
+        var (extraSessionId, extraKernelId, _) = await CreateAsync();
+        try
+        {
+            var unknownKernel = Guid.NewGuid().ToString();
+            var unknownSession = Guid.NewGuid().ToString();
+            // Other fixtures' sessions do not exist here: the agent's only sessions are these two.
+            Assert.Null(await CallAsync("sync_kernel_registry", (object?)new object?[]
+            {
+                new object?[] { kernelId, sessionId },
+                new object?[] { unknownKernel, unknownSession },
+            }));
+            var gone = await fixture.Events.WaitForAsync("kernel_terminated", unknownKernel);
+            Assert.Equal([unknownKernel, unknownSession, "already-terminated", -1L], gone.Args);
+            var extra = await fixture.Events.WaitForAsync("kernel_terminated", extraKernelId);
+            Assert.Equal([extraKernelId, extraSessionId, "not-found-in-manager"], extra.Args.Take(3));
+            Assert.DoesNotContain(fixture.Agent.Sessions, s => s.KernelId == extraKernelId);
+            Assert.Contains(fixture.Agent.Sessions, s => s.KernelId == kernelId);
+        }
+        finally
+        {
+            await DestroyAsync(sessionId, kernelId);
+            await DestroyAsync(extraSessionId, extraKernelId);
+        }
+    }
+
+    [SkippableFact]
+    public async Task AKernelThatDiesByItself_IsCleanedUpAndAnnouncedSelfTerminated()
+    {
+        var (sessionId, kernelId, _) = await CreateAsync();
+        try
+        {
+            // The kernel's task killed from outside the session (as the OOM killer would): no destroy_kernel call.
+            await fixture.Agent.Containerd.Tasks.KillAsync(kernelId, 9, all: true);
+            var terminated = await fixture.Events.WaitForAsync("kernel_terminated", kernelId);
+            Assert.Equal([kernelId, sessionId, "self-terminated", 137L], terminated.Args);
+            await Eventually.WaitAsync(() => fixture.Agent.Sessions.All(s => s.KernelId != kernelId), "the dead kernel's session cleaned up");
+            Assert.Null(await fixture.Agent.Containerd.Containers.FindAsync(kernelId));
+            // A late destroy_kernel from the manager is harmless and not announced twice.
+            await DestroyAsync(sessionId, kernelId);
+            Assert.Single(fixture.Events.About(kernelId), e => e.Name == "kernel_terminated");
+        }
+        finally
+        {
+            await DestroyAsync(sessionId, kernelId);
+        }
+    }
+
+    [SkippableFact]
+    public async Task CheckAndPull_APresentImageFinishesAtOnce()
+    {
+        var result = Assert.IsType<Dictionary<object, object?>>(await CallAsync("check_and_pull", new Dictionary<object, object?>
+        {
+            [fixture.ImageName] = Config(Guid.NewGuid().ToString(), Guid.NewGuid().ToString())["image"],
+        }));
+        var taskId = Assert.IsType<string>(result[fixture.ImageName]);
+        Assert.Equal(32, taskId.Length);
+        var finished = await fixture.Events.WaitForAsync("image_pull_finished", fixture.ImageName);
+        Assert.Equal(fixture.ImageName, finished.Args[0]);
+        Assert.Equal(fixture.Methods.AgentId, finished.Args[1]);
+        Assert.IsType<double>(finished.Args[2]);
+        Assert.Equal("Image already exists", finished.Args[3]);
+        Assert.DoesNotContain(fixture.Events.About(fixture.ImageName), e => e.Name == "image_pull_started");
+        Assert.Equal(false, await CallAsync("check_pulling", fixture.ImageName));
+    }
+
+    [SkippableFact]
+    public async Task BadConfigs_AreRefusedNamingTheProblem_AndLeaveNothing()
+    {
+        var before = fixture.Agent.Sessions.Count;
+
+        async Task<BackendAiRpcException> RefusedAsync(Action<Dictionary<object, object?>> change)
+        {
+            var sessionId = Guid.NewGuid().ToString();
+            var kernelId = Guid.NewGuid().ToString();
+            var e = await Assert.ThrowsAsync<BackendAiRpcException>(() => CallAsync("create_kernels", sessionId, new object?[] { kernelId },
+                new object?[] { Config(sessionId, kernelId, change) }, ClusterInfo(), new Dictionary<object, object?>()));
+            var terminated = await fixture.Events.WaitForAsync("kernel_terminated", kernelId);
+            Assert.Equal([kernelId, sessionId, "failed-to-create", -1L], terminated.Args);
+            Assert.DoesNotContain(fixture.Agent.Sessions, s => s.KernelId == kernelId);
+            Assert.Null(await fixture.Agent.Containerd.Containers.FindAsync(kernelId));
+            return e;
+        }
+
+        var badMode = await RefusedAsync(c => c["mounts"] = new object?[] { new Dictionary<object, object?> { ["host_path"] = "/tmp", ["kernel_path"] = "/home/work/data", ["mount_perm"] = "rwx" } });
+        Assert.Equal("InvalidArgument", badMode.PythonName);
+        Assert.Contains("mount_perm 'rwx'", badMode.Message, StringComparison.Ordinal);
+
+        var badMemory = await RefusedAsync(c => c["resource_slots"] = new Dictionary<object, object?> { ["cpu"] = "1", ["mem"] = "lots" });
+        Assert.Equal("ValueError", badMemory.PythonName);
+        Assert.Contains("'lots'", badMemory.Message, StringComparison.Ordinal);
+
+        var noImage = await RefusedAsync(c => ((Dictionary<object, object?>)c["image"]!)["canonical"] = "registry.example/nothing:here");
+        Assert.Equal("InvalidArgument", noImage.PythonName);
+        Assert.Contains("registry.example/nothing:here", noImage.Message, StringComparison.Ordinal);
+
+        // A host path outside the agent's mount allow-list: Core refuses it and rolls back.
+        var notAllowed = await RefusedAsync(c => c["mounts"] = new object?[]
+        {
+            new Dictionary<object, object?> { ["name"] = "v", ["host_path"] = "/etc", ["kernel_path"] = "/mnt/v", ["mount_perm"] = "ro" },
+        });
+        Assert.True(notAllowed.Message.Contains("/etc", StringComparison.Ordinal), notAllowed.Message);
+
+        Assert.Equal(before, fixture.Agent.Sessions.Count);
+    }
+}
+
+[Trait("Category", "Runtime")]
+public sealed class RuncBackendAiAgentMethodsTests(RuncKernelsAgentFixture fixture)
+    : BackendAiAgentMethodsTests(fixture), IClassFixture<RuncKernelsAgentFixture>;
+
+[Trait("Category", "Runtime")]
+public sealed class GvisorBackendAiAgentMethodsTests(GvisorKernelsAgentFixture fixture)
+    : BackendAiAgentMethodsTests(fixture), IClassFixture<GvisorKernelsAgentFixture>;

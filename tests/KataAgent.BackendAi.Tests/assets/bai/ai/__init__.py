@@ -1,0 +1,1 @@
+# Test stand-in package (see assets/README in the test project).
