@@ -144,10 +144,13 @@ public sealed partial class BackendAiAgentMethods
             .Select((p, i) => (int)(Long(p, $"{what}.preopen_ports[{i}]") ?? throw TypeError($"{what}.preopen_ports[{i}]", "an integer", null)))
             .Select(port => new ServicePortDefinition(port.ToString(CultureInfo.InvariantCulture), "preopen", [port]))
             .ToList();
-        // TODO(s18-ends): SessionRequest.IdleTimeout = idle_timeout once it exists; validated and kept until then.
+        // Validated only: Backend.AI's manager enforces idleness itself (its idle checkers see app traffic, which the
+        // agent's idle clock does not), as BA25's agent leaves idle_timeout alone. So the agent's own idle timeout is off
+        // for the manager's sessions (below), whatever timeouts.idle says.
         _ = Long(Field(config, "idle_timeout"), $"{what}.idle_timeout");
         return new SessionRequest
         {
+            IdleTimeout = TimeSpan.Zero,
             Image = ImageNameOf(canonical),
             RuntimeClass = _options.RuntimeClassByImage.GetValueOrDefault(canonical)
                 ?? _options.RuntimeClassByScalingGroup.GetValueOrDefault(scalingGroup)
