@@ -411,6 +411,60 @@ public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
 
         Assert.Equal(before, fixture.Agent.Sessions.Count);
     }
+
+    [SkippableFact]
+    public async Task BatchTrigger_Interrupt_Ports_Completions_And_Services()
+    {
+        var (sessionId, kernelId, _) = await CreateAsync();
+        try
+        {
+            // trigger_batch_execution answers at once; the batch's end comes as session_success / session_failure.
+            Assert.Null(await CallAsync("trigger_batch_execution", sessionId, kernelId, "echo batch-ok", 60.0));
+            var success = await fixture.Events.WaitForAsync("session_success", sessionId, TimeSpan.FromMinutes(2));
+            Assert.Equal(0L, success.Args[2]);
+            Assert.Null(await CallAsync("trigger_batch_execution", sessionId, kernelId, "exit 4", 60.0));
+            var failure = await fixture.Events.WaitForAsync("session_failure", sessionId, TimeSpan.FromMinutes(2));
+            Assert.Equal(4L, failure.Args[2]);
+            var unknown = await Assert.ThrowsAnyAsync<Exception>(() => CallAsync("trigger_batch_execution", sessionId, Guid.NewGuid().ToString(), "true", 5.0));
+            Assert.Contains("no session", unknown.Message, StringComparison.OrdinalIgnoreCase);
+
+            // interrupt_kernel stops a long run: the run ends, the interpreter stays.
+            var running = await ExecuteAsync(sessionId, kernelId, "long", "query", "import time\nprint('go', flush=True)\ntime.sleep(120)", flushTimeout: 1.0);
+            Assert.Equal("continued", running["status"]);
+            Assert.Equal("finished", Assert.IsType<Dictionary<object, object?>>(await CallAsync("interrupt_kernel", kernelId))["status"]);
+            var ended = await ExecuteAsync(sessionId, kernelId, "long", "continue", "", flushTimeout: 30.0);
+            while ((string?)ended["status"] == "continued")
+                ended = await ExecuteAsync(sessionId, kernelId, "long", "continue", "", flushTimeout: 30.0);
+            Assert.Equal("finished", ended["status"]);
+            var stderr = string.Concat(Assert.IsType<object?[]>(ended["console"]).Cast<object?[]>().Where(c => (string?)c[0] == "stderr").Select(c => (string?)c[1]));
+            Assert.Contains("KeyboardInterrupt", stderr, StringComparison.Ordinal);
+            Assert.Equal("still here\n", Stdout(await ExecuteAsync(sessionId, kernelId, "after", "query", "print('still here')")));
+
+            // assign_port / release_port: a port from the agent's pool, given back once.
+            var port = Assert.IsType<long>(await CallAsync("assign_port"));
+            Assert.InRange(port, fixture.Agent.Services.Ports.FirstPort, fixture.Agent.Services.Ports.LastPort);
+            Assert.Contains((int)port, fixture.Agent.Services.Ports.InUse);
+            Assert.Null(await CallAsync("release_port", port));
+            Assert.DoesNotContain((int)port, fixture.Agent.Services.Ports.InUse);
+            var twice = await Assert.ThrowsAsync<BackendAiRpcException>(() => CallAsync("release_port", port));
+            Assert.Equal("ValueError", twice.PythonName);
+
+            // get_completions: the interpreter's own completer.
+            var completions = Assert.IsType<Dictionary<object, object?>>(Assert.IsType<Dictionary<object, object?>>(
+                await CallAsync("get_completions", kernelId, "impo", new Dictionary<object, object?>()))["result"]);
+            Assert.Equal("finished", completions["status"]);
+            Assert.Contains(Assert.IsType<object?[]>(completions["suggestions"]), s => s is string text && text.StartsWith("import", StringComparison.Ordinal));
+
+            // start_service of a name nothing defines: failed, saying so (the image has no such app); shutdown is quiet.
+            var service = Assert.IsType<Dictionary<object, object?>>(await CallAsync("start_service", kernelId, "no-such-app", new Dictionary<object, object?>()));
+            Assert.Equal("failed", service["status"]);
+            Assert.Contains("no-such-app", (string?)service["error"] ?? "", StringComparison.Ordinal);
+        }
+        finally
+        {
+            await DestroyAsync(sessionId, kernelId);
+        }
+    }
 }
 
 [Trait("Category", "Runtime")]
