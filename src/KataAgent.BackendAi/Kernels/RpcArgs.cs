@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using KataAgent.BackendAi.Rpc;
 using KataAgent.BackendAi.Serialization;
+using KataAgent.Core.Sessions;
 
 namespace KataAgent.BackendAi.Kernels;
 
@@ -87,16 +88,10 @@ internal static class RpcArgs
             case decimal m: return m;
             case BinarySize size: return size.Bytes;
             case string s:
-                var text = s.Trim().ToLowerInvariant();
-                var multiplier = 1m;
-                if (text.Length > 0 && "kmgtpe".Contains(text[^1], StringComparison.Ordinal))
-                {
-                    multiplier = (decimal)Math.Pow(1024, "kmgtpe".IndexOf(text[^1], StringComparison.Ordinal) + 1);
-                    text = text[..^1];
-                }
-                if (decimal.TryParse(text, NumberStyles.Number, CultureInfo.InvariantCulture, out var amount))
-                    return amount * multiplier;
-                throw new BackendAiRpcException("ValueError", $"{name}: '{s}' is not an amount");
+                // A plain number ("0.5" cpus) as it is; a size with a suffix ("1g") as Backend.AI's BinarySize reads it.
+                if (decimal.TryParse(s.Trim(), NumberStyles.Number, CultureInfo.InvariantCulture, out var amount))
+                    return amount;
+                return ImageLabels.ParseBinarySize(s) ?? throw new BackendAiRpcException("ValueError", $"{name}: '{s}' is not an amount");
             default:
                 throw TypeError(name, "an amount", value);
         }
