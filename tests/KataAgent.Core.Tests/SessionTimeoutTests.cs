@@ -155,7 +155,7 @@ public abstract class SessionTimeoutTestsBase(TimeoutAgentFixture fixture, strin
             var ownLimit = await RunAsync(session, "import time\ntime.sleep(60)", ownLimit: TimeSpan.FromSeconds(2));
             Assert.Equal(ExecutionStatus.ExecTimeout, ownLimit.Status);
             Assert.Null(session.EndReason);
-            Assert.Equal("4", (await RunAsync(session, "print(2 + 2)")).Console.Single(c => c.Kind == "stdout").Data.Trim());
+            Assert.Equal("4", RunEvents.Out(await RunAsync(session, "print(2 + 2)")).Trim());
 
             using var events = new SessionEventLog(Agent);
             var destroyed = events.WaitForAsync(session.KernelId, "destroyed");
