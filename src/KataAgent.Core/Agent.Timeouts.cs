@@ -19,6 +19,9 @@ public sealed partial class Agent
     /// <summary>How long a run whose runner connection dropped waits for the session's exit event (it may come after).</summary>
     private static readonly TimeSpan EndReasonGrace = TimeSpan.FromSeconds(5);
 
+    /// <summary>How long a run that ended with a SIGKILLed session waits for containerd's OOM event that may follow the exit.</summary>
+    private static readonly TimeSpan OutOfMemoryRefineGrace = TimeSpan.FromSeconds(1);
+
     private Task? _timeoutLoop;
 
     private void StartTimeoutLoop() =>
@@ -186,6 +189,12 @@ public sealed partial class Agent
                 }
                 if (!more)
                     yield break;
+                // The OOM killer took the interpreter: the session ends oom-killed, and so does this run.
+                if (events.Current is ResultEvent { Result: var result } &&
+                    await EndIfKilledByOutOfMemoryAsync(session, result, cancellationToken).ConfigureAwait(false) is { } oomEnd)
+                {
+                    throw new SessionEndedDuringRunException(session.KernelId, runId, oomEnd);
+                }
                 // The session's limit stopped the run: the result goes out, then the session ends (in the finally).
                 if (events.Current is ResultEvent { Result.Status: ExecutionStatus.ExecTimeout } && sessionLimitGoverns)
                     execTimedOut = DateTimeOffset.UtcNow;
@@ -204,6 +213,11 @@ public sealed partial class Agent
     {
         var deadline = DateTimeOffset.UtcNow + EndReasonGrace;
         while (session.EndReason is null && DateTimeOffset.UtcNow < deadline)
+            await Task.Delay(TimeSpan.FromMilliseconds(50), cancellationToken).ConfigureAwait(false);
+        // containerd's OOM event may come just after the exit (gVisor: the OOM killer takes the sandbox): a SIGKILL end
+        // waits a moment for it to become oom-killed.
+        var refineUntil = DateTimeOffset.UtcNow + OutOfMemoryRefineGrace;
+        while (session.EndReason is { Kind: SessionEndKind.Signaled or SessionEndKind.SandboxDied, Signal: 9 } && DateTimeOffset.UtcNow < refineUntil)
             await Task.Delay(TimeSpan.FromMilliseconds(50), cancellationToken).ConfigureAwait(false);
         return session.EndReason;
     }

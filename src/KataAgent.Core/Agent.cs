@@ -32,6 +32,7 @@ public sealed partial class Agent : IAsyncDisposable
     private PrivateContainerd? _privateContainerd;
     private readonly DataDirLock _dataDirLock;
     private readonly TaskEventMonitor _monitor;
+    private readonly Diagnostics.ProcessExitWatcher _exitWatcher;
     private readonly ILogger _logger;
     private Task? _eventPump;
     private Task? _reconcileLoop;
@@ -45,6 +46,7 @@ public sealed partial class Agent : IAsyncDisposable
         _privateContainerd = privateContainerd;
         _logger = logger;
         _monitor = new TaskEventMonitor(services.Containerd, logger);
+        _exitWatcher = new Diagnostics.ProcessExitWatcher(logger);
         Creator = new SessionCreator(services);
         Destroyer = new SessionDestroyer(services);
         _registry = new SessionRegistry(logger, options.EndedSessionRetention, options.EndedSessionMaxCount);
@@ -163,6 +165,8 @@ public sealed partial class Agent : IAsyncDisposable
         _eventPump = Task.Run(() => PumpEventsAsync(_stop.Token), CancellationToken.None);
         _monitor.Resubscribed += () => _reconciler.ReconcileAfterGapAsync(_stop.Token);
         await _reconciler.RecoverAsync(cancellationToken).ConfigureAwait(false);
+        foreach (var recovered in _registry.Sessions)
+            WatchSandboxProcesses(recovered);
         if (Options.ReconcileInterval > TimeSpan.Zero)
             _reconcileLoop = Task.Run(() => _reconciler.RunLoopAsync(Options.ReconcileInterval, _stop.Token), CancellationToken.None);
         StartTimeoutLoop();
@@ -179,17 +183,13 @@ public sealed partial class Agent : IAsyncDisposable
                 switch (e)
                 {
                     case TaskExited exited when session.TryTransition(SessionState.Exited, exited.ExitCode):
-                        var reason = session.SetEndReason(DeadSandbox(session) is { } dead
-                            ? SessionEndReason.SandboxDied(dead, exited.ExitCode, exited.At)
-                            : SessionEndReason.FromExitStatus(exited.ExitCode, session.OutOfMemory, session.Record.MemoryBytes, exited.At));
+                        var reason = session.SetEndReason(await SandboxDeathAsync(session, exited, cancellationToken).ConfigureAwait(false)
+                            ?? SessionEndReason.FromExitStatus(exited.ExitCode, session.OutOfMemory, session.Record.MemoryBytes, exited.At));
                         _registry.Publish(new SessionEvent(session.KernelId, "exited", SessionState.Exited, exited.ExitCode, exited.At,
                             reason.Describe(), reason));
                         break;
                     case TaskOutOfMemory oom:
-                        session.MarkOutOfMemory();
-                        // Null unless the exit came first: then the end it reported becomes oom-killed.
-                        var refined = session.RefineAfterOutOfMemory();
-                        _registry.Publish(new SessionEvent(session.KernelId, "oom", session.State, session.ExitCode, oom.At, refined?.Describe(), refined));
+                        OnOutOfMemoryEvent(session, oom.At);
                         break;
                 }
             }
@@ -204,10 +204,15 @@ public sealed partial class Agent : IAsyncDisposable
     /// whose sandbox died (a shim killed from the host reads as 137 otherwise, like a SIGKILL from inside).
     /// </summary>
     private static string? DeadSandbox(Session session) =>
-        session.SandboxProcesses.FirstOrDefault(p => !p.IsAlive()) is { } dead ? $"{dead.Role} pid {dead.Pid} gone" : null;
+        session.SandboxProcesses.FirstOrDefault(p => p.Role == Diagnostics.SandboxProcess.ShimRole && !p.IsAlive()) is { } dead
+            ? $"{dead.Role} pid {dead.Pid} gone"
+            : null;
 
-    private void FindSandboxProcesses(Session session) =>
+    private void FindSandboxProcesses(Session session)
+    {
         session.SandboxProcesses = Diagnostics.SandboxProcess.FindFor(Options.Namespace, session.Record.ContainerId);
+        WatchSandboxProcesses(session);
+    }
 
     /// <summary>
     /// Lifecycle events from now on: the subscription is registered before this returns, so nothing
@@ -293,6 +298,7 @@ public sealed partial class Agent : IAsyncDisposable
             await session.DisposeAsync().ConfigureAwait(false);
             await Destroyer.DestroyAsync(session.Record, keepScratch, cancellationToken: cancellationToken).ConfigureAwait(false);
             _registry.Remove(kernelId);
+            ForgetSandboxProcesses(session);
             session.TryTransition(SessionState.Destroyed);
             _registry.AddEnded(session.ToTombstone(reason));
             _registry.Publish(new SessionEvent(kernelId, "destroyed", SessionState.Destroyed, session.ExitCode, DateTimeOffset.UtcNow,
@@ -357,6 +363,7 @@ public sealed partial class Agent : IAsyncDisposable
             return;
         await _stop.CancelAsync().ConfigureAwait(false);
         await _monitor.DisposeAsync().ConfigureAwait(false);
+        _exitWatcher.Dispose();
         if (_eventPump is not null)
             await _eventPump.ConfigureAwait(false);
         if (_reconcileLoop is not null)

@@ -73,6 +73,11 @@ public sealed record AgentOptions
     public TimeSpan TimeoutWarningLead { get; init; } = TimeSpan.FromMinutes(1);
     /// <summary>Whether a paused session's time counts as idle (by default it does not: pausing stops the idle clock).</summary>
     public bool PausedCountsAsIdle { get; init; }
+    /// <summary>
+    /// Whether an OOM kill in a session's cgroup ends the whole session (oom-killed, with its memory limit) rather than
+    /// only the process the kernel picked; a request's <see cref="Sessions.SessionRequest.EndOnOutOfMemory"/> overrides it.
+    /// </summary>
+    public bool EndSessionOnOutOfMemory { get; init; } = true;
     /// <summary>How often the idle, lifetime and exec timeouts are checked.</summary>
     public TimeSpan TimeoutCheckInterval { get; init; } = TimeSpan.FromSeconds(1);
     /// <summary>How often containers and sessions are compared (reaping strays, cleaning vanished ones); zero turns it off.</summary>

@@ -103,7 +103,8 @@ public abstract class SessionEndReasonSessionTestsBase(AgentFixture fixture, str
         var session = await CreateAsync();
         try
         {
-            var shim = Assert.Single(Diagnostics.SandboxProcess.FindFor(Agent.Options.Namespace, session.Record.ContainerId));
+            var shim = Assert.Single(Diagnostics.SandboxProcess.FindFor(Agent.Options.Namespace, session.Record.ContainerId),
+                p => p.Role == Diagnostics.SandboxProcess.ShimRole);
             using var events = new SessionEventLog(Agent);
             var exited = events.WaitForAsync(session.KernelId, "exited");
             var waiting = RunAsync(session, "import time\nprint('started', flush=True)\ntime.sleep(600)");

@@ -52,6 +52,7 @@ internal static class ConfigKeys
         new("agent", "session_log_max", (b, v) => b.Agent = b.Agent with { SessionLogMaxBytes = v.Size(min: 128 * 1024) }),
 
         new("limits", "runner_message_max", (b, v) => b.Agent = b.Agent with { RunnerMessageMaxBytes = v.Size(min: 64 * 1024) }),
+        new("limits", "end_session_on_oom", (b, v) => b.Agent = b.Agent with { EndSessionOnOutOfMemory = v.Bool() }),
         new("limits", "ports_per_session", (b, v) => b.Agent = b.Agent with { MaxServicePortsPerSession = v.Int(0, 65535) }),
         new("limits", "download_max", (b, v) => b.Agent = b.Agent with { DownloadMaxBytes = v.Size(min: 1) }),
         new("limits", "download_max_entries", (b, v) => b.Agent = b.Agent with { DownloadMaxEntries = v.Int(1, int.MaxValue) }),

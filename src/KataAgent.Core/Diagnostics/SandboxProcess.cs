@@ -9,19 +9,37 @@ namespace KataAgent.Core.Diagnostics;
 /// </summary>
 public sealed record SandboxProcess(string Role, int Pid, long StartTime)
 {
-    /// <summary>The shim (containerd-shim-*) of a container, when one runs now.</summary>
+    public const string ShimRole = "shim";
+    public const string RunscSandboxRole = "runsc-sandbox";
+
+    /// <summary>
+    /// The shim (containerd-shim-*) of a container, when one runs now, and under it gVisor's sandbox (runsc-sandbox,
+    /// reparented to the shim, which is its subreaper). The sandbox is the task's init as the shim sees it, so it is
+    /// gone at every exit: only how it ended (<see cref="ProcessExitWatcher"/>) tells a kill from the host.
+    /// </summary>
     public static IReadOnlyList<SandboxProcess> FindFor(string ns, string containerId)
     {
         var found = new List<SandboxProcess>();
-        foreach (var p in ProcessTree.Snapshot())
+        var processes = ProcessTree.Snapshot();
+        foreach (var p in processes)
         {
             var args = p.CommandLine.Split(' ');
             string? Arg(string name) => Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-            // Not gVisor's runsc-sandbox: it is the task's init as the shim sees it, so it is gone at every exit.
             if (args[0].Contains("containerd-shim", StringComparison.Ordinal) && Arg("-namespace") == ns && Arg("-id") == containerId &&
                 StartTimeOf(p.Pid) is { } start)
             {
-                found.Add(new SandboxProcess("shim", p.Pid, start));
+                found.Add(new SandboxProcess(ShimRole, p.Pid, start));
+            }
+        }
+        foreach (var shim in found.ToList())
+        {
+            foreach (var p in processes)
+            {
+                if (p.ParentPid == shim.Pid && p.CommandLine.Split(' ')[0].EndsWith(RunscSandboxRole, StringComparison.Ordinal) &&
+                    StartTimeOf(p.Pid) is { } start)
+                {
+                    found.Add(new SandboxProcess(RunscSandboxRole, p.Pid, start));
+                }
             }
         }
         return found;

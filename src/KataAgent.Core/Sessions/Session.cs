@@ -75,7 +75,8 @@ public sealed class Session(SessionRecord record, KernelRunnerClient runner) : I
     {
         lock (_gate)
         {
-            if (_endReason is not { Kind: SessionEndKind.Signaled, Signal: 9 } killed)
+            // gVisor: the OOM killer's SIGKILL of the sandbox process itself reads as sandbox-died until the OOM event.
+            if (_endReason is not { Kind: SessionEndKind.Signaled or SessionEndKind.SandboxDied, Signal: 9 } killed)
                 return null;
             _endReason = SessionEndReason.OomKilled(Record.MemoryBytes, killed.At) with { ExitCode = killed.ExitCode, Signal = killed.Signal };
             return _endReason;

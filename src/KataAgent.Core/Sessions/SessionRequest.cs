@@ -48,4 +48,9 @@ public sealed record SessionRequest
     /// (<see cref="Runner.Protocol.ExecutionOptions"/>) only stops that run.
     /// </summary>
     public TimeSpan? ExecTimeout { get; init; }
+    /// <summary>
+    /// An OOM kill in the session ends the session (oom-killed) instead of only the killed process (the interpreter);
+    /// null: the agent's default (limits.end_session_on_oom, on).
+    /// </summary>
+    public bool? EndOnOutOfMemory { get; init; }
 }
