@@ -34,7 +34,16 @@ public sealed partial class Agent
         {
             while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
             {
-                foreach (var session in _registry.Sessions.ToList())
+                var sessions = _registry.Sessions.ToList();
+                try
+                {
+                    await TouchSessionsWithServiceTrafficAsync(sessions, DateTimeOffset.UtcNow, cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    _logger.LogWarning(e, "reading service-port traffic failed");
+                }
+                foreach (var session in sessions)
                 {
                     try
                     {

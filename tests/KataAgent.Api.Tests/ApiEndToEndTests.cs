@@ -136,6 +136,12 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
         Assert.Equal(StatusCode.NotFound, ended.StatusCode);
         Assert.EndsWith("ago: destroyed (by api)", ended.Status.Detail, StringComparison.Ordinal);
         Assert.False((await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId })).Existed);
+        // Listed only when asked for: include_ended adds the tombstones with their end reason.
+        Assert.DoesNotContain((await client.Sessions.ListSessionsAsync(new ListSessionsRequest())).Sessions, s => s.KernelId == session.KernelId);
+        var listed = Assert.Single((await client.Sessions.ListSessionsAsync(new ListSessionsRequest { IncludeEnded = true })).Sessions,
+            s => s.KernelId == session.KernelId);
+        Assert.Equal("destroyed", listed.State);
+        Assert.Equal("destroyed (by api)", listed.EndReason.Description);
     }
 
     private static async Task<(DownloadHeader Header, byte[] Data)> DownloadAsync(ApiClient client, string kernelId, string path)

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 
 namespace KataAgent.Cli.Tests;
 
@@ -102,6 +103,16 @@ public sealed class ServeTests(CliEnvironment env) : IClassFixture<CliEnvironmen
             Assert.Equal(1, missing.ExitCode);
             Assert.Equal(1, Text.LineCount(missing.Stderr));
             Assert.Contains("ago: destroyed (by api)", missing.Stderr, StringComparison.Ordinal);
+            // ls leaves it out; ls --ended lists it with how and when it ended.
+            Assert.DoesNotContain(id, (await env.RunAsync("session", "ls")).Stdout, StringComparison.Ordinal);
+            var lsEnded = await env.RunAsync("session", "ls", "--ended");
+            Assert.True(lsEnded.ExitCode == 0, lsEnded.ToString());
+            Assert.Matches(Regex.Escape(id) + @".*ended \d+s ago: destroyed \(by api\)", lsEnded.Stdout);
+            using (var endedJson = JsonDocument.Parse((await env.RunAsync("session", "ls", "--ended", "--json")).Stdout))
+            {
+                Assert.Contains(endedJson.RootElement.GetProperty("sessions").EnumerateArray(),
+                    s => s.GetProperty("kernelId").GetString() == id && s.GetProperty("endReason").GetProperty("kind").GetString() == "destroyed");
+            }
 
         }
         finally

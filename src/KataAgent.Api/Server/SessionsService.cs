@@ -42,6 +42,8 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
     {
         var reply = new ListSessionsReply();
         reply.Sessions.AddRange(agent.Sessions.Select(Mapping.ToProto));
+        if (request.IncludeEnded)
+            reply.Sessions.AddRange(agent.EndedSessions.Where(t => agent.FindEndedSession(t.KernelId) is not null).Select(Mapping.ToProto));
         return Task.FromResult(reply);
     }
 

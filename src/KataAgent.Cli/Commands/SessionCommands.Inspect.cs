@@ -12,12 +12,17 @@ internal static partial class SessionCommands
 {
     private static Command ListCommand()
     {
-        var command = new Command("ls", "List sessions.\n\nExamples:\n  kata-agent session ls\n  kata-agent session ls --json | jq '.sessions[].kernelId'");
+        var command = new Command("ls", "List sessions.\n\nExamples:\n  kata-agent session ls\n  kata-agent session ls --ended\n  kata-agent session ls --json | jq '.sessions[].kernelId'");
         command.Options.Add(GlobalOptions.Json);
+        var ended = EndedOption();
+        command.Options.Add(ended);
         command.SetAction(async (parse, ct) =>
         {
             await using var connection = await AgentConnection.ConnectAsync(new GlobalSettings(parse), allowInProcess: false, ct);
-            var reply = await connection.Client.Sessions.ListSessionsAsync(new ListSessionsRequest(), cancellationToken: ct);
+            var listEnded = parse.GetValue(ended);
+            var reply = await connection.Client.Sessions.ListSessionsAsync(new ListSessionsRequest { IncludeEnded = listEnded }, cancellationToken: ct);
+            if (listEnded)
+                return ListEnded(reply, parse.GetValue(GlobalOptions.Json));
             if (parse.GetValue(GlobalOptions.Json))
             {
                 Output.Json(reply);
