@@ -46,7 +46,7 @@ switch (scenario)
         break;
     case "idle-rss":
         // --quick: only the settings as shipped.
-        await IdleRssBench.RunAsync(sessions: 10, idle: TimeSpan.FromSeconds(15), quick ? IdleRssBench.Variants.Take(1).ToList() : IdleRssBench.Variants, report);
+        await IdleRssBench.RunAsync(sessions: 10, idle: TimeSpan.FromSeconds(30), quick ? IdleRssBench.Variants.Take(1).ToList() : IdleRssBench.Variants, report);
         break;
     case "soak":
         failed = !await SoakBench.RunAsync(cycles, report);

@@ -213,7 +213,7 @@ internal static class SessionBench
             report.AppendLine(CultureInfo.InvariantCulture, $"\nLeak census after the bench: {await AgentLeakCensus.TakeAsync(agent)}");
             // What an operator sees: a `kata-agent serve` process of its own (all settings: the idle-rss scenario).
             report.AppendLine();
-            await IdleRssBench.RunAsync(sessions: 10, idle: TimeSpan.FromSeconds(15), IdleRssBench.Variants.Take(1).ToList(), report);
+            await IdleRssBench.RunAsync(sessions: 10, idle: TimeSpan.FromSeconds(30), IdleRssBench.Variants.Take(1).ToList(), report);
         }
         finally
         {

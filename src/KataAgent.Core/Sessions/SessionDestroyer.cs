@@ -22,7 +22,8 @@ public sealed class SessionDestroyer(SessionServices services)
             {
                 await action().ConfigureAwait(false);
             }
-            catch (Exception e) when (e is not OperationCanceledException)
+            // A tool's own timeout (nft, a CNI plugin) is a failed part like any other: only the caller's cancellation stops the destroy.
+            catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
             {
                 services.Logger.LogWarning(e, "destroy {KernelId}: {Step} failed", record.KernelId, name);
                 lock (failures)
