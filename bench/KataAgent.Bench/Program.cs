@@ -3,12 +3,13 @@ using System.Globalization;
 using KataAgent.Bench;
 
 // Benchmarks, each measured next to its baseline in the same run. Not part of CI.
-// Usage: kata-agent-bench [echo|exec|create|sessions|soak|chaos] [--runs N] [--cycles N] [--runtime CLASS]... [--out docs/PERFORMANCE.md]
+// Usage: kata-agent-bench [echo|exec|create|sessions|idle-rss|soak|chaos] [--quick] [--runs N] [--cycles N] [--runtime CLASS]... [--out docs/PERFORMANCE.md]
 // KATA_RUNNER_DIR picks another published runner (e.g. to compare two builds of it back to back).
 var runs = 20;
 var cycles = 500;
 string? outFile = null;
 var runtimes = new List<string>();
+var quick = false; // sessions: fewer runs of everything (a loaded machine, a quick look)
 var positional = new List<string>();
 for (var i = 0; i < args.Length; i++)
 {
@@ -18,6 +19,7 @@ for (var i = 0; i < args.Length; i++)
         case "--cycles" when i + 1 < args.Length: cycles = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--out" when i + 1 < args.Length: outFile = args[++i]; break;
         case "--runtime" when i + 1 < args.Length: runtimes.Add(args[++i]); break;
+        case "--quick": quick = true; break;
         default: positional.Add(args[i]); break;
     }
 }
@@ -37,7 +39,14 @@ switch (scenario)
         await SessionBench.RunCreateOnlyAsync(Math.Max(runs, 10), runtimes.Count > 0 ? runtimes : ["runc", "gvisor"], report);
         break;
     case "sessions":
-        await SessionBench.RunAsync(execRuns: Math.Max(runs, 1000), deathRuns: 50, concurrent: 50, idle: TimeSpan.FromSeconds(60), report);
+        if (quick)
+            await SessionBench.RunAsync(execRuns: 200, deathRuns: 10, concurrent: 20, idle: TimeSpan.FromSeconds(20), report, createRuns: 5);
+        else
+            await SessionBench.RunAsync(execRuns: Math.Max(runs, 1000), deathRuns: 50, concurrent: 50, idle: TimeSpan.FromSeconds(60), report);
+        break;
+    case "idle-rss":
+        // --quick: only the settings as shipped.
+        await IdleRssBench.RunAsync(sessions: 10, idle: TimeSpan.FromSeconds(30), quick ? IdleRssBench.Variants.Take(1).ToList() : IdleRssBench.Variants, report);
         break;
     case "soak":
         failed = !await SoakBench.RunAsync(cycles, report);
@@ -49,7 +58,7 @@ switch (scenario)
         await ChaosBench.ChildAsync(positional[1]);
         return 0;
     default:
-        await Console.Error.WriteLineAsync($"unknown scenario '{scenario}' (echo, exec, create, sessions, soak, chaos)");
+        await Console.Error.WriteLineAsync($"unknown scenario '{scenario}' (echo, exec, create, sessions, idle-rss, soak, chaos)");
         return 2;
 }
 if (report.Length > 0)

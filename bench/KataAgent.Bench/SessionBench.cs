@@ -44,13 +44,13 @@ internal static class SessionBench
         for (var i = 0; i < runs + 1; i++)
         {
             var sw = Stopwatch.StartNew();
-            var timer = new StepTimer();
-            var session = await agent.CreateSessionAsync(new SessionRequest { Image = image, RuntimeClass = runtime }, timer);
+            var session = await agent.CreateSessionAsync(new SessionRequest { Image = image, RuntimeClass = runtime });
             var createMs = sw.Elapsed.TotalMilliseconds;
             if (i > 0)
             {
-                foreach (var (step, ms) in timer.Durations(createMs))
-                    (steps.TryGetValue(step, out var list) ? list : steps[step] = []).Add(ms);
+                // What the create itself measured per step (Session.CreateSteps, also on the API's SessionInfo).
+                foreach (var timing in session.CreateSteps)
+                    (steps.TryGetValue(timing.Step, out var list) ? list : steps[timing.Step] = []).Add(timing.Elapsed.TotalMilliseconds);
             }
             sw.Restart();
             await agent.DestroySessionAsync(session.KernelId);
@@ -72,19 +72,7 @@ internal static class SessionBench
         report.AppendLine(Row("destroy → all reaped", runtime, destroy, null));
     }
 
-    /// <summary>When each create step started (reported synchronously, unlike Progress&lt;T&gt;).</summary>
-    private sealed class StepTimer : IProgress<string>
-    {
-        private readonly Stopwatch _clock = Stopwatch.StartNew();
-        private readonly List<(string Step, double At)> _starts = [];
-
-        public void Report(string value) => _starts.Add((value, _clock.Elapsed.TotalMilliseconds));
-
-        public IEnumerable<(string Step, double Ms)> Durations(double totalMs) =>
-            _starts.Select((s, i) => (s.Step, (i + 1 < _starts.Count ? _starts[i + 1].At : totalMs) - s.At));
-    }
-
-    public static async Task RunAsync(int execRuns, int deathRuns, int concurrent, TimeSpan idle, StringBuilder report)
+    public static async Task RunAsync(int execRuns, int deathRuns, int concurrent, TimeSpan idle, StringBuilder report, int createRuns = 10)
     {
         var dataDir = Path.Combine("/tmp", "kab-" + Guid.NewGuid().ToString("N")[..8]);
         var (agent, image) = await BenchAgent.StartAsync(dataDir);
@@ -95,7 +83,7 @@ internal static class SessionBench
             foreach (var runtime in new[] { "runc", "gvisor" })
             {
                 // 1. create -> ready vs bare containerd (container + task + first output), per step.
-                await CreateAndDestroyAsync(agent, image, dataDir, runtime, 10, report);
+                await CreateAndDestroyAsync(agent, image, dataDir, runtime, createRuns, report);
 
                 var session2 = await agent.CreateSessionAsync(new SessionRequest { Image = image, RuntimeClass = runtime });
                 try
@@ -219,10 +207,13 @@ internal static class SessionBench
             await Task.Delay(idle);
             var cpu = Process.GetCurrentProcess().TotalProcessorTime - cpuBefore;
             report.AppendLine(CultureInfo.InvariantCulture,
-                $"Idle agent with {agent.Sessions.Count} live sessions for {idle.TotalSeconds:0} s: RSS {Rss() / (1024.0 * 1024):0} MiB, CPU {cpu.TotalMilliseconds:0} ms ({cpu.TotalMilliseconds / idle.TotalMilliseconds * 100:0.00} % of one core).");
+                $"Idle in-process agent (this bench's own process, with its payload buffers) with {agent.Sessions.Count} live sessions for {idle.TotalSeconds:0} s: RSS {Rss() / (1024.0 * 1024):0} MiB, CPU {cpu.TotalMilliseconds:0} ms ({cpu.TotalMilliseconds / idle.TotalMilliseconds * 100:0.00} % of one core).");
             foreach (var s in agent.Sessions)
                 await agent.DestroySessionAsync(s.KernelId);
             report.AppendLine(CultureInfo.InvariantCulture, $"\nLeak census after the bench: {await AgentLeakCensus.TakeAsync(agent)}");
+            // What an operator sees: a `kata-agent serve` process of its own (all settings: the idle-rss scenario).
+            report.AppendLine();
+            await IdleRssBench.RunAsync(sessions: 10, idle: TimeSpan.FromSeconds(30), IdleRssBench.Variants.Take(1).ToList(), report);
         }
         finally
         {

@@ -98,13 +98,24 @@ if (Libc.getpid() == 1)
 {
     // As the container's init, also stop whatever the children left behind (kill(-1) spares PID 1).
     _ = Libc.kill(-1, Libc.SIGTERM);
-    await Task.Delay(TimeSpan.FromSeconds(1));
+    await WaitUntilAloneAsync(TimeSpan.FromSeconds(1));
     _ = Libc.kill(-1, Libc.SIGKILL);
 }
 await Task.WhenAny(running, Task.Delay(TimeSpan.FromSeconds(2)));
 link.Dispose();
 Log.Info("stopped");
 return 0;
+
+// As PID 1: returns once no other process is left in the container (kill(-1, 0) finds none: the reaper has
+// collected them all), or after the timeout. A destroy waits on this, so a fixed sleep would cost every session.
+static async Task WaitUntilAloneAsync(TimeSpan timeout)
+{
+    long deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+    while (Libc.kill(-1, 0) == 0 && Environment.TickCount64 < deadline)
+    {
+        await Task.Delay(5);
+    }
+}
 
 static bool DropPrivileges(RunnerConfig config)
 {

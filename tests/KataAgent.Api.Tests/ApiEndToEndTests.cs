@@ -12,6 +12,7 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
 {
     private static CancellationToken Timeout(int seconds = 180) => new CancellationTokenSource(TimeSpan.FromSeconds(seconds)).Token;
 
+    /// <param name="progress">each step as it starts ("validate") and ends ("validate done")</param>
     private async Task<SessionInfo> CreateAsync(ApiClient client, List<string>? progress = null)
     {
         using var call = client.Sessions.CreateSession(new CreateSessionRequest { Image = fixture.ImageName, RuntimeClass = "runc" }, cancellationToken: Timeout());
@@ -19,7 +20,7 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
         {
             if (reply.KindCase == CreateSessionReply.KindOneofCase.Session)
                 return reply.Session;
-            progress?.Add(reply.Progress);
+            progress?.Add(reply.KindCase == CreateSessionReply.KindOneofCase.StepDone ? reply.StepDone.Step + " done" : reply.Progress);
         }
         throw new InvalidOperationException("no session in the create stream");
     }
@@ -75,6 +76,11 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
         {
             Assert.Equal("running", session.State);
             Assert.Equal("runc", session.RuntimeClass);
+            // Each create step streamed as it started and as it ended; the session carries their durations.
+            var steps = Core.Sessions.SessionCreator.StepNames;
+            Assert.Equal(steps.SelectMany(step => new[] { step, step + " done" }), progress);
+            Assert.Equal(steps, session.CreateSteps.Select(s => s.Step));
+            Assert.All(session.CreateSteps, s => Assert.True(s.Seconds >= 0, s.ToString()));
             Assert.Contains((await client.Sessions.ListSessionsAsync(new ListSessionsRequest())).Sessions, s => s.KernelId == session.KernelId);
             var used = (await client.Agent.GetInfoAsync(new GetInfoRequest())).Used;
             Assert.True(used.Cpus > 0, "the session's cpus count as used");

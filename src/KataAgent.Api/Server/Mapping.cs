@@ -5,7 +5,9 @@ using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
 using CoreExecutionMode = KataAgent.Runner.Protocol.ExecutionMode;
 using CoreImageDetails = KataAgent.Images.ImageDetails;
+using CoreCreateStepTiming = KataAgent.Core.Sessions.CreateStepTiming;
 using CoreSessionEvent = KataAgent.Core.Sessions.SessionEvent;
+using ProtoCreateStepTiming = KataAgent.Api.V1.CreateStepTiming;
 using ProtoExecutionMode = KataAgent.Api.V1.ExecutionMode;
 using ProtoSessionEvent = KataAgent.Api.V1.SessionEvent;
 
@@ -37,6 +39,7 @@ public static class Mapping
             port.AllowedEnvs.AddRange(p.AllowedEnvs);
             return port;
         }));
+        info.CreateSteps.AddRange(session.CreateSteps.Select(ToProto));
         if (session.EndReason is { } reason)
         {
             info.EndReason = ToProto(reason);
@@ -292,4 +295,6 @@ public static class Mapping
     }
 
     private static string? Empty(string value) => string.IsNullOrEmpty(value) ? null : value;
+
+    public static ProtoCreateStepTiming ToProto(CoreCreateStepTiming timing) => new() { Step = timing.Step, Seconds = timing.Elapsed.TotalSeconds };
 }

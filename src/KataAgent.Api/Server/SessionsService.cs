@@ -20,7 +20,7 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
         var coreRequest = Mapping.FromProto(request);
         var started = Stopwatch.GetTimestamp();
         // Progress arrives on the create pipeline's thread; the stream takes one writer at a time.
-        var progress = new StreamProgress<CreateSessionReply>(responseStream, step => new CreateSessionReply { Progress = step });
+        var progress = new CreateSessionProgress(responseStream);
         var runtimeClass = coreRequest.RuntimeClass ?? agent.RuntimeClasses.DefaultClass;
         try
         {

@@ -1,3 +1,4 @@
+using System.Globalization;
 using Grpc.Core;
 using KataAgent.Api.Client;
 using KataAgent.Api.Server;
@@ -46,7 +47,9 @@ internal static class SessionSteps
             {
                 if (reply.KindCase == CreateSessionReply.KindOneofCase.Session)
                     return reply.Session;
-                report($"creating a session: {reply.Progress}");
+                report(reply.KindCase == CreateSessionReply.KindOneofCase.StepDone
+                    ? string.Create(CultureInfo.InvariantCulture, $"creating a session: {reply.StepDone.Step} done in {reply.StepDone.Seconds * 1000:0} ms")
+                    : $"creating a session: {reply.Progress}");
             }
             throw new CliException("the agent ended the create call without a session");
         });

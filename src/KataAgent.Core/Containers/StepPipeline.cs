@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 
 namespace KataAgent.Core.Containers;
@@ -19,6 +20,9 @@ public sealed record StepRunOptions
 
     /// <summary>Told each step's name as it starts.</summary>
     public IProgress<string>? Progress { get; init; }
+
+    /// <summary>Told each step's name and how long it ran, as it completes (not for a step that failed).</summary>
+    public Action<string, TimeSpan>? StepCompleted { get; init; }
 
     /// <summary>Test hook: throws right before the named step, to prove rollback.</summary>
     public string? FailBeforeStep { get; init; }
@@ -104,7 +108,9 @@ internal sealed class StepRun(UndoStack undo, StepRunOptions options, Cancellati
         {
             if (options.FailBeforeStep == name)
                 throw new InvalidOperationException($"injected failure before step '{name}'");
+            var started = Stopwatch.GetTimestamp();
             var result = await step(cancellationToken).ConfigureAwait(false);
+            options.StepCompleted?.Invoke(name, Stopwatch.GetElapsedTime(started));
             if (options.AfterStep is not null)
                 await options.AfterStep(name, cancellationToken).ConfigureAwait(false);
             return result;

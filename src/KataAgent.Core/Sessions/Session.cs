@@ -17,6 +17,9 @@ public sealed class Session(SessionRecord record, KernelRunnerClient runner) : I
         get { lock (_gate) return _state; }
     }
 
+    /// <summary>How long each create step took, in the order they ran (empty for a session recovered or restarted).</summary>
+    public IReadOnlyList<CreateStepTiming> CreateSteps { get; internal set; } = [];
+
     public int? ExitCode { get; private set; }
     public bool OutOfMemory { get; private set; }
 

@@ -76,19 +76,25 @@ public sealed partial class SessionCreator
         public IReadOnlyList<PublishedPort> Ports { get; }
     }
 
-    /// <summary>scratch (and scratch-disk, which adds nothing to hand on): the scratch dir, the log, the runner's keys (none for an image's own runner).</summary>
+    /// <summary>
+    /// scratch (and scratch-disk, which adds nothing to hand on): the scratch dir, the log, the runner's keys (none for
+    /// an image's own runner), and the network attach that started beside them (step network waits for it).
+    /// </summary>
     private sealed record ScratchReady : PortsAllocated
     {
-        public ScratchReady(PortsAllocated allocated, ScratchDirectory scratch, string logPath, RunnerCurveKeys? runnerCurve) : base(allocated)
+        public ScratchReady(PortsAllocated allocated, ScratchDirectory scratch, string logPath, RunnerCurveKeys? runnerCurve,
+            Task<NetworkAttachment> network) : base(allocated)
         {
             Scratch = scratch;
             LogPath = logPath;
             RunnerCurve = runnerCurve;
+            Network = network;
         }
 
         public ScratchDirectory Scratch { get; }
         public string LogPath { get; }
         public RunnerCurveKeys? RunnerCurve { get; }
+        public Task<NetworkAttachment> Network { get; }
     }
 
     /// <summary>

@@ -22,10 +22,12 @@ public sealed class SessionDestroyer(SessionServices services)
             {
                 await action().ConfigureAwait(false);
             }
-            catch (Exception e) when (e is not OperationCanceledException)
+            // A tool's own timeout (nft, a CNI plugin) is a failed part like any other: only the caller's cancellation stops the destroy.
+            catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
             {
                 services.Logger.LogWarning(e, "destroy {KernelId}: {Step} failed", record.KernelId, name);
-                failures.Add(new InvalidOperationException($"{name}: {e.Message}", e));
+                lock (failures)
+                    failures.Add(new InvalidOperationException($"{name}: {e.Message}", e));
             }
         }
 
@@ -43,27 +45,11 @@ public sealed class SessionDestroyer(SessionServices services)
                 services.MountStaging.Release(record.KernelId);
             return Task.CompletedTask;
         }).ConfigureAwait(false);
-        await Step("network", () => services.Network.DetachAsync(record.KernelId, cancellationToken)).ConfigureAwait(false);
-        // Before the scratch dir: the remover does not cross into a mounted disk.
-        await Step("scratch-disk", async () =>
-        {
-            if (!keepScratch && ScratchDirectory.IsValidSessionId(record.KernelId))
-            {
-                await ScratchDisks.For(services.Options, services.Logger)
-                    .UnmountAsync(record.KernelId, ScratchDirectory.Open(services.Options.ScratchRoot, record.KernelId).WorkPath, cancellationToken).ConfigureAwait(false);
-            }
-        }).ConfigureAwait(false);
-        await Step("scratch", async () =>
-        {
-            if (ScratchDirectory.IsValidSessionId(record.KernelId))
-                await ScratchDirectory.Open(services.Options.ScratchRoot, record.KernelId).RemoveAsync(keepScratch, cancellationToken).ConfigureAwait(false);
-        }).ConfigureAwait(false);
-        await Step("log", () =>
-        {
-            if (!keepScratch && !string.IsNullOrEmpty(record.LogPath) && File.Exists(record.LogPath))
-                File.Delete(record.LogPath);
-            return Task.CompletedTask;
-        }).ConfigureAwait(false);
+        // CNI DEL (netns, iptables) and the scratch disk's unmount and loop release share nothing: side by side.
+        await Task.WhenAll(
+            Task.Run(() => Step("network", () => services.Network.DetachAsync(record.KernelId, cancellationToken)), CancellationToken.None),
+            RemoveScratchAsync()).ConfigureAwait(false);
+        // After the DEL: portmap's rules for these host ports are gone before another session may take them.
         services.Ports.Release(record.Ports.Select(p => p.HostPort));
         services.Resources.Release(record.KernelId);
         await Step("record", () =>
@@ -71,6 +57,30 @@ public sealed class SessionDestroyer(SessionServices services)
             services.Store.Delete(record.KernelId);
             return Task.CompletedTask;
         }).ConfigureAwait(false);
+
+        async Task RemoveScratchAsync()
+        {
+            // Before the scratch dir: the remover does not cross into a mounted disk.
+            await Step("scratch-disk", async () =>
+            {
+                if (!keepScratch && ScratchDirectory.IsValidSessionId(record.KernelId))
+                {
+                    await ScratchDisks.For(services.Options, services.Logger)
+                        .UnmountAsync(record.KernelId, ScratchDirectory.Open(services.Options.ScratchRoot, record.KernelId).WorkPath, cancellationToken).ConfigureAwait(false);
+                }
+            }).ConfigureAwait(false);
+            await Step("scratch", async () =>
+            {
+                if (ScratchDirectory.IsValidSessionId(record.KernelId))
+                    await ScratchDirectory.Open(services.Options.ScratchRoot, record.KernelId).RemoveAsync(keepScratch, cancellationToken).ConfigureAwait(false);
+            }).ConfigureAwait(false);
+            await Step("log", () =>
+            {
+                if (!keepScratch && !string.IsNullOrEmpty(record.LogPath) && File.Exists(record.LogPath))
+                    File.Delete(record.LogPath);
+                return Task.CompletedTask;
+            }).ConfigureAwait(false);
+        }
 
         if (failures.Count > 0)
             throw new AggregateException($"destroying session {record.KernelId} left work undone", failures);
