@@ -58,6 +58,9 @@ public sealed partial class KernelRunnerClient
     private long _duplicatesDropped;
     private long _lostMessages;
 
+    /// <summary>The runner sequences its output (<see cref="KernelRunnerClientOptions.SequencedOutput"/>).</summary>
+    public bool IsSequenced => _options.SequencedOutput;
+
     /// <summary>Replays asked of the runner (gap or silence).</summary>
     public long ReplayRequests => Interlocked.Read(ref _replayRequests);
 
@@ -88,7 +91,8 @@ public sealed partial class KernelRunnerClient
         }
         // A reply can be lost like output (a half-connected peer on the runner's PUSH socket): ask again, briefly.
         TimeSpan attempt = _options.ReplyTimeout < TimeSpan.FromSeconds(2) ? _options.ReplyTimeout : TimeSpan.FromSeconds(2);
-        long deadline = Stopwatch.GetTimestamp() + (long)(_options.ReplyTimeout.TotalSeconds * Stopwatch.Frequency);
+        TimeSpan total = _options.ReplyTimeout > TimeSpan.FromSeconds(10) ? _options.ReplyTimeout : TimeSpan.FromSeconds(10);
+        long deadline = Stopwatch.GetTimestamp() + (long)(total.TotalSeconds * Stopwatch.Frequency);
         while (true)
         {
             try
