@@ -167,6 +167,7 @@ public sealed partial class Agent : IAsyncDisposable
         await _reconciler.RecoverAsync(cancellationToken).ConfigureAwait(false);
         foreach (var recovered in _registry.Sessions)
             WatchSandboxProcesses(recovered);
+        _ = Task.Run(() => ResumeRunsAsync(_stop.Token), CancellationToken.None);
         if (Options.ReconcileInterval > TimeSpan.Zero)
             _reconcileLoop = Task.Run(() => _reconciler.RunLoopAsync(Options.ReconcileInterval, _stop.Token), CancellationToken.None);
         StartTimeoutLoop();
@@ -320,7 +321,7 @@ public sealed partial class Agent : IAsyncDisposable
         RefuseIfPaused(session);
         CheckImageOffers(session.Record, mode);
         var (effective, sessionLimitGoverns) = WithSessionExecTimeout(session, mode, options);
-        return TrackRunAsync(session, runId, token => session.Runner.ExecuteStreamingAsync(runId, mode, text, effective, token),
+        return TrackRunAsync(session, runId, token => LogRunAsync(session, runId, mode, session.Runner.ExecuteStreamingAsync(runId, mode, text, effective, token), token),
             sessionLimitGoverns, cancellationToken);
     }
 

@@ -90,6 +90,12 @@ public sealed record AgentOptions
     // ---- Bounds on what one session can make the agent hold (docs/LIMITS.md; config section [limits]) ----
     /// <summary>Largest message the agent accepts from a session's runner; a longer one drops the connection and ends the run.</summary>
     public long RunnerMessageMaxBytes { get; init; } = Runner.Protocol.KernelRunnerClientOptions.DefaultMaxMessageSize;
+    /// <summary>Run output (bytes) the runner keeps for replay after sending it (docs/DURABLE-RUNS.md).</summary>
+    public long RunnerReplayBufferBytes { get; init; } = 16L * 1024 * 1024;
+    /// <summary>Run output (bytes, about) the agent keeps per session for attach; the oldest output goes first.</summary>
+    public long RunLogMaxBytes { get; init; } = 8L * 1024 * 1024;
+    /// <summary>Runs per session whose record (and final result) stays fetchable; the oldest ended ones go first.</summary>
+    public int KeptRunsPerSession { get; init; } = 32;
     /// <summary>Service ports one session may publish (image label plus request); the runner's two ports come on top.</summary>
     public int MaxServicePortsPerSession { get; init; } = 32;
     /// <summary>Largest single file, and most file data in one directory (tar) download.</summary>

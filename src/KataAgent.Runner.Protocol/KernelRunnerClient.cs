@@ -24,7 +24,7 @@ namespace KataAgent.Runner.Protocol;
 /// At most <see cref="KernelRunnerClientOptions.MaxQueuedRuns"/> runs wait (<see cref="RunQueueFullException"/>).
 /// </para>
 /// </summary>
-public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
+public sealed partial class KernelRunnerClient : IAsyncDisposable, IDisposable
 {
     // Messages waiting between the socket's I/O thread and the poller: with MaxMessageSize this bounds
     // what a runner flooding faster than we decode can make the agent hold.
@@ -84,6 +84,11 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         _pull.ReceiveReady += (_, _) => Guarded("reading the runner's messages", ReceiveAvailable);
         _outgoing.ReceiveReady += (_, _) => Guarded("sending to the runner", SendQueued);
         _poller = [_pull, _outgoing];
+        if (options.SequencedOutput)
+        {
+            _silenceTimer.Elapsed += (_, _) => Guarded("checking for lost output", ReplayAfterSilence);
+            _poller.Add(_silenceTimer);
+        }
         _monitor.AttachToPoller(_poller);
         _pull.Connect($"tcp://{options.Host}:{options.OutputPort}");
         _push.Connect($"tcp://{options.Host}:{options.InputPort}");
@@ -389,6 +394,10 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         }
         try
         {
+            if (startsRun && _options.SequencedOutput)
+            {
+                await PrepareSequencedRunAsync(runId, cancellationToken).ConfigureAwait(false);
+            }
             switch (mode)
             {
                 case ExecutionMode.Query:
@@ -765,7 +774,10 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         {
             if (RunnerMessage.TryParse(frames.Select(frame => frame.ToByteArray()).ToList(), out RunnerMessage message))
             {
-                Dispatch(message);
+                if (message.Seq is null || AcceptSequence(message))
+                {
+                    Dispatch(message);
+                }
             }
             else
             {
@@ -788,8 +800,11 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
                 AcceptBoundary(message);
                 break;
             case RunnerMessageTypes.Completion or RunnerMessageTypes.Status or RunnerMessageTypes.ServiceResult
-                or RunnerMessageTypes.AppsResult:
+                or RunnerMessageTypes.AppsResult or RunnerMessageTypes.RunsResult:
                 AcceptReply(message);
+                break;
+            case RunnerMessageTypes.ReplayGap:
+                AcceptReplayGap(message);
                 break;
             default:
                 Interlocked.Increment(ref _ignoredMessages);
@@ -924,8 +939,9 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         bool hadRun;
         lock (_gate)
         {
-            // A restarted runner knows nothing of earlier runs or requests.
+            // A restarted runner knows nothing of earlier runs or requests, and numbers its output from 1 again.
             _boundariesToSkip = 0;
+            ForgetSequenceLocked();
             hadRun = _run is not null;
         }
         string reason = $"lost the connection to the kernel runner (it stopped, or sent a message over the agent's limit of {_options.MaxMessageSize} bytes)"

@@ -54,4 +54,17 @@ public sealed record KernelRunnerClientOptions
     /// queued runs this long after its end arrived; then it is dropped and the next run starts.
     /// </summary>
     public TimeSpan UncollectedEndGrace { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// The runner was started with runner.json <c>sequencedOutput</c>: runs are labelled with their run id, a gap in
+    /// the sequence or <see cref="ReplayAfterSilence"/> without output during a run asks the runner to resend
+    /// (`replay`), and <see cref="KernelRunnerClient.ResumeAsync"/> can adopt a run a previous client started.
+    /// </summary>
+    public bool SequencedOutput { get; init; }
+
+    /// <summary>
+    /// While a run is active and nothing arrived for this long, ask for a replay from the last sequence number held
+    /// (a message may have been dropped, e.g. its final `finished`). Sequenced mode only.
+    /// </summary>
+    public TimeSpan ReplayAfterSilence { get; init; } = TimeSpan.FromSeconds(1.5);
 }

@@ -1,10 +1,20 @@
 using System.Text;
+using System.Text.Json;
 
 namespace KataAgent.Runner.Protocol;
 
-/// <summary>One kernel-runner protocol message: exactly two frames, an ASCII type and a payload.</summary>
+/// <summary>
+/// One kernel-runner protocol message: two frames, an ASCII type and a payload; in sequenced mode (our runner with
+/// runner.json <c>sequencedOutput</c>) run output has a third frame <c>{"seq":N,"run":R}</c>.
+/// </summary>
 public readonly record struct RunnerMessage(string Type, byte[] Payload)
 {
+    /// <summary>The runner's sequence number of this run output message (sequenced mode only).</summary>
+    public long? Seq { get; init; }
+
+    /// <summary>The runner's number of the run (protocol step) that produced it (sequenced mode only).</summary>
+    public long? RunNumber { get; init; }
+
     /// <summary>Longest type accepted; real types are short words like "build-finished".</summary>
     public const int MaxTypeLength = 64;
 
@@ -17,7 +27,16 @@ public readonly record struct RunnerMessage(string Type, byte[] Payload)
     public static bool TryParse(IReadOnlyList<byte[]> frames, out RunnerMessage message)
     {
         message = default;
-        if (frames.Count != 2)
+        (long Seq, long Run)? header = null;
+        if (frames.Count == 3)
+        {
+            header = ReadSequenceHeader(frames[2]);
+            if (header is null)
+            {
+                return false;
+            }
+        }
+        else if (frames.Count != 2)
         {
             return false;
         }
@@ -33,8 +52,29 @@ public readonly record struct RunnerMessage(string Type, byte[] Payload)
                 return false;
             }
         }
-        message = new RunnerMessage(Encoding.ASCII.GetString(type), frames[1]);
+        message = new RunnerMessage(Encoding.ASCII.GetString(type), frames[1]) { Seq = header?.Seq, RunNumber = header?.Run };
         return true;
+    }
+
+    private static (long Seq, long Run)? ReadSequenceHeader(byte[] frame)
+    {
+        if (frame.Length is 0 or > 256)
+        {
+            return null;
+        }
+        try
+        {
+            using JsonDocument document = JsonDocument.Parse(frame);
+            JsonElement root = document.RootElement;
+            return root.ValueKind == JsonValueKind.Object
+                && root.TryGetProperty("seq", out JsonElement seq) && seq.TryGetInt64(out long seqValue) && seqValue > 0
+                && root.TryGetProperty("run", out JsonElement run) && run.TryGetInt64(out long runValue)
+                ? (seqValue, runValue) : null;
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
     }
 
     public static RunnerMessage Create(string type, string payload) => new(type, Encoding.UTF8.GetBytes(payload));
@@ -56,6 +96,13 @@ public static class RunnerMessageTypes
     public const string ShutdownService = "shutdown-service";
     public const string GetApps = "get-apps";
     public const string Event = "event";
+
+    // sequenced mode (our runner, runner.json sequencedOutput): see src/KataAgent.Runner/README.md
+    public const string RunLabel = "run-label";
+    public const string Replay = "replay";
+    public const string Runs = "runs";
+    public const string RunsResult = "runs-result";
+    public const string ReplayGap = "replay-gap";
 
     // runner -> agent
     public const string Stdout = "stdout";

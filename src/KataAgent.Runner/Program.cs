@@ -69,7 +69,8 @@ try
 {
     // Disposed explicitly below, before the session: that order is the shutdown sequence. On an exception the process ends.
 #pragma warning disable CA2000
-    link = new AgentLink(config.BindHost, config.InboundPort, config.OutboundPort, config.CurveSecretKey, stopping.Token);
+    link = new AgentLink(config.BindHost, config.InboundPort, config.OutboundPort, config.CurveSecretKey, stopping.Token,
+        config.SequencedOutput ? new RunJournal(config.ReplayBufferBytes) : null);
 #pragma warning restore CA2000
 }
 catch (Exception exception) when (exception is NetMQ.NetMQException or System.Net.Sockets.SocketException)

@@ -35,6 +35,15 @@ internal sealed class RunnerConfig
     /// <summary>Unix socket that batch-mode Python's input() connects to (Backend.AI's path; overridable for host tests).</summary>
     public string UserInputSocket { get; init; } = DefaultUserInputSocket;
 
+    /// <summary>runner.json <c>sequencedOutput</c>: run output carries a sequence header and is kept for `replay` (our agent opts in).</summary>
+    public bool SequencedOutput { get; init; }
+
+    /// <summary>runner.json <c>replayBufferBytes</c>: payload bytes of sent run output kept for `replay` (default 16 MiB, at least 64 KiB).</summary>
+    public long ReplayBufferBytes { get; init; } = DefaultReplayBufferBytes;
+
+    public const long DefaultReplayBufferBytes = 16L * 1024 * 1024;
+    public const long MinReplayBufferBytes = 64L * 1024;
+
     /// <summary>
     /// Environment for every process the runner starts (see <see cref="BuildChildEnvironment"/>). Replaced, never
     /// mutated, once start-up knows the Python user site dir: readers may hold an older snapshot.
@@ -103,6 +112,11 @@ internal sealed class RunnerConfig
                 UserInputSocket = Text("userInputSocket") ?? defaults.UserInputSocket,
                 ServiceDefsDir = Text("serviceDefsDir") ?? defaults.ServiceDefsDir,
                 CurveSecretKey = curveSecretKey,
+                SequencedOutput = document is not null && OptionalBool(root, "sequencedOutput") == true,
+                ReplayBufferBytes = document is not null && OptionalLong(root, "replayBufferBytes") is long bytes
+                    ? bytes >= MinReplayBufferBytes ? bytes
+                        : throw new InvalidDataException($"{settingsPath}: replayBufferBytes {bytes} is below the minimum of {MinReplayBufferBytes}")
+                    : DefaultReplayBufferBytes,
             };
         }
         catch (Exception exception) when (exception is JsonException or InvalidOperationException or FormatException)
@@ -249,6 +263,12 @@ internal sealed class RunnerConfig
 
     private static string? OptionalString(JsonElement root, string name) =>
         root.TryGetProperty(name, out JsonElement value) && value.ValueKind != JsonValueKind.Null ? value.GetString() : null;
+
+    private static bool? OptionalBool(JsonElement root, string name) =>
+        root.TryGetProperty(name, out JsonElement value) && value.ValueKind != JsonValueKind.Null ? value.GetBoolean() : null;
+
+    private static long? OptionalLong(JsonElement root, string name) =>
+        root.TryGetProperty(name, out JsonElement value) && value.ValueKind != JsonValueKind.Null ? value.GetInt64() : null;
 
     private static int? OptionalInt(JsonElement root, string name) =>
         root.TryGetProperty(name, out JsonElement value) && value.ValueKind != JsonValueKind.Null ? value.GetInt32() : null;

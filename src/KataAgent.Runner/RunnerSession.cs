@@ -49,7 +49,24 @@ internal sealed class RunnerSession : IDisposable
         switch (message.Type)
         {
             case "code" or "clean" or "build" or "exec":
+                _link.Journal?.Queue(message.Type);
                 _worker.Enqueue(message);
+                break;
+            case "run-label" when _link.Journal is not null:
+                _link.Journal.SetNextLabel(message.PayloadText);
+                break;
+            case "replay" when _link.Journal is not null:
+                if (RunJournal.ReadReplayFrom(message.Payload) is long from)
+                {
+                    _link.RequestReplay(from);
+                }
+                else
+                {
+                    Log.Warn("ignored a replay request without a numeric 'from'");
+                }
+                break;
+            case "runs" when _link.Journal is not null:
+                _link.SendReply("runs-result", _link.Journal.DescribeRuns());
                 break;
             case "input":
                 _worker.Current?.SendInput(message.PayloadText);

@@ -10,7 +10,7 @@ namespace KataAgent.Runner.Tests;
 /// (the NULL mechanism, or CURVE with another server key) can neither run code nor read output.
 /// </summary>
 [Collection(RunnerCollection.Name)]
-public sealed class CurveTests(PublishedRunner runner)
+public sealed class CurveTests(PublishedRunner runner, Xunit.Abstractions.ITestOutputHelper output)
 {
     /// <summary>How long an intruder listens for an answer: far beyond a local round trip.</summary>
     private static readonly TimeSpan Silence = TimeSpan.FromSeconds(3);
@@ -60,47 +60,35 @@ public sealed class CurveTests(PublishedRunner runner)
     }
 
     [Fact]
-    public async Task Output_goes_only_to_the_client_holding_the_runner_key()
+    public async Task Output_goes_only_to_the_client_holding_the_runner_key_and_arrives_whole_while_intruders_keep_connecting()
     {
-        await using RunnerHost host = await RunnerHost.StartAsync(runner, curve: true);
+        await using RunnerHost host = await RunnerHost.StartAsync(runner, curve: true, sequenced: true);
         CancellationToken limit = RunnerTestHelpers.Limit();
+        const int Lines = 300;
+        string expected = string.Concat(Enumerable.Range(0, Lines).Select(i => $"line {i}\n")) + "end\n";
 
-        string stop = Path.Combine(Path.GetTempPath(), "kata-curve-stop-" + Guid.NewGuid().ToString("N"));
         var stolen = new List<string>();
         ExecutionResult result;
-        try
+        using (var withoutCurve = new Intruder(host.InputPort, host.OutputPort, serverKey: null))
+        using (var wrongKey = new Intruder(host.InputPort, host.OutputPort, new NetMQCertificate().PublicKey))
         {
-            // The run prints until the test says stop, so that its last message leaves only after the intruders
-            // are gone: NetMQ may hand a message to a peer attached before its handshake and drop it there (runner
-            // README), and a dropped final message would leave the run unfinished. That known limit is not what
-            // this test is about; whether any output reaches an intruder is.
-            Task<ExecutionResult> run = host.Client.ExecuteToStatusAsync("r1", ExecutionMode.Query,
-                $"import os, time\ni = 0\nwhile not os.path.exists({PythonString(stop)}):\n    print('line', i, flush=True)\n    i += 1\n    time.sleep(0.01)\nprint('end', flush=True)",
+            // Both keep reconnecting (every 100 ms) for the whole run, its end included. NetMQ attaches each of them to
+            // the runner's PUSH socket at TCP accept, before the handshake they fail, and a message routed to them then
+            // is dropped (runner README): the client sees the gap in the sequence numbers, or silence where the end
+            // should be, and asks for a replay.
+            result = await host.Client.ExecuteToStatusAsync("r1", ExecutionMode.Query,
+                $"import time\nfor i in range({Lines}):\n    print('line', i, flush=True)\n    time.sleep(0.01)\nprint('end', flush=True)",
                 limit, new ExecutionOptions { ExecTimeout = TimeSpan.FromSeconds(120) });
-            using (var withoutCurve = new Intruder(host.InputPort, host.OutputPort, serverKey: null))
-            using (var wrongKey = new Intruder(host.InputPort, host.OutputPort, new NetMQCertificate().PublicKey))
-            {
-                // Both keep reconnecting (every 100 ms) while the runner writes output.
-                await Task.Delay(TimeSpan.FromSeconds(3), limit);
-                stolen.AddRange(withoutCurve.ReceiveFor(Silence));
-                stolen.AddRange(wrongKey.ReceiveFor(TimeSpan.Zero));
-            }
-            // Long enough for the runner to see both connections close.
-            await Task.Delay(TimeSpan.FromSeconds(1), limit);
-            await File.WriteAllTextAsync(stop, "", limit);
-            result = await run;
-        }
-        finally
-        {
-            File.Delete(stop);
+            stolen.AddRange(withoutCurve.ReceiveFor(Silence));
+            stolen.AddRange(wrongKey.ReceiveFor(TimeSpan.Zero));
         }
 
+        output.WriteLine($"replays asked: {host.Client.ReplayRequests}, duplicates dropped: {host.Client.DuplicatesDropped}");
         Assert.True(stolen.Count == 0, $"an intruder received {string.Join(", ", stolen)}");
-        // NetMQ attaches a connecting peer to the PUSH socket before its handshake, so a message can be
-        // routed to an intruder that then fails the handshake and be dropped (never delivered to it):
-        // completeness is not asserted while intruders retry, only that output reached the agent.
-        Assert.Contains("line ", result.Text("stdout"), StringComparison.Ordinal);
-        Assert.EndsWith("end\n", result.Text("stdout"), StringComparison.Ordinal);
+        Assert.True(result.Status == ExecutionStatus.Finished && result.ExitCode == 0, result.Describe());
+        // Complete, in order, nothing twice.
+        Assert.Equal(expected, result.Text("stdout"));
+        Assert.Equal(0, host.Client.LostMessages);
 
         ExecutionResult after = await host.Client.ExecuteToStatusAsync("r2", ExecutionMode.Query, "print('after')", limit);
         Assert.True(after.Status == ExecutionStatus.Finished && after.Text("stdout") == "after\n", after.Describe());

@@ -54,7 +54,8 @@ public sealed class RunnerHost : IAsyncDisposable
     /// <param name="curve">Write a runner-curve.json (0600) like the agent does, and give the client its keys.</param>
     /// <param name="waitUntilServing">False: return once the process is started, before any status was answered.</param>
     public static async Task<RunnerHost> StartAsync(PublishedRunner runner, Action<RunnerHost>? prepare = null, bool curve = false,
-        long maxMessageSize = KernelRunnerClientOptions.DefaultMaxMessageSize, bool waitUntilServing = true, TimeSpan? replyTimeout = null)
+        long maxMessageSize = KernelRunnerClientOptions.DefaultMaxMessageSize, bool waitUntilServing = true, TimeSpan? replyTimeout = null,
+        bool sequenced = false, long? replayBufferBytes = null)
     {
         string root = Directory.CreateTempSubdirectory("kata-runner-test-").FullName;
         var host = new RunnerHost(runner.BinaryPath, root, FreePort(), FreePort());
@@ -71,6 +72,8 @@ public sealed class RunnerHost : IAsyncDisposable
                 ["replOutPort"] = host.OutputPort,
                 // Per host: runners of parallel tests must not share Backend.AI's fixed /tmp/bai-user-input.sock.
                 ["userInputSocket"] = Path.Combine(host.Root, "user-input.sock"),
+                ["sequencedOutput"] = sequenced,
+                ["replayBufferBytes"] = replayBufferBytes ?? 16L * 1024 * 1024,
             }));
             if (curve)
             {
@@ -83,8 +86,10 @@ public sealed class RunnerHost : IAsyncDisposable
             var options = new KernelRunnerClientOptions
             {
                 InputPort = host.InputPort, OutputPort = host.OutputPort, Curve = host.Curve, MaxMessageSize = maxMessageSize,
+                SequencedOutput = sequenced,
             };
-            host.Client = new KernelRunnerClient(replyTimeout is TimeSpan timeout ? options with { ReplyTimeout = timeout } : options);
+            host._clientOptions = replyTimeout is TimeSpan timeout ? options with { ReplyTimeout = timeout } : options;
+            host.Client = new KernelRunnerClient(host._clientOptions);
             if (waitUntilServing)
             {
                 await host.WaitUntilServingAsync();
@@ -96,6 +101,16 @@ public sealed class RunnerHost : IAsyncDisposable
             await host.DisposeAsync();
             throw;
         }
+    }
+
+    private KernelRunnerClientOptions _clientOptions = null!;
+
+    /// <summary>Disposes the client and connects a new one with the same options (an agent restart, as the runner sees it).</summary>
+    public KernelRunnerClient ReplaceClient()
+    {
+        Client.Dispose();
+        Client = new KernelRunnerClient(_clientOptions);
+        return Client;
     }
 
     public void StartProcess()

@@ -23,6 +23,7 @@ public static class ErrorMapping
     {
         SessionRequestException => StatusCode.InvalidArgument,
         SessionNotFoundException => StatusCode.NotFound,
+        Core.Runs.RunNotFoundException => StatusCode.NotFound,
         // Gone like an unknown one, but the message says how it ended ("session X ended 3 min ago: oom-killed ...").
         SessionEndedException => StatusCode.NotFound,
         // The run was waiting when its session ended: the message names how ("session X ended during run R: oom-killed ...").

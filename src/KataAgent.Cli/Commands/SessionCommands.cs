@@ -38,6 +38,8 @@ internal static partial class SessionCommands
         command.Subcommands.Add(PauseCommand());
         command.Subcommands.Add(ResumeCommand());
         command.Subcommands.Add(ExtendCommand());
+        command.Subcommands.Add(AttachCommand());
+        command.Subcommands.Add(RunsCommand());
         command.Subcommands.Add(ServiceCommand());
         return command;
     }

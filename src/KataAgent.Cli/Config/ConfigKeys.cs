@@ -57,6 +57,10 @@ internal static class ConfigKeys
         new("limits", "download_max", (b, v) => b.Agent = b.Agent with { DownloadMaxBytes = v.Size(min: 1) }),
         new("limits", "download_max_entries", (b, v) => b.Agent = b.Agent with { DownloadMaxEntries = v.Int(1, int.MaxValue) }),
         new("limits", "list_max_entries", (b, v) => b.Agent = b.Agent with { ListMaxEntries = v.Int(1, int.MaxValue) }),
+        // Durable runs (docs/DURABLE-RUNS.md).
+        new("limits", "runner_replay_buffer", (b, v) => b.Agent = b.Agent with { RunnerReplayBufferBytes = v.Size(min: 64 * 1024) }),
+        new("limits", "run_log_max", (b, v) => b.Agent = b.Agent with { RunLogMaxBytes = v.Size(min: 64 * 1024) }),
+        new("limits", "kept_runs_per_session", (b, v) => b.Agent = b.Agent with { KeptRunsPerSession = v.Int(1, 10000) }),
 
         new("containerd", "address", (b, v) => b.Agent = b.Agent with { ContainerdAddress = v.Path(allowEmpty: true) is { Length: > 0 } p ? p : null }),
         new("containerd", "namespace", (b, v) => b.Agent = b.Agent with { Namespace = v.NonEmptyString() }),

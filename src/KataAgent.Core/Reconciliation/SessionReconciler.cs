@@ -102,6 +102,7 @@ internal sealed partial class SessionReconciler
         OutputPort = record.ReplOutPort,
         Curve = record.RunnerCurve,
         MaxMessageSize = _options.RunnerMessageMaxBytes,
+        SequencedOutput = Runs.RunnerSequencing.IsEnabled(_options.ScratchRoot, record.KernelId),
     });
 
     /// <summary>

@@ -353,6 +353,12 @@ public sealed partial class SessionCreator(SessionServices services)
         // Per session: whoever reaches the published runner ports must not be able to drive this runner. An image's
         // own runner speaks the NULL mechanism only: no keys (its ports are published on 127.0.0.1 alone, like ours).
         var (curve, runnerKeyFile) = state.Steering.RunnerCommand is null ? RunnerCurveKeys.Generate() : (null, null);
+        if (curve is not null)
+        {
+            // Our runner: sequenced output with a replay buffer (docs/DURABLE-RUNS.md); an image's own speaks plain frames.
+            runner["sequencedOutput"] = true;
+            runner["replayBufferBytes"] = services.Options.RunnerReplayBufferBytes;
+        }
         var config = new ScratchConfig
         {
             Environ = environ,
@@ -551,6 +557,7 @@ public sealed partial class SessionCreator(SessionServices services)
             ReplyTimeout = TimeSpan.FromSeconds(2),
             Curve = record.RunnerCurve,
             MaxMessageSize = services.Options.RunnerMessageMaxBytes,
+            SequencedOutput = record.RunnerCurve is not null,
             // The runner is still starting: retry the refused connects every 10 ms without backing off (a backoff to
             // 50 ms cost a create 25 ms on average once the runner listened; a refused connect on 127.0.0.1 costs ~nothing).
             ReconnectInterval = TimeSpan.FromMilliseconds(10),

@@ -80,6 +80,7 @@ internal sealed class RunWorker
             {
                 Volatile.Write(ref _endSent, 0);
                 Interlocked.Decrement(ref _queued);
+                _link.Journal?.StartNext();
                 try
                 {
                     if (message.Type == "code")

@@ -30,7 +30,7 @@ internal sealed class AgentLink : IDisposable
     private readonly PullSocket _inbound = new();
     private readonly PushSocket _outbound = new();
     private readonly Queue<(string Type, byte[] Payload)> _replies = new();
-    private readonly Queue<(string Type, byte[] Payload)> _runOutput = new();
+    private readonly Queue<(string Type, byte[] Payload, SequencedOutput? Sequenced)> _runOutput = new();
     private readonly Lock _queueGate = new();
     // Not disposed: a SemaphoreSlim holds no OS handle unless AvailableWaitHandle is used (it is not), and a run
     // worker still finishing after Dispose's bounded Join may call SendRunOutput; it must not get ObjectDisposedException.
@@ -40,6 +40,7 @@ internal sealed class AgentLink : IDisposable
     private readonly SemaphoreSlim _runOutputSlots = new(RunOutputQueueCapacity);
     private readonly CancellationToken _stopping;
     private readonly List<Thread> _threads = [];
+    private long? _replayFrom;
 
     /// <param name="curveSecretKey">
     /// The runner's CURVE secret key (Z85): both sockets become CURVE servers. Null: the NULL mechanism,
@@ -52,9 +53,11 @@ internal sealed class AgentLink : IDisposable
     /// never finishes) the handshake; that message is dropped, not disclosed.
     /// </para>
     /// </param>
-    public AgentLink(string bindHost, int inboundPort, int outboundPort, string? curveSecretKey, CancellationToken stopping)
+    /// <param name="journal">Sequenced output (runner.json <c>sequencedOutput</c>); null: Backend.AI's plain two frames.</param>
+    public AgentLink(string bindHost, int inboundPort, int outboundPort, string? curveSecretKey, CancellationToken stopping, RunJournal? journal = null)
     {
         _stopping = stopping;
+        Journal = journal;
         if (curveSecretKey is not null)
         {
             NetMQCertificate certificate = NetMQCertificate.CreateFromSecretKey(curveSecretKey);
@@ -70,6 +73,19 @@ internal sealed class AgentLink : IDisposable
         _outbound.Options.SendHighWatermark = SendHighWatermark;
         _inbound.Bind($"tcp://{bindHost}:{inboundPort}");
         _outbound.Bind($"tcp://{bindHost}:{outboundPort}");
+    }
+
+    /// <summary>Non-null when run output is sequenced and kept for replay.</summary>
+    public RunJournal? Journal { get; }
+
+    /// <summary>`replay`: resend the retained run output from <paramref name="from"/> on, ahead of the next live output. Never blocks.</summary>
+    public void RequestReplay(long from)
+    {
+        lock (_queueGate)
+        {
+            _replayFrom = _replayFrom is long pending ? Math.Min(pending, from) : from;
+        }
+        _queued.Release();
     }
 
     /// <summary>Starts the receive and send threads. <paramref name="onMessage"/> runs on the receive thread.</summary>
@@ -124,7 +140,8 @@ internal sealed class AgentLink : IDisposable
         }
         lock (_queueGate)
         {
-            _runOutput.Enqueue((type, payload));
+            // Numbered under the queue's lock: sequence order is send order.
+            _runOutput.Enqueue((type, payload, Journal?.Assign(type, payload)));
         }
         _queued.Release();
     }
@@ -174,32 +191,79 @@ internal sealed class AgentLink : IDisposable
             {
                 return;
             }
-            (string Type, byte[] Payload) next;
+            // Every wake-up is one reply, one replay or one run output message; a replay asked for twice
+            // before it ran is done once, which leaves a wake-up with nothing to do.
+            long? replayFrom;
+            lock (_queueGate)
+            {
+                replayFrom = _replayFrom;
+                _replayFrom = null;
+            }
+            if (replayFrom is long from)
+            {
+                List<(string Type, byte[] Payload, byte[]? Header)> replayed = Journal?.Replay(from) ?? [];
+                Log.Debug($"replaying {replayed.Count} messages from seq {from}");
+                foreach ((string type, byte[] payload, byte[]? header) in replayed)
+                {
+                    if (!Send(type, payload, header))
+                    {
+                        return;
+                    }
+                }
+                continue;
+            }
+            (string Type, byte[] Payload, SequencedOutput? Sequenced) next;
             bool wasRunOutput = false;
             lock (_queueGate)
             {
-                if (!_replies.TryDequeue(out next))
+                if (_replies.TryDequeue(out (string Type, byte[] Payload) reply))
                 {
-                    next = _runOutput.Dequeue();
+                    next = (reply.Type, reply.Payload, null);
+                }
+                else if (_runOutput.TryDequeue(out next))
+                {
                     wasRunOutput = true;
+                }
+                else
+                {
+                    continue;
                 }
             }
             if (wasRunOutput)
             {
                 _runOutputSlots.Release();
             }
-            var message = new NetMQMessage(2);
-            message.Append(Encoding.ASCII.GetBytes(next.Type));
-            message.Append(next.Payload);
-            // A bound PUSH socket blocks while no agent is connected: wait for one, but stay stoppable.
-            while (!_outbound.TrySendMultipartMessage(TimeSpan.FromMilliseconds(250), message))
+            if (next.Sequenced is { } sequenced)
             {
-                if (_stopping.IsCancellationRequested)
-                {
-                    return;
-                }
+                // Kept before it goes: a message a half-connected peer swallows can be asked for again.
+                Journal!.Retain(sequenced);
+            }
+            if (!Send(next.Type, next.Payload, next.Sequenced?.Header))
+            {
+                return;
             }
         }
+    }
+
+    /// <summary>Sends two frames, or three with a sequence header; false when the runner is stopping.</summary>
+    private bool Send(string type, byte[] payload, byte[]? header)
+    {
+        var message = new NetMQMessage(header is null ? 2 : 3);
+        message.Append(Encoding.ASCII.GetBytes(type));
+        message.Append(payload);
+        if (header is not null)
+        {
+            message.Append(header);
+        }
+        // A bound PUSH socket blocks while no agent is connected: wait for one, but stay stoppable.
+        while (!_outbound.TrySendMultipartMessage(TimeSpan.FromMilliseconds(250), message))
+        {
+            if (_stopping.IsCancellationRequested)
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     public void Dispose()
