@@ -24,7 +24,7 @@ namespace KataAgent.Runner.Protocol;
 /// At most <see cref="KernelRunnerClientOptions.MaxQueuedRuns"/> runs wait (<see cref="RunQueueFullException"/>).
 /// </para>
 /// </summary>
-public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
+public sealed partial class KernelRunnerClient : IAsyncDisposable, IDisposable
 {
     // Messages waiting between the socket's I/O thread and the poller: with MaxMessageSize this bounds
     // what a runner flooding faster than we decode can make the agent hold.
@@ -318,6 +318,7 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
             }
             _queuedRuns.Clear();
         }
+        EndAllCommands("the kernel runner client was disposed");
         _poller.Stop();
         _monitor.DetachFromPoller();
         _poller.Dispose();
@@ -787,8 +788,11 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
                 or RunnerMessageTypes.WaitingInput:
                 AcceptBoundary(message);
                 break;
+            case RunnerMessageTypes.CommandOutput or RunnerMessageTypes.CommandStarted or RunnerMessageTypes.CommandExit:
+                AcceptCommandMessage(message);
+                break;
             case RunnerMessageTypes.Completion or RunnerMessageTypes.Status or RunnerMessageTypes.ServiceResult
-                or RunnerMessageTypes.AppsResult:
+                or RunnerMessageTypes.AppsResult or RunnerMessageTypes.CommandListResult:
                 AcceptReply(message);
                 break;
             default:
@@ -931,6 +935,7 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
         string reason = $"lost the connection to the kernel runner (it stopped, or sent a message over the agent's limit of {_options.MaxMessageSize} bytes)"
             + (_options.Curve is null ? "" : " (with CURVE, also when the runner does not hold this session's key: it drops the connection at the handshake)");
         AbortActiveRun(reason);
+        EndAllCommands(reason);
         if (hadRun)
         {
             RaiseFaulted(reason);
