@@ -11,7 +11,7 @@ using Agent = KataAgent.Core.Agent;
 namespace KataAgent.Api.Server;
 
 /// <summary>The Sessions service: thin over <see cref="Agent"/>; errors are mapped by <see cref="ErrorMappingInterceptor"/>.</summary>
-public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger) : Sessions.SessionsBase
+public sealed partial class SessionsService(Agent agent, ILogger<SessionsService> logger) : Sessions.SessionsBase
 {
     private const int ChunkSize = 64 * 1024;
 

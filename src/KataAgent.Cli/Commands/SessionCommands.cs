@@ -39,6 +39,8 @@ internal static partial class SessionCommands
         command.Subcommands.Add(ResumeCommand());
         command.Subcommands.Add(ExtendCommand());
         command.Subcommands.Add(ServiceCommand());
+        command.Subcommands.Add(ShellCommand());
+        command.Subcommands.Add(CommandsCommand());
         return command;
     }
 
