@@ -323,6 +323,7 @@ public sealed partial class KernelRunnerClient : IAsyncDisposable, IDisposable
             }
             _queuedRuns.Clear();
         }
+        EndAllCommands("the kernel runner client was disposed");
         _poller.Stop();
         _monitor.DetachFromPoller();
         _poller.Dispose();
@@ -799,8 +800,11 @@ public sealed partial class KernelRunnerClient : IAsyncDisposable, IDisposable
                 or RunnerMessageTypes.WaitingInput:
                 AcceptBoundary(message);
                 break;
+            case RunnerMessageTypes.CommandOutput or RunnerMessageTypes.CommandStarted or RunnerMessageTypes.CommandExit:
+                AcceptCommandMessage(message);
+                break;
             case RunnerMessageTypes.Completion or RunnerMessageTypes.Status or RunnerMessageTypes.ServiceResult
-                or RunnerMessageTypes.AppsResult or RunnerMessageTypes.RunsResult:
+                or RunnerMessageTypes.AppsResult or RunnerMessageTypes.RunsResult or RunnerMessageTypes.CommandListResult:
                 AcceptReply(message);
                 break;
             case RunnerMessageTypes.ReplayGap:
@@ -947,6 +951,7 @@ public sealed partial class KernelRunnerClient : IAsyncDisposable, IDisposable
         string reason = $"lost the connection to the kernel runner (it stopped, or sent a message over the agent's limit of {_options.MaxMessageSize} bytes)"
             + (_options.Curve is null ? "" : " (with CURVE, also when the runner does not hold this session's key: it drops the connection at the handshake)");
         AbortActiveRun(reason);
+        EndAllCommands(reason);
         if (hadRun)
         {
             RaiseFaulted(reason);

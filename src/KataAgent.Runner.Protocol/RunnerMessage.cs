@@ -117,4 +117,16 @@ public static class RunnerMessageTypes
     public const string Completion = "completion";
     public const string ServiceResult = "service-result";
     public const string AppsResult = "apps-result";
+
+    // Our extension: commands (src/KataAgent.Runner/README.md, "Commands").
+    public const string CommandStart = "cmd-start";
+    public const string CommandStdin = "cmd-stdin";
+    public const string CommandStdinClose = "cmd-stdin-close";
+    public const string CommandResize = "cmd-resize";
+    public const string CommandSignal = "cmd-signal";
+    public const string CommandList = "cmd-list";
+    public const string CommandStarted = "cmd-started";
+    public const string CommandOutput = "cmd-output";
+    public const string CommandExit = "cmd-exit";
+    public const string CommandListResult = "cmd-list-result";
 }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using KataAgent.Runner.Commands;
 using KataAgent.Runner.Execution;
 using KataAgent.Runner.Native;
 using KataAgent.Runner.Services;
@@ -16,6 +17,7 @@ internal sealed class RunnerSession : IDisposable
     private readonly RunWorker _worker;
     private readonly ServiceManager _services;
     private readonly UserInputServer _inputServer;
+    private readonly CommandManager _commands;
     private readonly CancellationToken _stopping;
     private readonly Stopwatch _uptime = Stopwatch.StartNew();
 
@@ -28,6 +30,7 @@ internal sealed class RunnerSession : IDisposable
         _inputServer = new UserInputServer(config.UserInputSocket, link, stopping);
         _worker = new RunWorker(config, link, _interpreter, _inputServer);
         _services = new ServiceManager(config);
+        _commands = new CommandManager(config, link);
     }
 
     public Task RunAsync() => _worker.RunAsync(_stopping);
@@ -40,7 +43,7 @@ internal sealed class RunnerSession : IDisposable
 
     public async Task StopAsync(TimeSpan grace)
     {
-        await Task.WhenAll(_services.StopAllAsync(grace), _worker.StopAsync(grace));
+        await Task.WhenAll(_services.StopAllAsync(grace), _worker.StopAsync(grace), _commands.StopAllAsync(grace));
     }
 
     public void Handle(AgentMessage message)
@@ -112,6 +115,9 @@ internal sealed class RunnerSession : IDisposable
                 {
                     _ = Task.Run(ProcessTreeLog.LogOutOfMemory, _stopping);
                 }
+                break;
+            case string type when type.StartsWith(CommandManager.Prefix, StringComparison.Ordinal):
+                _commands.Handle(message);
                 break;
             default:
                 Log.Warn($"ignored unknown message type '{Truncate(message.Type, 40)}'");

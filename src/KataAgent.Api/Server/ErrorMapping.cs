@@ -54,6 +54,8 @@ public static class ErrorMapping
         Core.Commit.ImageExistsException => StatusCode.AlreadyExists,
         Core.Commit.CommitInProgressException => StatusCode.FailedPrecondition,
         SessionPausedException => StatusCode.FailedPrecondition,
+        Core.Commands.CommandNotFoundException => StatusCode.NotFound,
+        CommandRejectedException => StatusCode.InvalidArgument,
         Images.Registry.RegistryNotFoundException => StatusCode.NotFound,
         Images.Registry.RegistryAuthenticationException => StatusCode.PermissionDenied,
         Images.Registry.RegistryUnavailableException => StatusCode.Unavailable,

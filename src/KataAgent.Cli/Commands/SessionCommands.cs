@@ -41,6 +41,8 @@ internal static partial class SessionCommands
         command.Subcommands.Add(AttachCommand());
         command.Subcommands.Add(RunsCommand());
         command.Subcommands.Add(ServiceCommand());
+        command.Subcommands.Add(ShellCommand());
+        command.Subcommands.Add(CommandsCommand());
         return command;
     }
 

@@ -18,6 +18,12 @@ internal sealed class ProcessStartSpec
     /// <summary>Pipe for stdin; otherwise stdin is /dev/null.</summary>
     public bool RedirectStdin { get; init; }
 
+    /// <summary>
+    /// A pseudo-terminal's replica (e.g. /dev/pts/3): the child's stdin, stdout and stderr and its controlling terminal;
+    /// no pipes are made (<see cref="ChildProcess.StdoutFd"/> and the others are -1).
+    /// </summary>
+    public string? TerminalPath { get; init; }
+
     /// <summary>Adds the driver's framed channel: the child reads fd 3 and writes fd 4.</summary>
     public bool WithControlChannel { get; init; }
 }

@@ -22,12 +22,13 @@ internal static unsafe class ProcessSpawner
         try
         {
             (int stdinRead, int stdinWrite) = spec.RedirectStdin ? CreatePipe(childEnds, parentEnds, childReads: true) : (-1, -1);
-            (int stdoutRead, int stdoutWrite) = CreatePipe(childEnds, parentEnds, childReads: false);
-            (int stderrRead, int stderrWrite) = CreatePipe(childEnds, parentEnds, childReads: false);
+            bool onTerminal = spec.TerminalPath is not null;
+            (int stdoutRead, int stdoutWrite) = onTerminal ? (-1, -1) : CreatePipe(childEnds, parentEnds, childReads: false);
+            (int stderrRead, int stderrWrite) = onTerminal ? (-1, -1) : CreatePipe(childEnds, parentEnds, childReads: false);
             (int controlRead, int controlWrite) = spec.WithControlChannel ? CreatePipe(childEnds, parentEnds, childReads: true) : (-1, -1);
             (int eventsRead, int eventsWrite) = spec.WithControlChannel ? CreatePipe(childEnds, parentEnds, childReads: false) : (-1, -1);
 
-            var redirections = new List<(int Source, int Target)> { (stdoutWrite, 1), (stderrWrite, 2) };
+            var redirections = onTerminal ? [] : new List<(int Source, int Target)> { (stdoutWrite, 1), (stderrWrite, 2) };
             if (stdinRead >= 0)
             {
                 redirections.Add((stdinRead, 0));
@@ -107,6 +108,7 @@ internal static unsafe class ProcessSpawner
         using var envp = new NativeUtf8Strings(spec.Environment.Select(pair => $"{pair.Key}={pair.Value}").ToList());
         using var workingDirectory = new NativeUtf8Strings(spec.WorkingDirectory is null ? [] : [spec.WorkingDirectory]);
         using var devNull = new NativeUtf8Strings(["/dev/null"]);
+        using var terminal = new NativeUtf8Strings(spec.TerminalPath is null ? [] : [spec.TerminalPath]);
 
         void* fileActions = NativeMemory.AllocZeroed(Libc.SpawnObjectSize);
         void* attributes = NativeMemory.AllocZeroed(Libc.SpawnObjectSize);
@@ -122,7 +124,14 @@ internal static unsafe class ProcessSpawner
                 {
                     Check(Libc.posix_spawn_file_actions_adddup2(fileActions, source, target), "adddup2");
                 }
-                if (!redirections.Any(r => r.Target == 0))
+                if (spec.TerminalPath is not null)
+                {
+                    // Opened without O_NOCTTY by the new session's leader: it becomes the controlling terminal.
+                    Check(Libc.posix_spawn_file_actions_addopen(fileActions, 0, terminal.Pointers[0], Libc.O_RDWR, 0), "addopen terminal");
+                    Check(Libc.posix_spawn_file_actions_adddup2(fileActions, 0, 1), "adddup2");
+                    Check(Libc.posix_spawn_file_actions_adddup2(fileActions, 0, 2), "adddup2");
+                }
+                else if (!redirections.Any(r => r.Target == 0))
                 {
                     Check(Libc.posix_spawn_file_actions_addopen(fileActions, 0, devNull.Pointers[0], Libc.O_RDONLY, 0), "addopen");
                 }
