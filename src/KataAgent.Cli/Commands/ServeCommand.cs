@@ -43,8 +43,6 @@ internal static class ServeCommand
                 ? await BackendAi.Hosting.BackendAiAgentHost.StartAsync(agent, backendAi, loggerFactory, stop.Token)
                 : null;
             logger.LogInformation("ready: {Sessions} session(s) recovered; default runtime class {Class}", agent.Sessions.Count, agent.RuntimeClasses.DefaultClass);
-            // An idle serve holds what its last burst of work grew the heap to unless something gives it back (docs/PERFORMANCE.md).
-            await using var trimmer = IdleMemoryTrimmer.Start(TimeSpan.FromSeconds(10));
             try
             {
                 await Task.Delay(Timeout.Infinite, CancellationTokenSource.CreateLinkedTokenSource(stop.Token, ct).Token);
