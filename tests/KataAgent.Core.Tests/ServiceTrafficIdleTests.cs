@@ -1,7 +1,6 @@
 using KataAgent.Core.Activity;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
-using KataAgent.Testing;
 
 namespace KataAgent.Core.Tests;
 
