@@ -192,10 +192,12 @@ public sealed partial class KernelRunnerClient
         long seq = message.Seq!.Value;
         lock (_gate)
         {
+            // Silence means nothing arrives at all: a long replay of duplicates must not look like silence and ask
+            // for the same messages yet again.
+            _lastSequencedAt = Stopwatch.GetTimestamp();
             if (_lastSeq is not long last || seq == last + 1)
             {
                 _lastSeq = seq;
-                _lastSequencedAt = Stopwatch.GetTimestamp();
                 return true;
             }
             if (seq <= last)
