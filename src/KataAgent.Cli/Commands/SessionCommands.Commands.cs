@@ -99,7 +99,7 @@ internal static partial class SessionCommands
             if (savedTerminal is not null)
             {
                 Stty("raw -echo");
-                onResize = PosixSignalRegistration.Create(PosixSignal.SIGWINCH, _ =>
+                onResize = PosixSignalRegistration.Create(PosixSignal.SIGWINCH, context =>
                     _ = SendAsync(new CommandInput { Resize = CurrentTerminalSize() }).ContinueWith(t => _ = t.Exception, TaskScheduler.Default));
             }
             var forwarding = forwardStdin ? ForwardStdinAsync(SendAsync, stopInput.Token) : Task.CompletedTask;
