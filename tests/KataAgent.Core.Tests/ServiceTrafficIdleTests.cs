@@ -33,6 +33,9 @@ public abstract class ServiceTrafficIdleTestsBase(AgentFixture fixture, string r
                 Name = "web", Command = ["python3", "-m", "http.server", "8080"], Ports = [8080], Protocol = "http",
             });
             Assert.True(started.Status == "started", $"service: {started.Status} {started.Error}");
+            // The service start goes to the runner directly (no activity): on a loaded host create and start may take
+            // most of the idle timeout, so an execute restarts the idle clock before the requests begin.
+            await RunEvents.CollectAsync(agent.ExecuteAsync(session.KernelId, "warm", ExecutionMode.Query, "pass", null, CancellationToken.None));
             var port = session.Record.Ports.Single(p => p.Name == "web");
             using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
             var uri = new Uri($"http://127.0.0.1:{port.HostPort}/");
