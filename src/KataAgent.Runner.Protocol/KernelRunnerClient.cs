@@ -281,6 +281,35 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
     /// <summary>All apps: <see cref="GetAppsAsync(string, CancellationToken)"/> with no filter.</summary>
     public Task<AppsResult> GetAppsAsync(CancellationToken cancellationToken = default) => GetAppsAsync("", cancellationToken);
 
+    /// <summary>
+    /// Personalises a pool member's runner for its one tenant: <paramref name="environment"/> applies to every process it
+    /// starts from now on; returns once the runner has run the bootstrap script. A runner that refuses (not a pool
+    /// member, or already personalised) throws <see cref="InvalidOperationException"/> with its reason.
+    /// </summary>
+    public async Task PersonaliseAsync(IReadOnlyDictionary<string, string> environment, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteStartObject("environ");
+            foreach (var (name, value) in environment)
+            {
+                writer.WriteString(name, value);
+            }
+            writer.WriteEndObject();
+            writer.WriteEndObject();
+        }
+        byte[] answer = await RequestAsync(RunnerMessageTypes.Personalise, buffer.ToArray(), RunnerMessageTypes.Personalised, timeout, cancellationToken)
+            .ConfigureAwait(false);
+        using var reply = JsonDocument.Parse(answer);
+        if (!reply.RootElement.TryGetProperty("ok", out var ok) || ok.ValueKind != JsonValueKind.True)
+        {
+            throw new InvalidOperationException("the runner refused to be personalised: " +
+                (reply.RootElement.TryGetProperty("error", out var error) ? error.GetString() : "no reason given"));
+        }
+    }
+
     public Task SendEventAsync(string type, JsonElement? data = null, CancellationToken cancellationToken = default)
     {
         using var buffer = new MemoryStream();
@@ -788,7 +817,7 @@ public sealed class KernelRunnerClient : IAsyncDisposable, IDisposable
                 AcceptBoundary(message);
                 break;
             case RunnerMessageTypes.Completion or RunnerMessageTypes.Status or RunnerMessageTypes.ServiceResult
-                or RunnerMessageTypes.AppsResult:
+                or RunnerMessageTypes.AppsResult or RunnerMessageTypes.Personalised:
                 AcceptReply(message);
                 break;
             default:

@@ -48,4 +48,6 @@ public sealed record SessionRequest
     /// (<see cref="Runner.Protocol.ExecutionOptions"/>) only stops that run.
     /// </summary>
     public TimeSpan? ExecTimeout { get; init; }
+    /// <summary>Set by the agent alone, on the creates that fill a warm pool (the pool's key); clients leave it null.</summary>
+    public string? Pool { get; init; }
 }
