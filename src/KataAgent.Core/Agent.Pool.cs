@@ -29,6 +29,8 @@ public sealed partial class Agent
 #pragma warning restore CA2213
     private Task? _poolLoop;
     private int _coldCreatesInFlight;
+    // Discards started from the event pump: a stopping agent waits for them (they reap network and scratch).
+    private readonly List<Task> _backgroundDiscards = [];
 
     /// <summary>The configured pools, with their sizes and counters.</summary>
     public IReadOnlyList<PoolStatus> Pools => _pools.Select(p => p.Status()).ToList();
@@ -189,12 +191,13 @@ public sealed partial class Agent
         }
         if (problems.Count > 0)
             throw new SessionRequestException(string.Join("; ", problems));
-        // Reserved label prefixes are refused here too (the record itself does not matter for the check).
-        SessionLabels.For(new SessionRecord
+
+        // As SessionLabels.For refuses them, before a member is taken.
+        foreach (var key in request.Labels.Keys)
         {
-            KernelId = request.KernelId, SessionId = request.KernelId, ContainerId = request.KernelId, Image = request.Image,
-            RuntimeClass = "", Cpus = 1, MemoryBytes = 1, ShmBytes = 0,
-        }, "", request.Labels);
+            if (key.StartsWith("ai.backend.", StringComparison.Ordinal) || key.StartsWith("io.kata-agent.", StringComparison.Ordinal))
+                throw new SessionRequestException($"label '{key}' uses a reserved prefix (ai.backend., io.kata-agent.)");
+        }
     }
 
     /// <summary>
@@ -335,7 +338,11 @@ public sealed partial class Agent
             if (pool.TryRemove(e.ContainerId) is { } dead)
             {
                 _logger.LogWarning("pool {Pool}: member {Member} died while idle; replacing it", pool.Spec.Key, e.ContainerId);
-                _ = Task.Run(() => DiscardMemberAsync(dead, CancellationToken.None), CancellationToken.None);
+                lock (_backgroundDiscards)
+                {
+                    _backgroundDiscards.RemoveAll(t => t.IsCompleted);
+                    _backgroundDiscards.Add(Task.Run(() => DiscardMemberAsync(dead, CancellationToken.None), CancellationToken.None));
+                }
                 return;
             }
         }
@@ -349,6 +356,10 @@ public sealed partial class Agent
     {
         if (_poolLoop is not null)
             await _poolLoop.ConfigureAwait(false);
+        Task[] discards;
+        lock (_backgroundDiscards)
+            discards = [.. _backgroundDiscards];
+        await Task.WhenAll(discards).ConfigureAwait(false);
         if (LeavePoolOnStop)
         {
             foreach (var member in _pools.SelectMany(p => p.TakeAll()))

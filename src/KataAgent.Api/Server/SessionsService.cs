@@ -11,7 +11,7 @@ using Agent = KataAgent.Core.Agent;
 namespace KataAgent.Api.Server;
 
 /// <summary>The Sessions service: thin over <see cref="Agent"/>; errors are mapped by <see cref="ErrorMappingInterceptor"/>.</summary>
-public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger) : Sessions.SessionsBase
+public sealed partial class SessionsService(Agent agent, ILogger<SessionsService> logger) : Sessions.SessionsBase
 {
     private const int ChunkSize = 64 * 1024;
 
@@ -29,7 +29,11 @@ public sealed class SessionsService(Agent agent, ILogger<SessionsService> logger
             ApiMetrics.CreateSeconds.WithLabels(runtimeClass, "ok").Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
             using (logger.BeginScope(new Dictionary<string, object> { ["KernelId"] = session.KernelId }))
                 logger.LogInformation("session {KernelId} created ({RuntimeClass}, {Image})", session.KernelId, session.Record.RuntimeClass, session.Record.Image);
-            await responseStream.WriteAsync(new CreateSessionReply { Session = Mapping.ToProto(session) }, context.CancellationToken);
+            await responseStream.WriteAsync(new CreateSessionReply
+            {
+                Session = Mapping.ToProto(session),
+                Path = session.CreatePath == Core.CreatePath.Pooled ? "pooled" : "cold",
+            }, context.CancellationToken);
         }
         catch
         {
