@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.RegularExpressions;
 using KataAgent.Core.Events;
 using KataAgent.Core.Pool;
+using KataAgent.Core.Resources;
 using KataAgent.Core.Scratch;
 using KataAgent.Core.Sessions;
 using Microsoft.Extensions.Logging;
@@ -136,10 +137,21 @@ public sealed partial class Agent
         Interlocked.Increment(ref _coldCreatesInFlight);
         try
         {
-            await EvictForAsync(request, cancellationToken).ConfigureAwait(false);
-            var session = await Creator.CreateAsync(request, progress, cancellationToken).ConfigureAwait(false);
-            session.CreatePath = CreatePath.Cold;
-            return session;
+            for (var attempt = 1; ; attempt++)
+            {
+                await EvictForAsync(request, cancellationToken).ConfigureAwait(false);
+                try
+                {
+                    var session = await Creator.CreateAsync(request, progress, cancellationToken).ConfigureAwait(false);
+                    session.CreatePath = CreatePath.Cold;
+                    return session;
+                }
+                catch (SessionCreateException e) when (e.InnerException is InsufficientResourcesException && attempt < 5 && _pools.Any(p => p.Idle + p.Filling > 0))
+                {
+                    // A member that was being made when this create looked took the room: once made, it gives way too.
+                    await WaitForFillsAsync(cancellationToken).ConfigureAwait(false);
+                }
+            }
         }
         finally
         {
@@ -285,6 +297,20 @@ public sealed partial class Agent
         {
             _registry.EndCreating(member.Record.ContainerId);
             WakeRefiller();
+        }
+    }
+
+    private async Task WaitForFillsAsync(CancellationToken cancellationToken)
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(Options.RunnerReadyTimeout);
+        try
+        {
+            while (_pools.Any(p => p.Filling > 0))
+                await Task.Delay(TimeSpan.FromMilliseconds(100), deadline.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
         }
     }
 

@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
 using KataAgent.Api.V1;
-using KataAgent.Cli.Config;
 using Spectre.Console;
 
 namespace KataAgent.Cli.Commands;

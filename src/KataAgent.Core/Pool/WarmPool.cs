@@ -28,6 +28,11 @@ internal sealed class WarmPool(PoolSpec spec)
         get { lock (_gate) return _idle.Count; }
     }
 
+    public int Filling
+    {
+        get { lock (_gate) return _filling; }
+    }
+
     /// <summary>How many more members the refiller should start now (the minimum first, then the target).</summary>
     public int Wanted
     {
