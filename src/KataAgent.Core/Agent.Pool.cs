@@ -146,7 +146,8 @@ public sealed partial class Agent
                     session.CreatePath = CreatePath.Cold;
                     return session;
                 }
-                catch (SessionCreateException e) when (e.InnerException is InsufficientResourcesException && attempt < 5 && _pools.Any(p => p.Idle + p.Filling > 0))
+                catch (Exception e) when ((e is InsufficientResourcesException || e.InnerException is InsufficientResourcesException) &&
+                                          attempt < 5 && _pools.Any(p => p.Idle + p.Filling > 0))
                 {
                     // A member that was being made when this create looked took the room: once made, it gives way too.
                     await WaitForFillsAsync(cancellationToken).ConfigureAwait(false);
