@@ -25,6 +25,7 @@ root.Subcommands.Add(ImageCommands.Create());
 root.Subcommands.Add(EventsCommand.Create());
 root.Subcommands.Add(DoctorCommand.Create());
 root.Subcommands.Add(VersionCommand.Create());
+root.Subcommands.Add(PoolCommands.Create());
 
 var parse = root.Parse(args);
 if (parse.Errors.Count > 0)

@@ -9,6 +9,8 @@ public sealed partial class Agent
     public async Task<Session> RestartSessionAsync(string kernelId, CancellationToken cancellationToken = default)
     {
         var old = GetSession(kernelId);
+        if (old.Record.ContainerId != old.KernelId)
+            throw new SessionRequestException($"session {kernelId} was served from the warm pool (container {old.Record.ContainerId}); restarting such a session is not supported yet: destroy it and create another");
         if (!_registry.TryBeginCreating(kernelId))
             throw new SessionRequestException($"session {kernelId} is already being created or restarted");
         try

@@ -171,6 +171,7 @@ public sealed partial class Agent : IAsyncDisposable
         if (Options.ReconcileInterval > TimeSpan.Zero)
             _reconcileLoop = Task.Run(() => _reconciler.RunLoopAsync(Options.ReconcileInterval, _stop.Token), CancellationToken.None);
         StartTimeoutLoop();
+        StartPools();
     }
 
     private async Task PumpEventsAsync(CancellationToken cancellationToken)
@@ -179,8 +180,11 @@ public sealed partial class Agent : IAsyncDisposable
         {
             await foreach (var e in _monitor.Events.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {
-                if (!_registry.TryGet(e.ContainerId, out var session))
+                if (!TryGetByContainer(e.ContainerId, out var session))
+                {
+                    NotePoolMemberEvent(e);
                     continue;
+                }
                 switch (e)
                 {
                     case TaskExited exited when session.TryTransition(SessionState.Exited, exited.ExitCode):
@@ -230,10 +234,12 @@ public sealed partial class Agent : IAsyncDisposable
         Session session;
         try
         {
-            session = await Creator.CreateAsync(request, progress, cancellationToken).ConfigureAwait(false);
+            session = await CreatePooledOrColdAsync(request, progress, cancellationToken).ConfigureAwait(false);
             session.Timeouts = SessionTimeouts.For(request, Options);
             FindSandboxProcesses(session);
             _registry.Register(session);
+            if (session.CreatePath == CreatePath.Pooled)
+                _registry.EndCreating(session.Record.ContainerId); // the member is the session's now
         }
         catch (SessionCreateException e)
         {
@@ -352,7 +358,7 @@ public sealed partial class Agent : IAsyncDisposable
     }
 
     public ScratchFiles Files(string kernelId) =>
-        ScratchDirectory.Open(Options.ScratchRoot, TouchedSession(kernelId).KernelId, new ScratchFilesOptions
+        ScratchDirectory.Open(Options.ScratchRoot, TouchedSession(kernelId).Record.ContainerId, new ScratchFilesOptions
         {
             MaxListEntries = Options.ListMaxEntries,
             MaxTarEntries = Options.DownloadMaxEntries,
@@ -371,6 +377,7 @@ public sealed partial class Agent : IAsyncDisposable
             await _reconcileLoop.ConfigureAwait(false);
         if (_timeoutLoop is not null)
             await _timeoutLoop.ConfigureAwait(false);
+        await StopPoolsAsync().ConfigureAwait(false);
         foreach (var session in _registry.Sessions)
             await session.DisposeAsync().ConfigureAwait(false);
         // The FIFOs stay: the sessions run on, and the next agent carries their logs again.

@@ -109,6 +109,8 @@ public sealed record AgentOptions
     public IReadOnlyList<string> AllowedMountRoots { get; init; } = [];
 
     public ResourceOptions Resources { get; init; } = new();
+    /// <summary>Warm pools (docs/POOL.md): none by default.</summary>
+    public IReadOnlyList<Pool.PoolSpec> Pools { get; init; } = [];
     public KataOptions Kata { get; init; } = new();
 }
 

@@ -286,6 +286,35 @@ public sealed partial class KernelRunnerClient : IAsyncDisposable, IDisposable
     /// <summary>All apps: <see cref="GetAppsAsync(string, CancellationToken)"/> with no filter.</summary>
     public Task<AppsResult> GetAppsAsync(CancellationToken cancellationToken = default) => GetAppsAsync("", cancellationToken);
 
+    /// <summary>
+    /// Personalises a pool member's runner for its one tenant: <paramref name="environment"/> applies to every process it
+    /// starts from now on; returns once the runner has run the bootstrap script. A runner that refuses (not a pool
+    /// member, or already personalised) throws <see cref="InvalidOperationException"/> with its reason.
+    /// </summary>
+    public async Task PersonaliseAsync(IReadOnlyDictionary<string, string> environment, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteStartObject("environ");
+            foreach (var (name, value) in environment)
+            {
+                writer.WriteString(name, value);
+            }
+            writer.WriteEndObject();
+            writer.WriteEndObject();
+        }
+        byte[] answer = await RequestAsync(RunnerMessageTypes.Personalise, buffer.ToArray(), RunnerMessageTypes.Personalised, timeout, cancellationToken)
+            .ConfigureAwait(false);
+        using var reply = JsonDocument.Parse(answer);
+        if (!reply.RootElement.TryGetProperty("ok", out var ok) || ok.ValueKind != JsonValueKind.True)
+        {
+            throw new InvalidOperationException("the runner refused to be personalised: " +
+                (reply.RootElement.TryGetProperty("error", out var error) ? error.GetString() : "no reason given"));
+        }
+    }
+
     public Task SendEventAsync(string type, JsonElement? data = null, CancellationToken cancellationToken = default)
     {
         using var buffer = new MemoryStream();
@@ -804,7 +833,8 @@ public sealed partial class KernelRunnerClient : IAsyncDisposable, IDisposable
                 AcceptCommandMessage(message);
                 break;
             case RunnerMessageTypes.Completion or RunnerMessageTypes.Status or RunnerMessageTypes.ServiceResult
-                or RunnerMessageTypes.AppsResult or RunnerMessageTypes.RunsResult or RunnerMessageTypes.CommandListResult:
+                or RunnerMessageTypes.AppsResult or RunnerMessageTypes.RunsResult or RunnerMessageTypes.CommandListResult
+                or RunnerMessageTypes.Personalised:
                 AcceptReply(message);
                 break;
             case RunnerMessageTypes.ReplayGap:

@@ -96,6 +96,8 @@ public static class RunnerMessageTypes
     public const string ShutdownService = "shutdown-service";
     public const string GetApps = "get-apps";
     public const string Event = "event";
+    /// <summary>Pool members only: the claiming tenant's environment, applied before its first run (kata-runner README).</summary>
+    public const string Personalise = "personalise";
 
     // sequenced mode (our runner, runner.json sequencedOutput): see src/KataAgent.Runner/README.md
     public const string RunLabel = "run-label";
@@ -115,6 +117,7 @@ public static class RunnerMessageTypes
     public const string BuildFinished = "build-finished";
     public const string CleanFinished = "clean-finished";
     public const string Completion = "completion";
+    public const string Personalised = "personalised";
     public const string ServiceResult = "service-result";
     public const string AppsResult = "apps-result";
 

@@ -26,6 +26,12 @@ internal sealed class RunnerConfig
     public string? BootstrapScript { get; init; }
     public TimeSpan BootstrapTimeout { get; init; } = TimeSpan.FromMinutes(10);
 
+    /// <summary>
+    /// runner.json "pooled": true: a warm-pool member. It starts up but holds the bootstrap script and the
+    /// interpreter until the agent personalises it (the `personalise` message) for the one tenant it will serve.
+    /// </summary>
+    public bool Pooled { get; init; }
+
     /// <summary>Backend.AI service definitions, one &lt;name&gt;.json per service app.</summary>
     public string ServiceDefsDir { get; init; } = "/etc/backend.ai/service-defs";
 
@@ -117,6 +123,7 @@ internal sealed class RunnerConfig
                     ? bytes >= MinReplayBufferBytes ? bytes
                         : throw new InvalidDataException($"{settingsPath}: replayBufferBytes {bytes} is below the minimum of {MinReplayBufferBytes}")
                     : DefaultReplayBufferBytes,
+                Pooled = document is not null && root.TryGetProperty("pooled", out JsonElement pooled) && pooled.ValueKind == JsonValueKind.True,
             };
         }
         catch (Exception exception) when (exception is JsonException or InvalidOperationException or FormatException)
@@ -170,6 +177,17 @@ internal sealed class RunnerConfig
     {
         var environment = new Dictionary<string, string>(ChildEnvironment, StringComparer.Ordinal);
         environment["PYTHONPATH"] = PromotePath(environment.GetValueOrDefault("PYTHONPATH", ""), userSite);
+        ChildEnvironment = environment;
+    }
+
+    /// <summary>A claimed pool member's environment: applied over everything else, as environ.txt would have been.</summary>
+    public void ApplyTenantEnvironment(IEnumerable<(string Key, string Value)> environ)
+    {
+        var environment = new Dictionary<string, string>(ChildEnvironment, StringComparer.Ordinal);
+        foreach ((string key, string value) in environ)
+        {
+            environment[key] = value;
+        }
         ChildEnvironment = environment;
     }
 

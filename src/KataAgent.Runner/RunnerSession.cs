@@ -109,6 +109,9 @@ internal sealed class RunnerSession : IDisposable
                 string filter = message.PayloadText.Trim();
                 _ = Task.Run(async () => _link.SendReply("apps-result", await _services.DescribeAppsAsync(filter, _stopping)), _stopping);
                 break;
+            case "personalise":
+                Personalise(message.PayloadText);
+                break;
             case "event":
                 Log.Info($"event from the agent: {Truncate(message.PayloadText, 200)}");
                 if (ReadEventType(message.PayloadText) == "oom")
@@ -123,6 +126,78 @@ internal sealed class RunnerSession : IDisposable
                 Log.Warn($"ignored unknown message type '{Truncate(message.Type, 40)}'");
                 break;
         }
+    }
+
+    /// <summary>
+    /// `personalise` (pool members): {"environ": {"NAME": "value", ...}}. Answered with `personalised`
+    /// {"ok": true} once the bootstrap script has run, or {"ok": false, "error": "..."} at once.
+    /// </summary>
+    private void Personalise(string payload)
+    {
+        string? refusal;
+        List<(string Key, string Value)> environ = [];
+        try
+        {
+            using JsonDocument document = JsonDocument.Parse(payload);
+            refusal = ReadEnviron(document.RootElement, environ);
+        }
+        catch (JsonException exception)
+        {
+            refusal = $"the personalise payload is not JSON: {exception.Message}";
+        }
+        refusal ??= _worker.TryPersonalise(environ);
+        if (refusal is not null)
+        {
+            Log.Warn($"personalise refused: {refusal}");
+            _link.SendReply("personalised", PersonaliseReply(refusal));
+            return;
+        }
+        Log.Info($"personalised: {environ.Count} environment variable(s)");
+        _ = _worker.Personalised.ContinueWith(
+            _ => _link.SendReply("personalised", PersonaliseReply(null)),
+            CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+    }
+
+    private static byte[] PersonaliseReply(string? refusal)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteBoolean("ok", refusal is null);
+            if (refusal is not null)
+            {
+                writer.WriteString("error", refusal);
+            }
+            writer.WriteEndObject();
+        }
+        return buffer.ToArray();
+    }
+
+    private static string? ReadEnviron(JsonElement root, List<(string Key, string Value)> environ)
+    {
+        if (root.ValueKind != JsonValueKind.Object)
+        {
+            return "the personalise payload must be a JSON object";
+        }
+        if (!root.TryGetProperty("environ", out JsonElement map))
+        {
+            return null;
+        }
+        if (map.ValueKind != JsonValueKind.Object)
+        {
+            return "\"environ\" must be an object of strings";
+        }
+        foreach (JsonProperty entry in map.EnumerateObject())
+        {
+            if (entry.Value.ValueKind != JsonValueKind.String || entry.Name.Length == 0 || entry.Name.Contains('=') || entry.Name.Contains('\0')
+                || entry.Value.GetString()!.Contains('\0'))
+            {
+                return $"environment variable '{Truncate(entry.Name, 40)}' is not a NAME (no '=' or NUL) with a string value";
+            }
+            environ.Add((entry.Name, entry.Value.GetString()!));
+        }
+        return null;
     }
 
     private byte[] DescribeStatus(double startedAt)

@@ -26,6 +26,9 @@ public class AgentFixture : IAsyncLifetime
     /// <summary>Stops the agent (sessions and containerd state stay) and starts a new one on the same data dir.</summary>
     public Task RestartAgentAsync() => _host.RestartAgentAsync();
 
+    /// <summary>Restarts the agent with changed options, kept for later restarts.</summary>
+    public Task RestartAgentAsync(Func<AgentOptions, AgentOptions> change) => _host.RestartAgentAsync(change);
+
     /// <summary>A fixture's own settings on top of the common ones.</summary>
     protected virtual AgentOptions Configure(AgentOptions options) => options;
 

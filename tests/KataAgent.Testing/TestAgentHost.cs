@@ -89,6 +89,14 @@ public sealed class TestAgentHost : IAsyncDisposable
         _agent = await Agent.StartAsync(Options, NullLoggerFactory.Instance);
     }
 
+    /// <summary>Restarts the agent with changed options (same data dir and network), kept for later restarts.</summary>
+    public async Task RestartAgentAsync(Func<AgentOptions, AgentOptions> change)
+    {
+        ArgumentNullException.ThrowIfNull(change);
+        Options = change(Options);
+        await RestartAgentAsync();
+    }
+
     public async ValueTask DisposeAsync()
     {
         try

@@ -109,6 +109,7 @@ public sealed partial class ApiServer : IAsyncDisposable
         if (metrics is not null)
         {
             ApiMetrics.TrackSessions(agent);
+            PoolMetrics.Track(agent);
             app.MapMetrics("/metrics");
         }
         await app.StartAsync(cancellationToken);

@@ -29,7 +29,11 @@ public sealed partial class SessionsService(Agent agent, ILogger<SessionsService
             ApiMetrics.CreateSeconds.WithLabels(runtimeClass, "ok").Observe(Stopwatch.GetElapsedTime(started).TotalSeconds);
             using (logger.BeginScope(new Dictionary<string, object> { ["KernelId"] = session.KernelId }))
                 logger.LogInformation("session {KernelId} created ({RuntimeClass}, {Image})", session.KernelId, session.Record.RuntimeClass, session.Record.Image);
-            await responseStream.WriteAsync(new CreateSessionReply { Session = Mapping.ToProto(session) }, context.CancellationToken);
+            await responseStream.WriteAsync(new CreateSessionReply
+            {
+                Session = Mapping.ToProto(session),
+                Path = session.CreatePath == Core.CreatePath.Pooled ? "pooled" : "cold",
+            }, context.CancellationToken);
         }
         catch
         {

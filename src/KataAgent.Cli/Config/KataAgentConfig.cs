@@ -74,6 +74,11 @@ public sealed record KataAgentConfig
             }
             foreach (var (section, value) in root)
             {
+                if (section == PoolConfig.Section && value is TomlTableArray pools)
+                {
+                    builder.Agent = builder.Agent with { Pools = PoolConfig.Parse(pools, sourceName ?? "config", problems) };
+                    continue;
+                }
                 if (value is not TomlTable table)
                 {
                     problems.Add($"{section} ({sourceName}): top-level keys are not used; put it in a section such as [{Sections.First()}]");

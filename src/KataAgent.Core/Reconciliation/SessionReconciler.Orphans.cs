@@ -57,7 +57,8 @@ internal sealed partial class SessionReconciler
             }
         }
 
-        var known = _registry.KernelIds.ToHashSet(StringComparer.Ordinal);
+        // Host parts are named by container id (a claimed pool member's differs from its kernel id).
+        var known = _registry.Sessions.Select(s => s.Record.ContainerId).Concat(_registry.KernelIds).ToHashSet(StringComparer.Ordinal);
         foreach (var attachment in await _services.Network.ListAsync(cancellationToken).ConfigureAwait(false))
         {
             if (known.Contains(attachment.SessionId))

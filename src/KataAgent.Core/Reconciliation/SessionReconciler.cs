@@ -48,11 +48,14 @@ internal sealed partial class SessionReconciler
         var records = (await _services.Store.LoadAllAsync(cancellationToken).ConfigureAwait(false)).ToDictionary(r => r.KernelId, StringComparer.Ordinal);
         foreach (var container in await Containerd.Containers.ListAsync(cancellationToken).ConfigureAwait(false))
         {
-            if (SessionLabels.TryReadRecord(container.Labels, out var json) && !records.ContainsKey(container.Id))
+            // A claimed pool member's record file is under its kernel id, not its container id.
+            if (SessionLabels.TryReadRecord(container.Labels, out var json) && !records.ContainsKey(container.Id) &&
+                !records.Values.Any(r => r.ContainerId == container.Id && r.KernelId != r.ContainerId))
             {
                 try
                 {
-                    records[container.Id] = WithRunnerKeysFromScratch(SessionRecord.FromJson(json));
+                    var labelled = SessionRecord.FromJson(json);
+                    records[labelled.KernelId] = WithRunnerKeysFromScratch(labelled);
                 }
                 catch (System.Text.Json.JsonException e)
                 {
@@ -60,8 +63,22 @@ internal sealed partial class SessionReconciler
                 }
             }
         }
+        // A claim that the agent did not finish leaves both records of one container: the claimed one stands.
+        foreach (var unclaimed in records.Values.Where(r => r.KernelId == r.ContainerId &&
+                     records.Values.Any(c => c.ContainerId == r.ContainerId && c.KernelId != c.ContainerId)).ToList())
+        {
+            _services.Store.Delete(unclaimed.KernelId);
+            records.Remove(unclaimed.KernelId);
+        }
         foreach (var record in records.Values)
         {
+            if (record.Request?.Pool is { } pool && record.KernelId == record.ContainerId)
+            {
+                // An idle warm-pool member serves no one: reaped, the new agent's refiller makes fresh ones.
+                _logger.LogInformation("reaping idle pool member {Id} of {Pool} left by an earlier agent", record.ContainerId, pool);
+                await _destroyer.DestroyAsync(record, keepScratch: false, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
+                continue;
+            }
             if (await Containerd.Tasks.FindEndedAsync(record.ContainerId, cancellationToken).ConfigureAwait(false) is { } ended)
             {
                 _logger.LogInformation("session {KernelId} did not survive; cleaning up", record.KernelId);
@@ -71,7 +88,7 @@ internal sealed partial class SessionReconciler
                 continue;
             }
             _services.Ports.MarkInUse(record.Ports.Select(p => p.HostPort));
-            _services.Resources.Restore(new ResourceAllocation(record.KernelId, new ResourceSlots(record.Cpus, record.MemoryBytes),
+            _services.Resources.Restore(new ResourceAllocation(record.ContainerId, new ResourceSlots(record.Cpus, record.MemoryBytes),
                 RuntimeClasses.Known(record.RuntimeClass).OverheadBytes)
             {
                 CpuSet = record.CpuSet,
@@ -89,7 +106,7 @@ internal sealed partial class SessionReconciler
             session.Timeouts = SessionTimeouts.For(record.Request, _options);
             session.SandboxProcesses = Diagnostics.SandboxProcess.FindFor(_options.Namespace, record.ContainerId);
             _registry.Register(session);
-            _services.LogRelays.Start(record.KernelId, record.LogPath);
+            _services.LogRelays.Start(record.ContainerId, record.LogPath);
             _logger.LogInformation("recovered session {KernelId}", record.KernelId);
         }
         await ReconcileAsync(cancellationToken).ConfigureAwait(false);
@@ -111,7 +128,7 @@ internal sealed partial class SessionReconciler
     /// </summary>
     private SessionRecord WithRunnerKeysFromScratch(SessionRecord record)
     {
-        var keyFile = Path.Combine(ScratchDirectory.Open(_options.ScratchRoot, record.KernelId).ConfigPath, ScratchDirectory.RunnerCurveKeyFile);
+        var keyFile = Path.Combine(ScratchDirectory.Open(_options.ScratchRoot, record.ContainerId).ConfigPath, ScratchDirectory.RunnerCurveKeyFile);
         if (record.RunnerCurve is not null || !File.Exists(keyFile))
             return record;
         return record with { RunnerCurve = RunnerCurveKeys.FromRunnerFile(File.ReadAllText(keyFile)) };
@@ -129,8 +146,11 @@ internal sealed partial class SessionReconciler
         var containerIds = containers.Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
         foreach (var container in containers)
         {
-            if (_registry.Contains(container.Id) || _registry.IsCreating(container.Id))
+            if (_registry.Contains(container.Id) || _registry.IsCreating(container.Id) ||
+                _registry.Sessions.Any(s => s.Record.ContainerId == container.Id))
+            {
                 continue;
+            }
             _logger.LogWarning("reaping stray container {Id}", container.Id);
             if (SessionLabels.TryReadRecord(container.Labels, out var json))
                 await _destroyer.DestroyAsync(SessionRecord.FromJson(json), keepScratch: false, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);

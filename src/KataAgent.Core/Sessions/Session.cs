@@ -12,6 +12,9 @@ public sealed class Session(SessionRecord record, KernelRunnerClient runner) : I
     public KernelRunnerClient Runner { get; internal set; } = runner;
     public string KernelId => Record.KernelId;
 
+    /// <summary>How this agent created it: a claimed warm-pool member or a container made for it (recovered: cold).</summary>
+    public CreatePath CreatePath { get; internal set; } = CreatePath.Cold;
+
     public SessionState State
     {
         get { lock (_gate) return _state; }

@@ -346,6 +346,8 @@ public sealed partial class SessionCreator(SessionServices services)
             ["replInPort"] = ReplInPort,
             ["replOutPort"] = ReplOutPort,
         };
+        if (request.Pool is not null)
+            runner["pooled"] = true; // holds bootstrap and interpreter until a claim personalises it
         if (request.Uid is { } uid)
             runner["uid"] = uid;
         if (request.Gid is { } gid)

@@ -8,7 +8,8 @@ namespace KataAgent.Core.Sessions;
 
 /// <summary>
 /// Full reap of a session: stop signal, grace period, SIGKILL, task, container, snapshot, CNI DEL,
-/// staged mounts, netns, scratch (unless kept), ports, resources, record. Idempotent: each part that is already
+/// staged mounts, netns, scratch (unless kept), ports, resources, record. The host parts are the container's (a claimed
+/// warm-pool member keeps its container id under the session's kernel id); the record is the kernel id's. Idempotent: each part that is already
 /// gone is skipped, so it also cleans up after a create that died half-way.
 /// </summary>
 public sealed class SessionDestroyer(SessionServices services)
@@ -35,23 +36,23 @@ public sealed class SessionDestroyer(SessionServices services)
             grace ?? services.Options.StopGracePeriod, services.Logger, cancellationToken)).ConfigureAwait(false);
         await Step("log-relay", () =>
         {
-            services.LogRelays.Stop(record.KernelId, removeFifo: true);
+            services.LogRelays.Stop(record.ContainerId, removeFifo: true);
             return Task.CompletedTask;
         }).ConfigureAwait(false);
         // After the container: nothing uses the staged mounts any more.
         await Step("mounts", () =>
         {
-            if (ScratchDirectory.IsValidSessionId(record.KernelId))
-                services.MountStaging.Release(record.KernelId);
+            if (ScratchDirectory.IsValidSessionId(record.ContainerId))
+                services.MountStaging.Release(record.ContainerId);
             return Task.CompletedTask;
         }).ConfigureAwait(false);
         // CNI DEL (netns, iptables) and the scratch disk's unmount and loop release share nothing: side by side.
         await Task.WhenAll(
-            Task.Run(() => Step("network", () => services.Network.DetachAsync(record.KernelId, cancellationToken)), CancellationToken.None),
+            Task.Run(() => Step("network", () => services.Network.DetachAsync(record.ContainerId, cancellationToken)), CancellationToken.None),
             RemoveScratchAsync()).ConfigureAwait(false);
         // After the DEL: portmap's rules for these host ports are gone before another session may take them.
         services.Ports.Release(record.Ports.Select(p => p.HostPort));
-        services.Resources.Release(record.KernelId);
+        services.Resources.Release(record.ContainerId);
         await Step("record", () =>
         {
             services.Store.Delete(record.KernelId);
@@ -63,16 +64,16 @@ public sealed class SessionDestroyer(SessionServices services)
             // Before the scratch dir: the remover does not cross into a mounted disk.
             await Step("scratch-disk", async () =>
             {
-                if (!keepScratch && ScratchDirectory.IsValidSessionId(record.KernelId))
+                if (!keepScratch && ScratchDirectory.IsValidSessionId(record.ContainerId))
                 {
                     await ScratchDisks.For(services.Options, services.Logger)
-                        .UnmountAsync(record.KernelId, ScratchDirectory.Open(services.Options.ScratchRoot, record.KernelId).WorkPath, cancellationToken).ConfigureAwait(false);
+                        .UnmountAsync(record.ContainerId, ScratchDirectory.Open(services.Options.ScratchRoot, record.ContainerId).WorkPath, cancellationToken).ConfigureAwait(false);
                 }
             }).ConfigureAwait(false);
             await Step("scratch", async () =>
             {
-                if (ScratchDirectory.IsValidSessionId(record.KernelId))
-                    await ScratchDirectory.Open(services.Options.ScratchRoot, record.KernelId).RemoveAsync(keepScratch, cancellationToken).ConfigureAwait(false);
+                if (ScratchDirectory.IsValidSessionId(record.ContainerId))
+                    await ScratchDirectory.Open(services.Options.ScratchRoot, record.ContainerId).RemoveAsync(keepScratch, cancellationToken).ConfigureAwait(false);
             }).ConfigureAwait(false);
             await Step("log", () =>
             {

@@ -9,6 +9,10 @@ public static class SessionLabels
     /// <summary>The <see cref="SessionRecord"/> as JSON: enough to rebuild the session after a restart.</summary>
     public const string Record = "io.kata-agent.session";
     public const string RuntimeClass = "io.kata-agent.runtime-class";
+    /// <summary>An unclaimed warm-pool member: the pool's key (recovery reaps these).</summary>
+    public const string PoolMember = "io.kata-agent.pool";
+    /// <summary>A session that was served by claiming a pool member: the pool's key.</summary>
+    public const string ClaimedFromPool = "io.kata-agent.claimed-from-pool";
 
     public static Dictionary<string, string> For(SessionRecord record, string owner, IReadOnlyDictionary<string, string> userLabels)
     {
@@ -23,6 +27,8 @@ public static class SessionLabels
         labels[SessionId] = record.SessionId;
         labels[Owner] = owner;
         labels[RuntimeClass] = record.RuntimeClass;
+        if (record.Request?.Pool is { } pool)
+            labels[PoolMember] = pool;
         // Labels are readable through containerd's API: the runner keys stay in the 0600 record file.
         var json = record.WithoutSecrets().ToJson();
         var parts = SplitUtf8(json, MaxRecordPartBytes);

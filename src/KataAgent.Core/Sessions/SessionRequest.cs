@@ -53,4 +53,6 @@ public sealed record SessionRequest
     /// null: the agent's default (limits.end_session_on_oom, on).
     /// </summary>
     public bool? EndOnOutOfMemory { get; init; }
+    /// <summary>Set by the agent alone, on the creates that fill a warm pool (the pool's key); clients leave it null.</summary>
+    public string? Pool { get; init; }
 }

@@ -139,7 +139,7 @@ public sealed class StatsCollector : IAsyncDisposable
             return null;
         try
         {
-            var s = await _network.GetStatisticsAsync(record.KernelId, cancellationToken).ConfigureAwait(false);
+            var s = await _network.GetStatisticsAsync(record.ContainerId, cancellationToken).ConfigureAwait(false);
             return new NetworkStats(s.RxBytes, s.TxBytes, s.RxPackets, s.TxPackets);
         }
         catch (Exception e) when (e is not OperationCanceledException)

@@ -25,6 +25,10 @@ internal sealed class RunWorker
     private ShellJob? _currentShell;
     private readonly UserInputServer _inputServer;
     private readonly TaskCompletionSource<double> _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    // Pooled runners only: the tenant's environment arrived / its bootstrap has run.
+    private readonly TaskCompletionSource _tenantArrived = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _personalised = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _personaliseRequests;
 
     public RunWorker(RunnerConfig config, AgentLink link, PythonInterpreter? interpreter, UserInputServer inputServer)
     {
@@ -60,9 +64,28 @@ internal sealed class RunWorker
         {
             await FindPythonUserSiteAsync(stopping);
         }
-        await RunBootstrapAsync(stopping);
-        _bootstrapping = false;
-        _started.TrySetResult(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0);
+        if (_config.Pooled)
+        {
+            // Warm: answer status now, hold the bootstrap and the interpreter for the tenant.
+            _bootstrapping = false;
+            _started.TrySetResult(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0);
+            try
+            {
+                await _tenantArrived.Task.WaitAsync(stopping);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            await RunBootstrapAsync(stopping);
+            _personalised.TrySetResult();
+        }
+        else
+        {
+            await RunBootstrapAsync(stopping);
+            _bootstrapping = false;
+            _started.TrySetResult(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0);
+        }
         if (_interpreter is not null)
         {
             try
@@ -106,6 +129,28 @@ internal sealed class RunWorker
         catch (OperationCanceledException)
         {
         }
+    }
+
+    /// <summary>Completes once a pooled runner has taken its tenant's environment and run the bootstrap script.</summary>
+    public Task Personalised => _personalised.Task;
+
+    /// <summary>
+    /// A pooled runner takes one tenant, once: its environment applies to every process started from now on (the
+    /// interpreter has not started yet). Returns why it refuses, or null when accepted.
+    /// </summary>
+    public string? TryPersonalise(IReadOnlyList<(string Key, string Value)> environ)
+    {
+        if (!_config.Pooled)
+        {
+            return "this runner is not a pool member (runner.json has no \"pooled\": true)";
+        }
+        if (Interlocked.Exchange(ref _personaliseRequests, 1) == 1)
+        {
+            return "already personalised: a pool member serves one tenant only";
+        }
+        _config.ApplyTenantEnvironment(environ);
+        _tenantArrived.TrySetResult();
+        return null;
     }
 
     private void OnRunEnding()
