@@ -78,7 +78,7 @@ internal static partial class SessionCommands
             return 0;
         }
         // One writer at a time on the request stream: stdin and resizes take turns.
-        var writeGate = new SemaphoreSlim(1, 1);
+        using var writeGate = new SemaphoreSlim(1, 1);
         async Task SendAsync(CommandInput input)
         {
             await writeGate.WaitAsync(cancellationToken);
