@@ -297,13 +297,13 @@ public sealed class CallosumRpcServerTests
             ZmqCertificateFile manager = ZmqCertificateFile.Load(Path.Combine(dir, "manager.key_secret"));
             await using var server = StartServer(new TestDispatcher(), curve: curve);
 
-            await using (var client = await PythonCallosumClient.StartAsync(server.Endpoint, "--server-public-key", curve.ServerCertificate.PublicKeyZ85,
-                "--client-public-key", manager.PublicKeyZ85, "--client-secret-key", manager.SecretKeyZ85!))
+            await using (var client = await PythonCallosumClient.StartAsync(server.Endpoint, $"--server-public-key={curve.ServerCertificate.PublicKeyZ85}",
+                $"--client-public-key={manager.PublicKeyZ85}", $"--client-secret-key={manager.SecretKeyZ85}"))
             {
                 Assert.True((await client.SendAsync(new { op = "handshake", timeout = 60 }))["ok"]!.GetValue<bool>());
                 Assert.Equal("over curve", (await client.SendAsync(Invoke("ping", ["over curve"])))["result"]!.GetValue<string>());
             }
-            await using (var wrongKey = await PythonCallosumClient.StartAsync(server.Endpoint, "--server-public-key", manager.PublicKeyZ85))
+            await using (var wrongKey = await PythonCallosumClient.StartAsync(server.Endpoint, $"--server-public-key={manager.PublicKeyZ85}"))
             {
                 Assert.False((await wrongKey.SendAsync(new { op = "handshake", timeout = 3 }))["ok"]!.GetValue<bool>());
             }
