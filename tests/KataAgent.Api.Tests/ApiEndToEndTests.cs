@@ -63,6 +63,28 @@ public sealed class ApiEndToEndTests(ApiFixture fixture) : IClassFixture<ApiFixt
         new() { KernelId = kernelId, RunId = "run-" + Guid.NewGuid().ToString("N")[..8], Mode = ExecutionMode.Query, Text = code };
 
     [Fact]
+    public async Task A_session_that_ends_during_a_run_shows_its_end_and_no_active_run()
+    {
+        using var client = fixture.UnixClient();
+        var session = await CreateAsync(client);
+        try
+        {
+            // The runner (PID 1) stops on SIGTERM and the task exits 0 while this run is still going.
+            var stopping = Query(session.KernelId, "import os, signal, time\nprint('stopping', flush=True)\nos.kill(1, signal.SIGTERM)\ntime.sleep(60)");
+            using var call = client.Sessions.Execute(stopping, cancellationToken: Timeout());
+            Assert.StartsWith("stopping", await FirstOutputAsync(call), StringComparison.Ordinal);
+            var shown = await Eventually.WaitAsync(() => client.Sessions.GetSessionAsync(new SessionRef { KernelId = session.KernelId }).ResponseAsync,
+                s => s.EndReason is not null, "the session to end", TimeSpan.FromSeconds(60));
+            Assert.Equal(("exited", "exited (code 0)"), (shown.State, shown.EndReason.Description));
+            Assert.Equal("", shown.ActiveRunId);
+        }
+        finally
+        {
+            await client.Sessions.DestroySessionAsync(new DestroySessionRequest { KernelId = session.KernelId });
+        }
+    }
+
+    [Fact]
     public async Task Unix_socket_session_lifecycle_runs_code_and_moves_files()
     {
         using var client = fixture.UnixClient();

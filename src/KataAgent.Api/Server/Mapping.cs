@@ -22,7 +22,8 @@ public static class Mapping
     {
         var r = session.Record;
         var info = FromRecord(r, session.State, session.OutOfMemory, session.ExitCode);
-        info.ActiveRunId = session.Runner.ActiveRunId ?? "";
+        // A run cut short by the session's end is not active; the end reason says what happened to it.
+        info.ActiveRunId = session.EndReason is null ? session.Runner.ActiveRunId ?? "" : "";
         info.Ports.AddRange(r.Ports.Select(p => new V1.PublishedPort
         {
             Name = p.Name,
