@@ -58,8 +58,37 @@ public sealed partial class KernelRunnerClient
     private long _duplicatesDropped;
     private long _lostMessages;
 
-    /// <summary>The runner sequences its output (<see cref="KernelRunnerClientOptions.SequencedOutput"/>).</summary>
-    public bool IsSequenced => _options.SequencedOutput;
+    // What the runner's own status said: an older runner binary ignores the runner.json switch and never answers `runs`.
+    // 0: not known yet (asked per connection), 1: it numbers its output, 2: it does not.
+    private int _runnerSequences;
+
+    /// <summary>
+    /// The runner sequences its output: asked for (<see cref="KernelRunnerClientOptions.SequencedOutput"/>) and not
+    /// denied by the runner's status (read before the first run of a connection).
+    /// </summary>
+    public bool IsSequenced => _options.SequencedOutput && Volatile.Read(ref _runnerSequences) != 2;
+
+    private void NoteRunnerSequencing(IReadOnlyDictionary<string, object?> status)
+    {
+        if (_options.SequencedOutput)
+        {
+            Volatile.Write(ref _runnerSequences, status.TryGetValue("sequenced-output", out object? value) && value is true ? 1 : 2);
+        }
+    }
+
+    /// <summary>Whether the runner numbers its output, from its status (one round trip per connection, often already made by a readiness probe).</summary>
+    private async Task<bool> RunnerSequencesAsync(CancellationToken cancellationToken)
+    {
+        if (!_options.SequencedOutput)
+        {
+            return false;
+        }
+        if (Volatile.Read(ref _runnerSequences) == 0)
+        {
+            await GetStatusAsync(cancellationToken).ConfigureAwait(false);
+        }
+        return Volatile.Read(ref _runnerSequences) == 1;
+    }
 
     /// <summary>Replays asked of the runner (gap or silence).</summary>
     public long ReplayRequests => Interlocked.Read(ref _replayRequests);
@@ -85,9 +114,11 @@ public sealed partial class KernelRunnerClient
     /// <summary>`runs`: the runs the runner knows (the last 64) and its sequence range. Sequenced mode only.</summary>
     public async Task<RunnerRuns> ListRunnerRunsAsync(CancellationToken cancellationToken = default)
     {
-        if (!_options.SequencedOutput)
+        if (!await RunnerSequencesAsync(cancellationToken).ConfigureAwait(false))
         {
-            throw new InvalidOperationException("the runner's runs are known only in sequenced mode (KernelRunnerClientOptions.SequencedOutput)");
+            throw new InvalidOperationException(_options.SequencedOutput
+                ? "the runner does not number its output (an older kata-runner): its runs cannot be listed or replayed"
+                : "the runner's runs are known only in sequenced mode (KernelRunnerClientOptions.SequencedOutput)");
         }
         // A reply can be lost like output (a half-connected peer on the runner's PUSH socket): ask again, briefly.
         TimeSpan attempt = _options.ReplyTimeout < TimeSpan.FromSeconds(2) ? _options.ReplyTimeout : TimeSpan.FromSeconds(2);
@@ -170,6 +201,10 @@ public sealed partial class KernelRunnerClient
         }
         if (!known)
         {
+            if (!await RunnerSequencesAsync(cancellationToken).ConfigureAwait(false))
+            {
+                return; // plain two-frame output, as before sequencing existed
+            }
             RunnerRuns runs = await ListRunnerRunsAsync(cancellationToken).ConfigureAwait(false);
             lock (_gate)
             {
@@ -183,6 +218,8 @@ public sealed partial class KernelRunnerClient
     private void ForgetSequenceLocked()
     {
         _lastSeq = null;
+        // A new connection may be a new runner process (a restart): ask it again.
+        Volatile.Write(ref _runnerSequences, 0);
         _replayAskedFrom = 0;
     }
 

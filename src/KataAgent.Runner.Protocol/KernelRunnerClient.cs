@@ -253,7 +253,9 @@ public sealed partial class KernelRunnerClient : IAsyncDisposable, IDisposable
     public async Task<IReadOnlyDictionary<string, object?>> GetStatusAsync(CancellationToken cancellationToken = default)
     {
         byte[] answer = await RequestAsync(RunnerMessageTypes.Status, [], RunnerMessageTypes.Status, _options.ReplyTimeout, cancellationToken).ConfigureAwait(false);
-        return MessagePackMapReader.Read(answer);
+        IReadOnlyDictionary<string, object?> status = MessagePackMapReader.Read(answer);
+        NoteRunnerSequencing(status);
+        return status;
     }
 
     /// <summary>Sends `start-service` (Backend.AI's shape, see <see cref="ServiceDefinition"/>) and returns the `service-result`.</summary>

@@ -212,6 +212,8 @@ internal sealed class RunnerSession : IDisposable
             .Add("services", _services.Count)
             .Add("pid", Libc.getpid())
             .Add("uptime-seconds", _uptime.Elapsed.TotalSeconds)
+            // How the agent learns that this runner numbers its output (an older runner ignores the runner.json switch).
+            .Add("sequenced-output", _link.Journal is not null)
             .Encode();
     }
 

@@ -55,7 +55,7 @@ public sealed class RunnerHost : IAsyncDisposable
     /// <param name="waitUntilServing">False: return once the process is started, before any status was answered.</param>
     public static async Task<RunnerHost> StartAsync(PublishedRunner runner, Action<RunnerHost>? prepare = null, bool curve = false,
         long maxMessageSize = KernelRunnerClientOptions.DefaultMaxMessageSize, bool waitUntilServing = true, TimeSpan? replyTimeout = null,
-        bool sequenced = false, long? replayBufferBytes = null)
+        bool sequenced = false, long? replayBufferBytes = null, bool? clientSequenced = null)
     {
         string root = Directory.CreateTempSubdirectory("kata-runner-test-").FullName;
         var host = new RunnerHost(runner.BinaryPath, root, FreePort(), FreePort());
@@ -86,7 +86,7 @@ public sealed class RunnerHost : IAsyncDisposable
             var options = new KernelRunnerClientOptions
             {
                 InputPort = host.InputPort, OutputPort = host.OutputPort, Curve = host.Curve, MaxMessageSize = maxMessageSize,
-                SequencedOutput = sequenced,
+                SequencedOutput = clientSequenced ?? sequenced,
             };
             host._clientOptions = replyTimeout is TimeSpan timeout ? options with { ReplyTimeout = timeout } : options;
             host.Client = new KernelRunnerClient(host._clientOptions);

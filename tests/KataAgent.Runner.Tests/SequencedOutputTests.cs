@@ -124,6 +124,27 @@ public sealed class SequencedOutputTests(PublishedRunner runner)
         Assert.Contains(run, message => message.Type == "stdout" && message.Payload == "plain\n");
     }
 
+    [Fact]
+    public async Task A_client_asking_for_sequenced_output_from_a_runner_that_does_not_number_it_runs_plain()
+    {
+        // As an older kata-runner (which ignores the runner.json switch) is to an agent that asks for sequencing.
+        await using RunnerHost host = await RunnerHost.StartAsync(runner, sequenced: false, clientSequenced: true);
+        CancellationToken limit = RunnerTestHelpers.Limit();
+
+        IReadOnlyDictionary<string, object?> status = await host.Client.GetStatusAsync(limit);
+        Assert.Equal(false, status["sequenced-output"]);
+        Assert.False(host.Client.IsSequenced);
+        ExecutionResult run = await host.Client.ExecuteToStatusAsync("r1", ExecutionMode.Query, "print(6 * 7)", limit);
+        Assert.True(run.Status == ExecutionStatus.Finished && run.Text("stdout") == "42\n", run.Describe());
+
+        // A client that never asked for the status learns it before its first run instead of waiting for `runs`.
+        KernelRunnerClient fresh = host.ReplaceClient();
+        ExecutionResult again = await fresh.ExecuteToStatusAsync("r2", ExecutionMode.Query, "print('again')", limit);
+        Assert.True(again.Status == ExecutionStatus.Finished && again.Text("stdout") == "again\n", again.Describe());
+        Assert.False(fresh.IsSequenced);
+        await Assert.ThrowsAsync<InvalidOperationException>(() => fresh.ListRunnerRunsAsync(limit));
+    }
+
     private sealed record Received(string Type, string Payload, long? Seq, long? Run);
 
     /// <summary>A raw agent-side peer (NULL mechanism) that keeps the third frame.</summary>
