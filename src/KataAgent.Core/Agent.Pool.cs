@@ -29,6 +29,8 @@ public sealed partial class Agent
     private readonly SemaphoreSlim _poolWake = new(0);
 #pragma warning restore CA2213
     private Task? _poolLoop;
+    // Stops the refiller apart from the agent's stop: a drain ends refilling while the agent serves on.
+    private readonly CancellationTokenSource _poolStop = new();
     private int _coldCreatesInFlight;
     // Discards started from the event pump: a stopping agent waits for them (they reap network and scratch).
     private readonly List<Task> _backgroundDiscards = [];
@@ -44,7 +46,7 @@ public sealed partial class Agent
             _pools.Add(new WarmPool(spec));
         }
         if (_pools.Count > 0)
-            _poolLoop = Task.Run(() => RefillLoopAsync(_stop.Token), CancellationToken.None);
+            _poolLoop = Task.Run(() => RefillLoopAsync(_poolStop.Token), CancellationToken.None);
     }
 
     private void WakeRefiller()
@@ -378,9 +380,16 @@ public sealed partial class Agent
     /// <summary>Tests: stop as a killed agent would, leaving the idle members for the next agent's recovery to reap.</summary>
     internal bool LeavePoolOnStop { get; set; }
 
+    /// <summary>
+    /// Ends refilling and destroys every idle member (a fill under way finishes and goes too); claimed sessions stay.
+    /// Later creates that match a pool go cold. For maintenance, and for a teardown that must not race the refiller.
+    /// </summary>
+    public Task DrainPoolsAsync() => StopPoolsAsync();
+
     /// <summary>Agent stop: the refiller ends and the idle members go (a killed agent's are reaped at recovery).</summary>
     private async Task StopPoolsAsync()
     {
+        await _poolStop.CancelAsync().ConfigureAwait(false);
         if (_poolLoop is not null)
             await _poolLoop.ConfigureAwait(false);
         Task[] discards;

@@ -387,6 +387,7 @@ public sealed partial class Agent : IAsyncDisposable
         if (_privateContainerd is not null)
             await _privateContainerd.DisposeAsync().ConfigureAwait(false);
         _stop.Dispose();
+        _poolStop.Dispose();
         _dataDirLock.Dispose();
     }
 }

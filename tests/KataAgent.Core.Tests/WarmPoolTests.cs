@@ -235,6 +235,40 @@ public abstract class WarmPoolTestsBase(PoolAgentFixture fixture)
     }
 
     [Fact]
+    public async Task Draining_the_pools_reaps_every_member_and_a_fill_under_way_and_later_creates_go_cold()
+    {
+        await fixture.EnsurePoolAsync();
+        await FullAsync();
+        var claimed = await CreateAsync();
+        Assert.Equal(CreatePath.Pooled, claimed.CreatePath);
+        // The claim woke the refiller: drain while it makes the replacement, the moment a teardown used to leak a shim.
+        await Eventually.WaitAsync(() => Pool, p => p.Filling > 0 || p.Idle == 2, "the refiller to start a member", Fill);
+        await Agent.DrainPoolsAsync();
+        Session? cold = null;
+        try
+        {
+            Assert.Equal(0, Pool.Idle);
+            Assert.Equal(0, Pool.Filling);
+            var census = await AgentLeakCensus.TakeAsync(Agent);
+            Assert.Equal([claimed.Record.ContainerId], census.Containers);
+            Assert.Equal([claimed.KernelId], census.SessionRecords);
+            Assert.Single(census.ShimProcesses);
+            Assert.Equal("still here\n", await RunAsync(claimed, "print('still here')"));
+            cold = await CreateAsync();
+            Assert.Equal(CreatePath.Cold, cold.CreatePath);
+        }
+        finally
+        {
+            await Agent.DestroySessionAsync(claimed.KernelId);
+            if (cold is not null)
+                await Agent.DestroySessionAsync(cold.KernelId);
+        }
+        var after = await AgentLeakCensus.TakeAsync(Agent);
+        Assert.True(after.IsClean, after.ToString());
+        await fixture.RestartAgentAsync(); // the pool back for the other tests
+    }
+
+    [Fact]
     public async Task Recovery_keeps_claimed_sessions_and_reaps_idle_members_of_a_killed_agent()
     {
         await fixture.EnsurePoolAsync();

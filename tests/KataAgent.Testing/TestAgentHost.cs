@@ -103,6 +103,8 @@ public sealed class TestAgentHost : IAsyncDisposable
         {
             if (_agent is not null)
             {
+                // First: a refiller running on would make new members while the namespace is reaped below.
+                await _agent.DrainPoolsAsync();
                 foreach (var session in _agent.Sessions)
                 {
                     try

@@ -84,15 +84,26 @@ public sealed class ContainerLauncher(ContainerdClient client, ILogger logger)
         return Task.FromResult(new Specified(prepared, Specs.ToUtf8Json(spec)));
     }
 
+    /// <summary>
+    /// How long a create call may take once sent. A caller's cancellation does not abandon it: containerd finishes a
+    /// create the client gave up on, and an undo run before it does would find nothing and leave the container or the
+    /// task (with its shim) behind.
+    /// </summary>
+    internal static readonly TimeSpan CreateCallLimit = TimeSpan.FromSeconds(60);
+
     private async Task<Prepared> CreateContainerAsync(Specified specified, UndoStack undo, CancellationToken cancellationToken)
     {
         var launch = specified.Prepared.Launch;
-        await client.Containers.CreateAsync(new NewContainer(launch.Id, launch.Runtime, specified.SpecJson)
+        cancellationToken.ThrowIfCancellationRequested();
+        using (var bounded = new CancellationTokenSource(CreateCallLimit))
         {
-            Image = launch.Image.Name,
-            SnapshotKey = specified.Prepared.SnapshotKey,
-            Labels = launch.Labels,
-        }, cancellationToken).ConfigureAwait(false);
+            await client.Containers.CreateAsync(new NewContainer(launch.Id, launch.Runtime, specified.SpecJson)
+            {
+                Image = launch.Image.Name,
+                SnapshotKey = specified.Prepared.SnapshotKey,
+                Labels = launch.Labels,
+            }, bounded.Token).ConfigureAwait(false);
+        }
         undo.Push("container", async ct =>
         {
             try
@@ -103,15 +114,19 @@ public sealed class ContainerLauncher(ContainerdClient client, ILogger logger)
             {
             }
         });
+        cancellationToken.ThrowIfCancellationRequested();
         return specified.Prepared;
     }
 
     private async Task<LaunchedContainer> CreateTaskAsync(Prepared prepared, UndoStack undo, CancellationToken cancellationToken)
     {
         var launch = prepared.Launch;
+        cancellationToken.ThrowIfCancellationRequested();
         try
         {
-            var pid = await client.Tasks.CreateAsync(launch.Id, prepared.RootfsMounts, launch.Io, cancellationToken: cancellationToken).ConfigureAwait(false);
+            using var bounded = new CancellationTokenSource(CreateCallLimit);
+            var pid = await client.Tasks.CreateAsync(launch.Id, prepared.RootfsMounts, launch.Io, cancellationToken: bounded.Token).ConfigureAwait(false);
+            cancellationToken.ThrowIfCancellationRequested();
             return new LaunchedContainer(launch.Id, pid);
         }
         finally
@@ -123,7 +138,12 @@ public sealed class ContainerLauncher(ContainerdClient client, ILogger logger)
 
     private async Task<LaunchedContainer> StartTaskAsync(LaunchedContainer launched, CancellationToken cancellationToken)
     {
-        await client.Tasks.StartAsync(launched.Id, cancellationToken: cancellationToken).ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
+        using (var bounded = new CancellationTokenSource(CreateCallLimit))
+        {
+            await client.Tasks.StartAsync(launched.Id, cancellationToken: bounded.Token).ConfigureAwait(false);
+        }
+        cancellationToken.ThrowIfCancellationRequested();
         return launched;
     }
 }
