@@ -34,9 +34,10 @@ internal static class BenchAgent
         },
     };
 
-    public static async Task<(Agent Agent, string Image)> StartAsync(string dataDir, int slot = 0)
+    public static async Task<(Agent Agent, string Image)> StartAsync(string dataDir, int slot = 0, Func<AgentOptions, AgentOptions>? configure = null)
     {
-        var agent = await Agent.StartAsync(Options(dataDir, slot), NullLoggerFactory.Instance);
+        var options = Options(dataDir, slot);
+        var agent = await Agent.StartAsync(configure is null ? options : configure(options), NullLoggerFactory.Instance);
         var built = await new BaseImageBuilder().BuildPythonAsync();
         var image = (await new ImageImporter(agent.Containerd).ImportAsync(built.ArchivePath)).Single();
         return (agent, image.Name);

@@ -51,6 +51,12 @@ switch (scenario)
     case "soak":
         failed = !await SoakBench.RunAsync(cycles, report);
         break;
+    case "soak-pool":
+        failed = !await PoolBench.SoakAsync(cycles, report);
+        break;
+    case "pool":
+        await PoolBench.RunAsync(quick ? 5 : Math.Max(runs, 10), runtimes.Count > 0 ? runtimes : ["runc", "gvisor"], report);
+        break;
     case "chaos":
         failed = !await ChaosBench.RunAsync(kills: runs, report);
         break;
@@ -58,7 +64,7 @@ switch (scenario)
         await ChaosBench.ChildAsync(positional[1]);
         return 0;
     default:
-        await Console.Error.WriteLineAsync($"unknown scenario '{scenario}' (echo, exec, create, sessions, idle-rss, soak, chaos)");
+        await Console.Error.WriteLineAsync($"unknown scenario '{scenario}' (echo, exec, create, sessions, pool, idle-rss, soak, soak-pool, chaos)");
         return 2;
 }
 if (report.Length > 0)

@@ -63,11 +63,19 @@ public sealed partial class Agent
             {
                 foreach (var pool in _pools.OrderByDescending(p => p.BelowMin))
                 {
-                    // A cold create that evicted members gets the room first.
-                    while (pool.Wanted > 0 && Volatile.Read(ref _coldCreatesInFlight) == 0 && !cancellationToken.IsCancellationRequested)
+                    try
                     {
-                        if (!await FillOneAsync(pool, cancellationToken).ConfigureAwait(false))
-                            break;
+                        // A cold create that evicted members gets the room first.
+                        while (pool.Wanted > 0 && Volatile.Read(ref _coldCreatesInFlight) == 0 && !cancellationToken.IsCancellationRequested)
+                        {
+                            if (!await FillOneAsync(pool, cancellationToken).ConfigureAwait(false))
+                                break;
+                        }
+                    }
+                    catch (Exception e) when (e is not OperationCanceledException)
+                    {
+                        // A refiller that died here would leave every pool empty for the agent's lifetime, silently.
+                        _logger.LogError(e, "pool {Pool}: refill failed; retrying next round", pool.Spec.Key);
                     }
                 }
                 await _poolWake.WaitAsync(TimeSpan.FromSeconds(2), cancellationToken).ConfigureAwait(false);
@@ -107,8 +115,9 @@ public sealed partial class Agent
             _logger.LogInformation("pool {Pool}: member {Id} ready in {Ms} ms", spec.Key, id, took.ElapsedMilliseconds);
             return true;
         }
-        catch (SessionCreateException e)
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
+            // Whatever the cause (no such image yet, a refused request): the refiller lives on and tries next round.
             error = e.Message;
             _logger.LogWarning("pool {Pool}: cannot make a member: {Error}", spec.Key, e.Message);
             return false;

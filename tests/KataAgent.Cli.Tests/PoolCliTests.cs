@@ -37,7 +37,10 @@ public sealed class PoolCliTests(PoolCliEnvironment env) : IClassFixture<PoolCli
         var serve = await ServeProcess.StartAsync(env);
         try
         {
-            // The refiller retries until the image is there (a fresh data dir has none).
+            // A fresh data dir has no image: the refiller says so and lives on, retrying until it is there.
+            var missing = await Eventually.WaitAsync(async () => await PoolAsync(), p => p.RefillFailures > 0,
+                "the refiller to report the missing image", TimeSpan.FromMinutes(2));
+            Assert.Contains(PoolCliEnvironment.Image, missing.LastError, StringComparison.Ordinal);
             var built = await env.RunAsync("image", "build-base");
             Assert.True(built.ExitCode == 0, built.ToString());
             var filled = await Eventually.WaitAsync(async () => await PoolAsync(), p => p.Idle == 1,
@@ -61,10 +64,12 @@ public sealed class PoolCliTests(PoolCliEnvironment env) : IClassFixture<PoolCli
             // Refilled after the claim: the serve stops with an idle member, which it must take down with it.
             await Eventually.WaitAsync(async () => await PoolAsync(), p => p.Idle == 1, "the pool to refill", TimeSpan.FromMinutes(3));
         }
-        finally
+        catch
         {
-            Assert.Equal(0, await ServeProcess.StopAsync(serve));
+            await ServeProcess.StopAsync(serve);
+            throw;
         }
+        Assert.Equal(0, await ServeProcess.StopAsync(serve));
         var census = await env.CensusAsync();
         Assert.True(census.IsClean, census.ToString());
     }
@@ -95,7 +100,7 @@ public sealed class PoolCliTests(PoolCliEnvironment env) : IClassFixture<PoolCli
         }
     }
 
-    private sealed record PoolRow(string Key, int Idle, int Filling, long Claims);
+    private sealed record PoolRow(string Key, int Idle, int Filling, long Claims, long RefillFailures, string LastError);
 
     private async Task<PoolRow> PoolAsync()
     {
@@ -105,6 +110,7 @@ public sealed class PoolCliTests(PoolCliEnvironment env) : IClassFixture<PoolCli
         var pool = Assert.Single(json.RootElement.GetProperty("pools").EnumerateArray());
         static long Number(JsonElement e, string name) =>
             e.TryGetProperty(name, out var v) ? (v.ValueKind == JsonValueKind.String ? long.Parse(v.GetString()!, System.Globalization.CultureInfo.InvariantCulture) : v.GetInt64()) : 0;
-        return new PoolRow(pool.GetProperty("key").GetString()!, (int)Number(pool, "idle"), (int)Number(pool, "filling"), Number(pool, "claims"));
+        return new PoolRow(pool.GetProperty("key").GetString()!, (int)Number(pool, "idle"), (int)Number(pool, "filling"), Number(pool, "claims"),
+            Number(pool, "refillFailures"), pool.TryGetProperty("lastError", out var error) ? error.GetString() ?? "" : "");
     }
 }
