@@ -274,6 +274,7 @@ public abstract class ImageSessionTestsBase(AgentFixture fixture, string runtime
             Image = name,
             RunnerCommand = command,
             ServicePorts = [new ServicePortDefinition("web", "http", [8080])],
+            Environment = new Dictionary<string, string> { ["KATA_FOR_THE_IMAGES_RUNNER"] = "yes" },
         });
         try
         {
@@ -285,6 +286,18 @@ public abstract class ImageSessionTestsBase(AgentFixture fixture, string runtime
             var stored = Assert.Single((await Agent.Services.Store.LoadAllAsync()).Single(r => r.KernelId == session.KernelId).ServicePorts);
             Assert.Equal((web.UrlTemplate, "APP_TOKEN"), (stored.UrlTemplate, Assert.Single(stored.AllowedEnvs)));
             Assert.Equal("from the image's runner\n", Out(await QueryAsync(session, "import sys\nprint(\"from the image's runner\")")));
+
+            // It runs where ours would: in the work dir, with the session's environment, config dir and intrinsic ports.
+            var where = await QueryAsync(session, """
+                import os, json
+                print(os.getcwd(), os.environ.get('KATA_FOR_THE_IMAGES_RUNNER'))
+                print('KATA_FOR_THE_IMAGES_RUNNER=yes' in open('/home/config/environ.txt').read().splitlines())
+                print(sorted(json.load(open('/home/config/intrinsic-ports.json')).items()))
+                open('/home/work/written-by-the-images-runner', 'w').write('scratch')
+                """);
+            Assert.True(where.ExitCode == 0, where.ToJson());
+            Assert.Equal("/home/work yes\nTrue\n[('replin', 2000), ('replout', 2001)]\n", Out(where));
+            Assert.Equal("scratch", await File.ReadAllTextAsync(Path.Combine(session.Record.ScratchDir, "work", "written-by-the-images-runner")));
         }
         finally
         {
