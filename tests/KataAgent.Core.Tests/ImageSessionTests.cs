@@ -220,10 +220,13 @@ public abstract class ImageSessionTestsBase(AgentFixture fixture, string runtime
             var first = await QueryAsync(session, "x = 20\nprint(x + 1)");
             Assert.True(first.Status == ExecutionStatus.Finished && first.ExitCode == 0, first.ToJson());
             Assert.Equal("21\n", Out(first));
+            // The runner's log lines between runs (as Backend.AI's runner sends them) stay out of every run.
+            Assert.Equal("", Out(first, "stderr"));
             Assert.Equal("22\n", Out(await QueryAsync(session, "print(x + 2)")));
             var error = await QueryAsync(session, "1/0");
             Assert.Equal(1, error.ExitCode);
             Assert.Contains("ZeroDivisionError", Out(error, "stderr"), StringComparison.Ordinal);
+            Assert.DoesNotContain("ai.backend.kernel", Out(error, "stderr"), StringComparison.Ordinal);
 
             // The image declares no batch mode: refused by the agent with the label named.
             var batch = Assert.Throws<SessionRequestException>(() => Agent.ExecuteAsync(session.KernelId, "b", ExecutionMode.Batch, ""));
