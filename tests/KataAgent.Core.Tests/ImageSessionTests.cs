@@ -184,6 +184,54 @@ public abstract class ImageSessionTestsBase(AgentFixture fixture, string runtime
         }
     }
 
+    [Fact]
+    public async Task Runtime_labels_choose_the_interpreter_and_a_runtime_without_one_has_no_query_mode()
+    {
+        var pinned = UniqueName("runtime-path");
+        await ImportAsync(new DerivedImageSpec { Name = pinned, Labels = new Dictionary<string, string?> { [ImageLabels.RuntimePath] = "/usr/bin/python3.11" } });
+        var noInterpreter = UniqueName("runtime-type");
+        await ImportAsync(new DerivedImageSpec { Name = noInterpreter, Labels = new Dictionary<string, string?> { [ImageLabels.RuntimeType] = "app" } });
+
+        var session = await CreateAsync(new SessionRequest { Image = pinned });
+        try
+        {
+            // The base image's own label says /usr/bin/python3; the derived image's runtime-path wins.
+            var result = await QueryAsync(session, "import sys\nprint(sys.executable)");
+            Assert.True(result.ExitCode == 0, result.ToJson());
+            Assert.Equal("/usr/bin/python3.11\n", Out(result));
+        }
+        finally
+        {
+            await Agent.DestroySessionAsync(session.KernelId);
+        }
+
+        var app = await CreateAsync(new SessionRequest { Image = noInterpreter });
+        try
+        {
+            var query = await QueryAsync(app, "print('never')");
+            Assert.Equal(127, query.ExitCode);
+            Assert.Contains("query mode is not available for runtime type 'app'", Out(query, "stderr"), StringComparison.Ordinal);
+            Assert.Equal("", Out(query));
+
+            // Batch commands still run: the runtime type takes the interpreter away, not the shell.
+            using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+            var options = new ExecutionOptions { FlushTimeout = TimeSpan.FromSeconds(30), Exec = "echo from the shell" };
+            var batch = await CollectAsync(Agent.ExecuteAsync(app.KernelId, "batch-1", ExecutionMode.Batch, "", options, timeout.Token));
+            var console = batch.Console.ToList();
+            while (batch.Status is ExecutionStatus.Continued or ExecutionStatus.CleanFinished or ExecutionStatus.BuildFinished)
+            {
+                batch = await CollectAsync(Agent.ExecuteAsync(app.KernelId, "batch-1", ExecutionMode.Continue, "", options, timeout.Token));
+                console.AddRange(batch.Console);
+            }
+            Assert.True(batch.Status == ExecutionStatus.Finished && batch.ExitCode == 0, batch.ToJson());
+            Assert.Equal("from the shell\n", Out(batch with { Console = console }));
+        }
+        finally
+        {
+            await Agent.DestroySessionAsync(app.KernelId);
+        }
+    }
+
     private static DerivedImageSpec RunnerImage(string name, IReadOnlyDictionary<string, string?> labels) => new()
     {
         Name = name,
