@@ -184,6 +184,54 @@ public abstract class ImageSessionTestsBase(AgentFixture fixture, string runtime
         }
     }
 
+    [Fact]
+    public async Task Runtime_labels_choose_the_interpreter_and_a_runtime_without_one_has_no_query_mode()
+    {
+        var pinned = UniqueName("runtime-path");
+        await ImportAsync(new DerivedImageSpec { Name = pinned, Labels = new Dictionary<string, string?> { [ImageLabels.RuntimePath] = "/usr/bin/python3.11" } });
+        var noInterpreter = UniqueName("runtime-type");
+        await ImportAsync(new DerivedImageSpec { Name = noInterpreter, Labels = new Dictionary<string, string?> { [ImageLabels.RuntimeType] = "app" } });
+
+        var session = await CreateAsync(new SessionRequest { Image = pinned });
+        try
+        {
+            // The base image's own label says /usr/bin/python3; the derived image's runtime-path wins.
+            var result = await QueryAsync(session, "import sys\nprint(sys.executable)");
+            Assert.True(result.ExitCode == 0, result.ToJson());
+            Assert.Equal("/usr/bin/python3.11\n", Out(result));
+        }
+        finally
+        {
+            await Agent.DestroySessionAsync(session.KernelId);
+        }
+
+        var app = await CreateAsync(new SessionRequest { Image = noInterpreter });
+        try
+        {
+            var query = await QueryAsync(app, "print('never')");
+            Assert.Equal(127, query.ExitCode);
+            Assert.Contains("query mode is not available for runtime type 'app'", Out(query, "stderr"), StringComparison.Ordinal);
+            Assert.Equal("", Out(query));
+
+            // Batch commands still run: the runtime type takes the interpreter away, not the shell.
+            using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+            var options = new ExecutionOptions { FlushTimeout = TimeSpan.FromSeconds(30), Exec = "echo from the shell" };
+            var batch = await CollectAsync(Agent.ExecuteAsync(app.KernelId, "batch-1", ExecutionMode.Batch, "", options, timeout.Token));
+            var console = batch.Console.ToList();
+            while (batch.Status is ExecutionStatus.Continued or ExecutionStatus.CleanFinished or ExecutionStatus.BuildFinished)
+            {
+                batch = await CollectAsync(Agent.ExecuteAsync(app.KernelId, "batch-1", ExecutionMode.Continue, "", options, timeout.Token));
+                console.AddRange(batch.Console);
+            }
+            Assert.True(batch.Status == ExecutionStatus.Finished && batch.ExitCode == 0, batch.ToJson());
+            Assert.Equal("from the shell\n", Out(batch with { Console = console }));
+        }
+        finally
+        {
+            await Agent.DestroySessionAsync(app.KernelId);
+        }
+    }
+
     private static DerivedImageSpec RunnerImage(string name, IReadOnlyDictionary<string, string?> labels) => new()
     {
         Name = name,
@@ -220,10 +268,13 @@ public abstract class ImageSessionTestsBase(AgentFixture fixture, string runtime
             var first = await QueryAsync(session, "x = 20\nprint(x + 1)");
             Assert.True(first.Status == ExecutionStatus.Finished && first.ExitCode == 0, first.ToJson());
             Assert.Equal("21\n", Out(first));
+            // The runner's log lines between runs (as Backend.AI's runner sends them) stay out of every run.
+            Assert.Equal("", Out(first, "stderr"));
             Assert.Equal("22\n", Out(await QueryAsync(session, "print(x + 2)")));
             var error = await QueryAsync(session, "1/0");
             Assert.Equal(1, error.ExitCode);
             Assert.Contains("ZeroDivisionError", Out(error, "stderr"), StringComparison.Ordinal);
+            Assert.DoesNotContain("ai.backend.kernel", Out(error, "stderr"), StringComparison.Ordinal);
 
             // The image declares no batch mode: refused by the agent with the label named.
             var batch = Assert.Throws<SessionRequestException>(() => Agent.ExecuteAsync(session.KernelId, "b", ExecutionMode.Batch, ""));
@@ -274,6 +325,7 @@ public abstract class ImageSessionTestsBase(AgentFixture fixture, string runtime
             Image = name,
             RunnerCommand = command,
             ServicePorts = [new ServicePortDefinition("web", "http", [8080])],
+            Environment = new Dictionary<string, string> { ["KATA_FOR_THE_IMAGES_RUNNER"] = "yes" },
         });
         try
         {
@@ -285,6 +337,18 @@ public abstract class ImageSessionTestsBase(AgentFixture fixture, string runtime
             var stored = Assert.Single((await Agent.Services.Store.LoadAllAsync()).Single(r => r.KernelId == session.KernelId).ServicePorts);
             Assert.Equal((web.UrlTemplate, "APP_TOKEN"), (stored.UrlTemplate, Assert.Single(stored.AllowedEnvs)));
             Assert.Equal("from the image's runner\n", Out(await QueryAsync(session, "import sys\nprint(\"from the image's runner\")")));
+
+            // It runs where ours would: in the work dir, with the session's environment, config dir and intrinsic ports.
+            var where = await QueryAsync(session, """
+                import os, json
+                print(os.getcwd(), os.environ.get('KATA_FOR_THE_IMAGES_RUNNER'))
+                print('KATA_FOR_THE_IMAGES_RUNNER=yes' in open('/home/config/environ.txt').read().splitlines())
+                print(sorted(json.load(open('/home/config/intrinsic-ports.json')).items()))
+                open('/home/work/written-by-the-images-runner', 'w').write('scratch')
+                """);
+            Assert.True(where.ExitCode == 0, where.ToJson());
+            Assert.Equal("/home/work yes\nTrue\n[('replin', 2000), ('replout', 2001)]\n", Out(where));
+            Assert.Equal("scratch", await File.ReadAllTextAsync(Path.Combine(session.Record.ScratchDir, "work", "written-by-the-images-runner")));
         }
         finally
         {

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Globalization;
 using KataAgent.Api.V1;
 
 namespace KataAgent.Cli.Commands;
@@ -80,11 +81,26 @@ internal static partial class SessionCommands
             if (reply.Status is "started" or "running")
             {
                 Output.Info($"service {TerminalText.Name(request.Name)} {reply.Status}");
+                await PrintServiceAddressesAsync(connection, request.KernelId, request.Name, ct);
                 return 0;
             }
             throw new CliException($"service {TerminalText.Name(request.Name)} {reply.Status}: {TerminalText.Name(reply.Error)}");
         });
         return command;
+    }
+
+    // Where the started app answers on the host: its published ports, and its URL when the image gives a url_template.
+    private static async Task PrintServiceAddressesAsync(AgentConnection connection, string kernelId, string name, CancellationToken ct)
+    {
+        var session = await connection.Client.Sessions.GetSessionAsync(new SessionRef { KernelId = kernelId }, cancellationToken: ct);
+        var template = session.ServicePorts.FirstOrDefault(p => p.Name == name)?.UrlTemplate ?? "";
+        foreach (var port in session.Ports.Where(p => p.Name == name))
+        {
+            var url = template.Length > 0
+                ? "  " + template.Replace("{host}", port.HostIp, StringComparison.Ordinal).Replace("{port}", port.HostPort.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal)
+                : "";
+            await Console.Out.WriteLineAsync($"{TerminalText.Name(name)} {port.ContainerPort} -> {port.HostIp}:{port.HostPort}{TerminalText.Name(url)}");
+        }
     }
 
     private static Command ServiceStopCommand()

@@ -9,6 +9,9 @@ runner: PULL bound on 2000 (the agent's requests), PUSH bound on 2001 (the answe
             "finished" {"exitCode": 0 or 1}
   get-apps -> the JSON given with --apps-result '<json>' (as "apps-result"); without that option it is not answered
 Anything else (complete, start-service, ...) is logged and left unanswered, like an old runner.
+Like Backend.AI's runner it also sends a log line as "stderr" outside any run (before each status answer); the
+agent's client must not let it leak into a run's output. (A log line sent between runs at any other time could not be
+told apart from the next run's stderr: the wire has no run id, and Backend.AI's runner's log lines reach users so too.)
 Used by the agent's tests (image's-own-runner mode).
 """
 import contextlib
@@ -140,6 +143,7 @@ def serve_requests(conn):
                 continue
             msg_type, payload = frames[0].decode(), frames[1]
             if msg_type == "status":
+                send("stderr", b"INFO ai.backend.kernel: status requested\n")
                 send("status", status_payload())
             elif msg_type == "code":
                 run_code(payload.decode())
