@@ -5,6 +5,7 @@ Frames on both descriptors are: 1 kind byte, 4-byte big-endian payload length, p
 
 runner -> driver (CONTROL_IN_FD):
   r  source text to run          c  completion request (JSON)      i  answer to an input() request
+  E  environment to take on (JSON {"NAME": "value"}; a pool member's tenant arrived)
 driver -> runner (EVENTS_OUT_FD):
   R  ready (JSON)                o / e  stdout / stderr text (UTF-8)
   w  waiting for input (JSON {"is_password": bool})
@@ -552,6 +553,21 @@ def watch_runner():
                 os._exit(1)
 
 
+def take_environment(payload):
+    """The tenant of a pool member that started this interpreter before it came: its environment, from now on."""
+    try:
+        environ = json.loads(payload.decode("utf-8"))
+    except ValueError:
+        return
+    if not isinstance(environ, dict):
+        return
+    for name, value in environ.items():
+        if isinstance(name, str) and isinstance(value, str):
+            os.environ[name] = value
+    if "TZ" in environ and hasattr(time, "tzset"):
+        time.tzset()
+
+
 def main():
     watchdog = threading.Thread(target=watch_runner, name="kata-runner-watchdog")
     watchdog.daemon = True
@@ -582,6 +598,8 @@ def main():
             interpreter.run(payload.decode("utf-8", "replace"))
         elif kind == b"c":
             interpreter.complete(payload)
+        elif kind == b"E":
+            take_environment(payload)
         # a stray "i" (input nobody asked for) is dropped
 
 

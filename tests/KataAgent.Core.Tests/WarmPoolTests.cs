@@ -148,6 +148,39 @@ public abstract class WarmPoolTestsBase(PoolAgentFixture fixture)
     }
 
     [Fact]
+    public async Task A_claim_takes_the_interpreter_started_before_it_and_a_startup_variable_gets_a_fresh_one()
+    {
+        await fixture.EnsurePoolAsync();
+        await FullAsync();
+        // posix.environ is what the process started with; os.environ is what it has now (and hands to children).
+        const string Probe = "import os, posix, subprocess\n" +
+                             "print(os.environ['WHO'], b'WHO' in posix.environ, subprocess.check_output(['sh', '-c', 'echo $WHO']).decode().strip())";
+        var warm = await CreateAsync(new SessionRequest { Image = "", Environment = new Dictionary<string, string> { ["WHO"] = "tenant-warm" } });
+        Session? fresh = null;
+        try
+        {
+            Assert.Equal(CreatePath.Pooled, warm.CreatePath);
+            Assert.Equal("tenant-warm False tenant-warm\n", await RunAsync(warm, Probe));
+
+            await FullAsync();
+            fresh = await CreateAsync(new SessionRequest
+            {
+                Image = "",
+                Environment = new Dictionary<string, string> { ["WHO"] = "tenant-fresh", ["PYTHONDONTWRITEBYTECODE"] = "1" },
+            });
+            Assert.Equal(CreatePath.Pooled, fresh.CreatePath);
+            Assert.Equal("tenant-fresh True tenant-fresh\n", await RunAsync(fresh, Probe));
+            Assert.Equal("True\n", await RunAsync(fresh, "import sys; print(sys.flags.dont_write_bytecode == 1)"));
+        }
+        finally
+        {
+            await Agent.DestroySessionAsync(warm.KernelId);
+            if (fresh is not null)
+                await Agent.DestroySessionAsync(fresh.KernelId);
+        }
+    }
+
+    [Fact]
     public async Task Concurrent_claims_never_share_a_member_and_a_mount_bearing_request_goes_cold()
     {
         await fixture.EnsurePoolAsync();

@@ -103,6 +103,46 @@ internal sealed class PythonInterpreter : IRunControl
         return await run.Task;
     }
 
+    /// <summary>
+    /// A pool member's idle interpreter takes its tenant's environment (os.environ: for it and what it starts);
+    /// false when it is not running, busy, or the pipe is gone.
+    /// </summary>
+    public bool TryApplyEnvironment(IReadOnlyList<(string Key, string Value)> environ)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            foreach ((string key, string value) in environ)
+            {
+                writer.WriteString(key, value);
+            }
+            writer.WriteEndObject();
+        }
+        lock (_gate)
+        {
+            return _process is not null && _currentRun is null
+                && FdWriter.WriteAll(_process.ControlWriteFd, FrameReader.Encode((byte)'E', buffer.ToArray()));
+        }
+    }
+
+    /// <summary>Stops the interpreter for good (no run is told); the next run starts a fresh one.</summary>
+    public async Task DiscardAsync(TimeSpan grace)
+    {
+        ChildProcess? process;
+        lock (_gate)
+        {
+            process = _process;
+            _process = null;
+            _pump = null;
+            _frames = null;
+        }
+        if (process is not null)
+        {
+            await process.TerminateAsync(grace);
+        }
+    }
+
     public void SendInput(string text)
     {
         lock (_gate)

@@ -29,6 +29,7 @@ internal sealed class RunWorker
     private readonly TaskCompletionSource _tenantArrived = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _personalised = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _personaliseRequests;
+    private IReadOnlyList<(string Key, string Value)> _tenantEnvironment = [];
 
     public RunWorker(RunnerConfig config, AgentLink link, PythonInterpreter? interpreter, UserInputServer inputServer)
     {
@@ -66,9 +67,11 @@ internal sealed class RunWorker
         }
         if (_config.Pooled)
         {
-            // Warm: answer status now, hold the bootstrap and the interpreter for the tenant.
+            // Warm: answer status now and start the interpreter for no one yet (its start-up is most of a claimed
+            // session's first run otherwise); hold the bootstrap for the tenant.
             _bootstrapping = false;
             _started.TrySetResult(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0);
+            TryStartInterpreter();
             try
             {
                 await _tenantArrived.Task.WaitAsync(stopping);
@@ -77,7 +80,8 @@ internal sealed class RunWorker
             {
                 return;
             }
-            await RunBootstrapAsync(stopping);
+            bool bootstrapped = await RunBootstrapAsync(stopping);
+            await HandInterpreterToTenantAsync(bootstrapped);
             _personalised.TrySetResult();
         }
         else
@@ -86,17 +90,7 @@ internal sealed class RunWorker
             _bootstrapping = false;
             _started.TrySetResult(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0);
         }
-        if (_interpreter is not null)
-        {
-            try
-            {
-                _interpreter.EnsureStarted();
-            }
-            catch (IOException exception)
-            {
-                Log.Error($"query mode is unavailable: {exception.Message}");
-            }
-        }
+        TryStartInterpreter();
         try
         {
             await foreach (AgentMessage message in _queue.Reader.ReadAllAsync(stopping))
@@ -131,6 +125,43 @@ internal sealed class RunWorker
         }
     }
 
+    private void TryStartInterpreter()
+    {
+        if (_interpreter is null)
+        {
+            return;
+        }
+        try
+        {
+            _interpreter.EnsureStarted();
+        }
+        catch (IOException exception)
+        {
+            Log.Error($"query mode is unavailable: {exception.Message}");
+        }
+    }
+
+    /// <summary>
+    /// The interpreter a pool member started before its tenant came: it takes the tenant's environment into
+    /// os.environ, unless what it would need is read only at start-up (a bootstrap script that may have installed
+    /// packages, PYTHON*, locale or loader variables) — then it goes and the first run starts a fresh one.
+    /// </summary>
+    private async Task HandInterpreterToTenantAsync(bool bootstrapped)
+    {
+        if (_interpreter is null)
+        {
+            return;
+        }
+        bool startupSensitive = _tenantEnvironment.Any(e => e.Key.StartsWith("PYTHON", StringComparison.Ordinal)
+            || e.Key.StartsWith("LC_", StringComparison.Ordinal) || e.Key.StartsWith("LD_", StringComparison.Ordinal)
+            || e.Key is "LANG" or "LANGUAGE");
+        if (bootstrapped || startupSensitive || !_interpreter.TryApplyEnvironment(_tenantEnvironment))
+        {
+            Log.Info("starting a fresh interpreter for the tenant");
+            await _interpreter.DiscardAsync(TimeSpan.FromSeconds(2));
+        }
+    }
+
     /// <summary>Completes once a pooled runner has taken its tenant's environment and run the bootstrap script.</summary>
     public Task Personalised => _personalised.Task;
 
@@ -149,6 +180,7 @@ internal sealed class RunWorker
             return "already personalised: a pool member serves one tenant only";
         }
         _config.ApplyTenantEnvironment(environ);
+        _tenantEnvironment = [.. environ];
         _tenantArrived.TrySetResult();
         return null;
     }
@@ -311,12 +343,13 @@ internal sealed class RunWorker
         }
     }
 
-    private async Task RunBootstrapAsync(CancellationToken stopping)
+    /// <summary>Runs the bootstrap script if there is one; true when there was.</summary>
+    private async Task<bool> RunBootstrapAsync(CancellationToken stopping)
     {
         string? script = _config.BootstrapScript;
         if (script is null || !File.Exists(script))
         {
-            return;
+            return false;
         }
         Log.Info($"running bootstrap script {script}");
         try
@@ -336,7 +369,7 @@ internal sealed class RunWorker
             {
                 Log.Error($"bootstrap script did not finish within {_config.BootstrapTimeout}; stopping it");
                 await process.TerminateAsync(TimeSpan.FromSeconds(5));
-                return;
+                return true;
             }
             int exitCode = await process.Exited;
             if (exitCode != 0)
@@ -351,5 +384,6 @@ internal sealed class RunWorker
         catch (OperationCanceledException)
         {
         }
+        return true;
     }
 }
