@@ -525,6 +525,30 @@ public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
     }
 
     [SkippableFact]
+    public async Task Execute_CancelledByTheManager_AnnouncesExecutionCancelled()
+    {
+        var (sessionId, kernelId, _) = await CreateAsync();
+        try
+        {
+            Assert.True(fixture.Methods.TryGetHandler("execute", out var execute));
+            using var cancel = new CancellationTokenSource();
+            // The RPC server cancels the handler's token on Callosum's CANCEL; here the token is cancelled directly.
+            var call = execute(new RpcCall("execute", [sessionId, kernelId, 4L, "slow", "query",
+                "import time\nprint('started', flush=True)\ntime.sleep(600)", new Dictionary<object, object?>(), 300.0], NoKwargs), cancel.Token);
+            await fixture.Events.WaitForAsync("execution_started", sessionId);
+            await cancel.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call.WaitAsync(TimeSpan.FromMinutes(2)));
+            var events = fixture.Events.About(sessionId).Select(e => e.Name).ToList();
+            Assert.Equal("execution_cancelled", events[^1]);
+            Assert.DoesNotContain("execution_finished", events);
+        }
+        finally
+        {
+            await DestroyAsync(sessionId, kernelId);
+        }
+    }
+
+    [SkippableFact]
     public async Task TheRemainingMethods_AnswerAsDocumented()
     {
         // Refused, not pretended (docs/BACKENDAI.md "What is not done"): NotImplementedError naming the call.
