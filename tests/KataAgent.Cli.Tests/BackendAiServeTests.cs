@@ -83,6 +83,16 @@ public sealed class BackendAiServeTests(BackendAiCliEnvironment env) : IClassFix
 
             // The manager's side: Callosum DEALER with Backend.AI's serializer, from CPython.
             Assert.Equal("\"hello serve\"", await PythonPingAsync($"tcp://127.0.0.1:{env.RpcPort}", "hello serve"));
+
+            // doctor beside the running agent: etcd, the manager's Redis and the RPC port (answering Callosum's PING) pass.
+            var doctor = await env.RunAsync("doctor", "--json");
+            Assert.True((doctor.ExitCode & 64) == 0, doctor.ToString());
+            var rows = BackendAiDoctorTests.Rows(doctor.Stdout);
+            Assert.True(rows["etcd"].Ok, rows["etcd"].Detail);
+            Assert.True(rows["redis"].Ok, rows["redis"].Detail);
+            Assert.Contains(env.Redis.Address, rows["redis"].Detail, StringComparison.Ordinal);
+            Assert.True(rows["rpc port"].Ok, rows["rpc port"].Detail);
+            Assert.Contains("answers PING", rows["rpc port"].Detail, StringComparison.Ordinal);
         }
         finally
         {
@@ -135,10 +145,7 @@ public sealed class BackendAiDoctorTests(CliEnvironment env) : IClassFixture<Cli
             """);
         var result = await CliProcess.RunAsync(["--config", config, "doctor", "--json"]);
         Assert.True((result.ExitCode & 64) != 0, result.ToString());
-        using var json = JsonDocument.Parse(result.Stdout);
-        var rows = json.RootElement.GetProperty("checks").EnumerateArray()
-            .Where(c => c.GetProperty("area").GetString() == "backendai")
-            .ToDictionary(c => c.GetProperty("name").GetString()!, c => (Ok: c.GetProperty("ok").GetBoolean(), Detail: c.GetProperty("detail").GetString()!));
+        var rows = Rows(result.Stdout);
         Assert.False(rows["etcd"].Ok);
         Assert.Contains(deadEtcd, rows["etcd"].Detail, StringComparison.Ordinal);
         Assert.False(rows["redis"].Ok);
@@ -150,5 +157,35 @@ public sealed class BackendAiDoctorTests(CliEnvironment env) : IClassFixture<Cli
         var plain = await env.RunAsync("doctor", "--json");
         Assert.Equal(0, plain.ExitCode & 64);
         Assert.DoesNotContain("\"area\":\"backendai\"", plain.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_RPC_port_held_by_something_that_is_not_Callosum_fails_the_rpc_port_row()
+    {
+        var config = Path.Combine(env.Dir, "port-taken.toml");
+        using var squatter = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        squatter.Start();
+        var port = ((System.Net.IPEndPoint)squatter.LocalEndpoint).Port;
+        await File.WriteAllTextAsync(config, await File.ReadAllTextAsync(env.ConfigPath) + $"""
+
+            [backendai]
+            etcd_endpoints = ["http://127.0.0.1:{ServerProcess.FreePort()}"]
+            rpc_listen = "127.0.0.1:{port}"
+
+            """);
+        var result = await CliProcess.RunAsync(["--config", config, "doctor", "--json"]);
+        Assert.True((result.ExitCode & 64) != 0, result.ToString());
+        var row = Rows(result.Stdout)["rpc port"];
+        Assert.False(row.Ok, row.Detail);
+        Assert.Contains($"127.0.0.1:{port} is in use by something that does not answer Callosum's PING", row.Detail, StringComparison.Ordinal);
+    }
+
+    /// <summary>The backendai rows of `doctor --json`, by name.</summary>
+    internal static Dictionary<string, (bool Ok, string Detail)> Rows(string doctorJson)
+    {
+        using var json = JsonDocument.Parse(doctorJson);
+        return json.RootElement.GetProperty("checks").EnumerateArray()
+            .Where(c => c.GetProperty("area").GetString() == "backendai")
+            .ToDictionary(c => c.GetProperty("name").GetString()!, c => (Ok: c.GetProperty("ok").GetBoolean(), Detail: c.GetProperty("detail").GetString()!));
     }
 }

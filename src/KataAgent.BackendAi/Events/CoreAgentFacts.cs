@@ -15,6 +15,14 @@ public static class BackendAiSessionLabels
     public const string ManagedBy = "backendai.managed-by";
 
     public const string ManagerValue = "backendai";
+
+    /// <summary>
+    /// True for a session the manager created. The manager's calls that act on "every kernel" (sync_kernel_registry,
+    /// reset_agent) and the clean-up of kernels that die by themselves touch only these: sessions made through the
+    /// local API on the same agent are not the manager's to destroy.
+    /// </summary>
+    public static bool IsManagers(SessionRecord? record) =>
+        record?.Request?.Labels.TryGetValue(ManagedBy, out var by) == true && by == ManagerValue;
 }
 
 /// <summary>
@@ -76,8 +84,7 @@ public sealed class CoreAgentFacts(Agent agent, ILogger logger, Func<Session, bo
             .Select(s => new AgentContainer(Guid.Parse(s.KernelId), s.Record.ContainerId, StatusOf(s.State)))
             .ToList();
 
-    private static bool IsLabelledForManager(Session session) =>
-        session.Record.Request?.Labels.TryGetValue(BackendAiSessionLabels.ManagedBy, out var by) == true && by == BackendAiSessionLabels.ManagerValue;
+    private static bool IsLabelledForManager(Session session) => BackendAiSessionLabels.IsManagers(session.Record);
 
     /// <summary>Backend.AI's ContainerStatus for a session state.</summary>
     public static string StatusOf(SessionState state) => state switch

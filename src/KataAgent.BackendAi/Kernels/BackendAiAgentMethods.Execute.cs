@@ -19,7 +19,18 @@ public sealed partial class BackendAiAgentMethods
         var opts = Get(call, 6, "opts", required: false) is { } o ? Map(o, "opts") : [];
         var flushTimeout = Double(Get(call, 7, "flush_timeout", required: false), "flush_timeout");
         await EmitAsync("execution_started", sessionId).ConfigureAwait(false);
-        var result = await RunAsync(kernelId, runId, mode, code, opts, flushTimeout, cancellationToken).ConfigureAwait(false);
+        ExecutionResult result;
+        try
+        {
+            result = await RunAsync(kernelId, runId, mode, code, opts, flushTimeout, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // The manager gave up on the call (Callosum CANCEL after its timeout) or the agent is stopping: as
+            // Backend.AI's agent, which sends execution_cancelled when its execute task is cancelled.
+            await EmitAsync("execution_cancelled", sessionId).ConfigureAwait(false);
+            throw;
+        }
         if (result.Status == ExecutionStatus.Finished)
         {
             await EmitAsync("execution_finished", sessionId).ConfigureAwait(false);

@@ -312,8 +312,12 @@ public sealed partial class BackendAiAgentMethods
         var sessionId = Id(Get(call, 0, "session_id"), "session_id");
         var kernelId = Id(Get(call, 1, "kernel_id"), "kernel_id");
         // kernel_image and updated_config: the restart keeps the kernel's image and settings (Core restarts from its record).
+        if (FindLive(kernelId) is null)
+            throw new BackendAiRpcException("KeyError", $"no kernel {kernelId} on this agent");
         await EmitAsync("kernel_preparing", kernelId, sessionId, KernelLifecycleReasons.Restarting, new Dictionary<object, object?>()).ConfigureAwait(false);
-        var session = await _agent.RestartSessionAsync(kernelId, cancellationToken).ConfigureAwait(false);
+        Session session;
+        using (_terminations.BeginRestart(kernelId))
+            session = await _agent.RestartSessionAsync(kernelId, cancellationToken).ConfigureAwait(false);
         var info = CreationInfo(session);
         await EmitAsync("kernel_started", kernelId, sessionId, KernelLifecycleReasons.Restarting, info).ConfigureAwait(false);
         return info;
@@ -324,7 +328,7 @@ public sealed partial class BackendAiAgentMethods
     {
         var pairs = Array(Get(call, 0, "raw_kernel_session_ids"), "raw_kernel_session_ids");
         var listed = new HashSet<string>(StringComparer.Ordinal);
-        var live = _agent.Sessions.ToDictionary(s => s.KernelId, StringComparer.Ordinal);
+        var live = ManagerSessions().ToDictionary(s => s.KernelId, StringComparer.Ordinal);
         for (var i = 0; i < pairs.Length; i++)
         {
             var pair = Array(pairs[i], $"raw_kernel_session_ids[{i}]");
@@ -346,7 +350,7 @@ public sealed partial class BackendAiAgentMethods
 
     private async Task<object?> ResetAgentAsync(RpcCall call, CancellationToken cancellationToken)
     {
-        await Task.WhenAll(_agent.Sessions.Select(s =>
+        await Task.WhenAll(ManagerSessions().Select(s =>
             DestroyAndAnnounceAsync(s.KernelId, s.Record.SessionId, KernelLifecycleReasons.AgentReset, false, cancellationToken))).ConfigureAwait(false);
         return null;
     }

@@ -163,6 +163,9 @@ public sealed partial class BackendAiAgentMethods : IRpcDispatcher, IAsyncDispos
 
     private Session? FindLive(string kernelId) => _agent.Sessions.FirstOrDefault(s => s.KernelId == kernelId);
 
+    /// <summary>The sessions the manager created (not those made through the local API on the same agent).</summary>
+    private List<Session> ManagerSessions() => _agent.Sessions.Where(s => BackendAiSessionLabels.IsManagers(s.Record)).ToList();
+
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync().ConfigureAwait(false);

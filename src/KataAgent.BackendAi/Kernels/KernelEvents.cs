@@ -66,9 +66,18 @@ public sealed class KernelEvents : IAsyncDisposable
         switch (e.Kind)
         {
             case "exited":
+                var live = _agent.Sessions.FirstOrDefault(s => s.KernelId == e.KernelId);
+                // restart_kernel reaps the old task: while it runs that exit is no end, and once the new container
+                // is registered the live session is running again (a late event about the old one).
+                if (_terminations.IsRestarting(e.KernelId) || live is { State: not SessionState.Exited })
+                    return;
+                // A local session that exits is the local user's to inspect and destroy (the tombstone is looked up
+                // when the live session is already gone).
+                if (!BackendAiSessionLabels.IsManagers(live?.Record ?? _agent.FindEndedSession(e.KernelId)?.Record))
+                    return;
                 if (!_terminations.TryClaim(e.KernelId))
                     return;
-                var sessionId = _agent.Sessions.FirstOrDefault(s => s.KernelId == e.KernelId)?.Record.SessionId ?? e.KernelId;
+                var sessionId = live?.Record.SessionId ?? e.KernelId;
                 // The end reason is already set: the destroy keeps it.
                 await _agent.DestroySessionAsync(e.KernelId, false, DestroyedBy.Manager, cancellationToken).ConfigureAwait(false);
                 var ended = _agent.FindEndedSession(e.KernelId);
@@ -76,9 +85,12 @@ public sealed class KernelEvents : IAsyncDisposable
                     cancellationToken).ConfigureAwait(false);
                 break;
             case "destroyed":
+                var tombstone = _agent.FindEndedSession(e.KernelId);
+                // Without a tombstone the owner is unknown: announcing a kernel the manager never had is harmless.
+                if (tombstone is not null && !BackendAiSessionLabels.IsManagers(tombstone.Record))
+                    return;
                 if (!_terminations.TryClaim(e.KernelId))
                     return;
-                var tombstone = _agent.FindEndedSession(e.KernelId);
                 await AnnounceAsync(e.KernelId, tombstone?.Record.SessionId ?? e.KernelId, e.EndReason ?? tombstone?.EndReason, e.ExitCode,
                     cancellationToken).ConfigureAwait(false);
                 break;

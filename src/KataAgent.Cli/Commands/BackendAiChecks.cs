@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using KataAgent.BackendAi.Cluster;
 using KataAgent.BackendAi.Hosting;
+using KataAgent.BackendAi.Rpc;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace KataAgent.Cli.Commands;
@@ -27,7 +28,7 @@ internal static class BackendAiChecks
         {
             checks.Add(new(Area, "etcd", false, $"{string.Join(", ", cluster.EtcdEndpoints)}: {e.Message}"));
             checks.Add(new(Area, "redis", false, "not checked: etcd (config/redis) is not reachable"));
-            checks.Add(await RpcPortCheckAsync(cluster.RpcListenAddress, cancellationToken));
+            checks.Add(await RpcPortCheckAsync(options, cancellationToken));
             return checks;
         }
         using (etcd)
@@ -44,13 +45,14 @@ internal static class BackendAiChecks
                 checks.Add(new(Area, "redis", false, e.Message));
             }
         }
-        checks.Add(await RpcPortCheckAsync(cluster.RpcListenAddress, cancellationToken));
+        checks.Add(await RpcPortCheckAsync(options, cancellationToken));
         return checks;
     }
 
-    /// <summary>Free to bind, or already served (an agent running); anything else holding it is a problem.</summary>
-    private static async Task<DoctorCommand.Check> RpcPortCheckAsync(string listen, CancellationToken cancellationToken)
+    /// <summary>Free to bind, or served by a Callosum server (an agent running); anything else holding it is a problem.</summary>
+    private static async Task<DoctorCommand.Check> RpcPortCheckAsync(BackendAiOptions options, CancellationToken cancellationToken)
     {
+        var listen = options.Cluster.RpcListenAddress;
         var colon = listen.LastIndexOf(':');
         var host = listen[..colon].Trim('[', ']');
         var port = int.Parse(listen[(colon + 1)..], System.Globalization.CultureInfo.InvariantCulture);
@@ -64,12 +66,15 @@ internal static class BackendAiChecks
         catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
         {
             var probe = address.Equals(System.Net.IPAddress.Any) ? "127.0.0.1" : host;
-            var answered = await TcpCheckAsync("rpc port", probe, port, "", cancellationToken);
-            return new(Area, "rpc port", true, answered.Ok
-                ? $"{listen} is in use and accepts connections (a running kata-agent serve?)"
-                : $"{listen} is in use");
+            // The manager's own handshake: only a Callosum server (kata-agent serve) answers it.
+            var serverKey = options.AgentKeypairPath is { } keypair ? ZmqCertificateFile.Load(keypair).PublicKeyZ85 : null;
+            var answered = await CallosumPing.ProbeAsync($"tcp://{probe}:{port}", ConnectTimeout, serverKey, cancellationToken);
+            return answered
+                ? new(Area, "rpc port", true, $"{listen} is in use by a Callosum server that answers PING (a running kata-agent serve)")
+                : new(Area, "rpc port", false, $"{listen} is in use by something that does not answer Callosum's PING within 3 s: " +
+                    "stop it or set [backendai] rpc_listen to a free port");
         }
-        catch (Exception e) when (e is SocketException or FormatException)
+        catch (Exception e) when (e is SocketException or FormatException or InvalidDataException or IOException)
         {
             return new(Area, "rpc port", false, $"{listen}: {e.Message}");
         }

@@ -373,6 +373,25 @@ public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
     }
 
     [SkippableFact]
+    public async Task CheckAndPull_FromARegistryNobodyServes_StartsThenFails()
+    {
+        // A registry on a free loopback port: the connection is refused, the pull fails, Sokovan hears image_pull_failed.
+        var canonical = $"127.0.0.1:{Infrastructure.ServerProcess.FreePort()}/nothing/here:1";
+        var image = Config(Guid.NewGuid().ToString(), Guid.NewGuid().ToString())["image"] as Dictionary<object, object?>;
+        image!["canonical"] = canonical;
+        var result = Assert.IsType<Dictionary<object, object?>>(await CallAsync("check_and_pull", new Dictionary<object, object?> { [canonical] = image }));
+        Assert.IsType<string>(result[canonical]);
+        var started = await fixture.Events.WaitForAsync("image_pull_started", canonical);
+        Assert.Equal(fixture.Methods.AgentId, started.Args[1]);
+        var failed = await fixture.Events.WaitForAsync("image_pull_failed", canonical, TimeSpan.FromMinutes(3));
+        Assert.Equal(fixture.Methods.AgentId, failed.Args[1]);
+        Assert.Contains("127.0.0.1", Assert.IsType<string>(failed.Args[2]), StringComparison.Ordinal);
+        Assert.DoesNotContain(fixture.Events.About(canonical), e => e.Name == "image_pull_finished");
+        await Eventually.WaitAsync(async () => await CallAsync("check_pulling", canonical) is false, "check_pulling false after the failure");
+        Assert.Null(await fixture.Agent.Containerd.Images.FindAsync(canonical));
+    }
+
+    [SkippableFact]
     public async Task BadConfigs_AreRefusedNamingTheProblem_AndLeaveNothing()
     {
         var before = fixture.Agent.Sessions.Count;
@@ -459,6 +478,160 @@ public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
             var service = Assert.IsType<Dictionary<object, object?>>(await CallAsync("start_service", kernelId, "no-such-app", new Dictionary<object, object?>()));
             Assert.Equal("failed", service["status"]);
             Assert.Contains("no-such-app", (string?)service["error"] ?? "", StringComparison.Ordinal);
+        }
+        finally
+        {
+            await DestroyAsync(sessionId, kernelId);
+        }
+    }
+
+    [SkippableFact]
+    public async Task LocalSessions_AreLeftAlone_ByResetSyncAndTheCleanUpOfKernelsThatDie()
+    {
+        // A session made through the local API on the same agent, next to the manager's kernels.
+        var local = await fixture.Agent.CreateSessionAsync(new SessionRequest { Image = fixture.ImageName, RuntimeClass = fixture.RuntimeClass });
+        var localId = local.KernelId;
+        try
+        {
+            // reset_agent: the manager's kernel goes (agent-reset); the local session stays.
+            var (sessionId, kernelId, _) = await CreateAsync();
+            Assert.Null(await CallAsync("reset_agent"));
+            var reset = await fixture.Events.WaitForAsync("kernel_terminated", kernelId);
+            Assert.Equal([kernelId, sessionId, "agent-reset"], reset.Args.Take(3));
+            Assert.DoesNotContain(fixture.Agent.Sessions, s => s.KernelId == kernelId);
+            Assert.Contains(fixture.Agent.Sessions, s => s.KernelId == localId);
+
+            // sync_kernel_registry listing nothing: the manager owns no kernel here, the local session is not its to destroy.
+            Assert.Null(await CallAsync("sync_kernel_registry", (object?)System.Array.Empty<object?>()));
+            Assert.Contains(fixture.Agent.Sessions, s => s.KernelId == localId && s.State == SessionState.Running);
+
+            // The local session's task dies: Core keeps it exited for its user; the manager hears nothing of it.
+            await fixture.Agent.Containerd.Tasks.KillAsync(localId, 9, all: true);
+            await Eventually.WaitAsync(() => fixture.Agent.Sessions.Any(s => s.KernelId == localId && s.State == SessionState.Exited),
+                "the local session exited");
+            // A manager kernel that dies after it: once that one is announced, the local one's event was handled too.
+            var (laterSessionId, laterKernelId, _) = await CreateAsync();
+            await fixture.Agent.Containerd.Tasks.KillAsync(laterKernelId, 9, all: true);
+            var later = await fixture.Events.WaitForAsync("kernel_terminated", laterKernelId);
+            Assert.Equal([laterKernelId, laterSessionId, "self-terminated"], later.Args.Take(3));
+            Assert.Contains(fixture.Agent.Sessions, s => s.KernelId == localId && s.State == SessionState.Exited);
+            Assert.Empty(fixture.Events.About(localId));
+        }
+        finally
+        {
+            await fixture.Agent.DestroySessionAsync(localId);
+        }
+        Assert.Empty(fixture.Events.About(localId));
+    }
+
+    [SkippableFact]
+    public async Task Execute_CancelledByTheManager_AnnouncesExecutionCancelled()
+    {
+        var (sessionId, kernelId, _) = await CreateAsync();
+        try
+        {
+            Assert.True(fixture.Methods.TryGetHandler("execute", out var execute));
+            using var cancel = new CancellationTokenSource();
+            // The RPC server cancels the handler's token on Callosum's CANCEL; here the token is cancelled directly.
+            var call = execute(new RpcCall("execute", [sessionId, kernelId, 4L, "slow", "query",
+                "import time\nprint('started', flush=True)\ntime.sleep(600)", new Dictionary<object, object?>(), 300.0], NoKwargs), cancel.Token);
+            await fixture.Events.WaitForAsync("execution_started", sessionId);
+            await cancel.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call.WaitAsync(TimeSpan.FromMinutes(2)));
+            var events = fixture.Events.About(sessionId).Select(e => e.Name).ToList();
+            Assert.Equal("execution_cancelled", events[^1]);
+            Assert.DoesNotContain("execution_finished", events);
+        }
+        finally
+        {
+            await DestroyAsync(sessionId, kernelId);
+        }
+    }
+
+    [SkippableFact]
+    public async Task TheRemainingMethods_AnswerAsDocumented()
+    {
+        // Refused, not pretended (docs/BACKENDAI.md "What is not done"): NotImplementedError naming the call.
+        var network = await Assert.ThrowsAsync<BackendAiRpcException>(() => CallAsync("create_local_network", "bai-net-1"));
+        Assert.Equal("NotImplementedError", network.PythonName);
+        Assert.Contains("create_local_network('bai-net-1')", network.Message, StringComparison.Ordinal);
+        var noNetwork = await Assert.ThrowsAsync<BackendAiRpcException>(() => CallAsync("destroy_local_network", "bai-net-1"));
+        Assert.Equal("NotImplementedError", noNetwork.PythonName);
+        var push = await Assert.ThrowsAsync<BackendAiRpcException>(() => CallAsync("push_image", new PyImageRef(fixture.ImageName, "", "latest", "local", "x86_64", true), null));
+        Assert.Equal("NotImplementedError", push.PythonName);
+
+        // gather_hwinfo: {device: {status, status_info, metadata}} for cpu and mem.
+        var hardware = Assert.IsType<Dictionary<object, object?>>(await CallAsync("gather_hwinfo"));
+        Assert.Equal(["cpu", "mem"], hardware.Keys.Cast<string>().Order(StringComparer.Ordinal));
+        var cpu = Assert.IsType<Dictionary<object, object?>>(hardware["cpu"]);
+        Assert.Equal("healthy", cpu["status"]);
+        Assert.Equal((long)Environment.ProcessorCount, Assert.IsType<Dictionary<object, object?>>(cpu["metadata"])["cores"]);
+        var memory = Assert.IsType<Dictionary<object, object?>>(Assert.IsType<Dictionary<object, object?>>(hardware["mem"])["metadata"]);
+        Assert.Equal(fixture.Agent.Resources.Capacity.MemoryBytes, memory["total_bytes"]);
+
+        // get_local_config: the agent's id, scaling group and the class its sessions get.
+        var local = Assert.IsType<Dictionary<object, object?>>(await CallAsync("get_local_config"));
+        var agent = Assert.IsType<Dictionary<object, object?>>(local["agent"]);
+        Assert.Equal(fixture.Methods.AgentId, agent["id"]);
+        Assert.Equal("default", agent["scaling-group"]);
+
+        // shutdown_agent is a no-op in Backend.AI's agent too; the agent serves on.
+        Assert.Null(await CallAsync("shutdown_agent", false));
+        Assert.Equal(false, await CallAsync("check_creating", Guid.NewGuid().ToString()));
+
+        // check_creating is true while create_kernels runs for that kernel, false after.
+        var sessionId = Guid.NewGuid().ToString();
+        var kernelId = Guid.NewGuid().ToString();
+        var creating = CallAsync("create_kernels", sessionId, new object?[] { kernelId },
+            new object?[] { Config(sessionId, kernelId) }, ClusterInfo(), new Dictionary<object, object?>());
+        var seenCreating = false;
+        while (!creating.IsCompleted && !seenCreating)
+            seenCreating = await CallAsync("check_creating", kernelId) is true;
+        await creating;
+        try
+        {
+            Assert.True(seenCreating, "check_creating never said true while create_kernels ran");
+            Assert.Equal(false, await CallAsync("check_creating", kernelId));
+
+            // restart_kernel: a new container of the same kernel; its interpreter starts over, the scratch dir stays.
+            await ExecuteAsync(sessionId, kernelId, "r1", "query", "x = 1\nopen('/home/work/kept.txt', 'w').write('kept')");
+            var restarted = Assert.IsType<Dictionary<object, object?>>(await CallAsync("restart_kernel", sessionId, kernelId,
+                new PyImageRef(fixture.ImageName, "", "latest", "local", "x86_64", true), new Dictionary<object, object?>()));
+            Assert.Equal(kernelId, restarted["container_id"]);
+            var started = await Eventually.WaitAsync(
+                () => fixture.Events.About(kernelId).LastOrDefault(e => e.Name == "kernel_started" && (string?)e.Args[2] == "restarting"),
+                e => e.Name is not null, "kernel_started(restarting)");
+            Assert.Equal(sessionId, started.Args[1]);
+            Assert.Contains(fixture.Agent.Sessions, s => s.KernelId == kernelId && s.State == SessionState.Running);
+            Assert.Equal("kept False\n", Stdout(await ExecuteAsync(sessionId, kernelId, "r2", "query",
+                "print(open('/home/work/kept.txt').read(), 'x' in globals())")));
+            Assert.DoesNotContain(fixture.Events.About(kernelId), e => e.Name == "kernel_terminated");
+
+            // shutdown_service of a service that is not running: quiet, as Backend.AI's runner is.
+            Assert.Null(await CallAsync("shutdown_service", kernelId, "no-such-app"));
+
+            // commit to a file is refused; commit to an image runs in the background, get_commit_status follows it.
+            var toFile = await Assert.ThrowsAsync<BackendAiRpcException>(() => CallAsync("commit", kernelId, "user@example.com", null, "out.tar"));
+            Assert.Equal("NotImplementedError", toFile.PythonName);
+            var imageName = $"docker.io/library/kbk-commit-{Guid.NewGuid():N}:latest";
+            try
+            {
+                var commit = Assert.IsType<Dictionary<object, object?>>(await CallAsync("commit", kernelId, "user@example.com", imageName));
+                Assert.Equal(kernelId, commit["kernel"]);
+                Assert.Equal(32, Assert.IsType<string>(commit["bgtask_id"]).Length);
+                await Eventually.WaitAsync(async () => await fixture.Agent.Containerd.Images.FindAsync(imageName) is not null,
+                    $"the committed image {imageName}", TimeSpan.FromMinutes(3));
+                await fixture.Methods.WhenIdleAsync();
+                var status = Assert.IsType<Dictionary<object, object?>>(await CallAsync("get_commit_status", kernelId, "user@example.com"));
+                Assert.Equal(kernelId, status["kernel"]);
+                Assert.Equal("clean", status["status"]);
+            }
+            finally
+            {
+                await fixture.Methods.WhenIdleAsync();
+                if (await fixture.Agent.Containerd.Images.FindAsync(imageName) is not null)
+                    await fixture.Agent.Containerd.Images.DeleteAsync(imageName, sync: true);
+            }
         }
         finally
         {

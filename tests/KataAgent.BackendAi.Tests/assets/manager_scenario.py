@@ -160,6 +160,17 @@ class Scenario:
     def execute(self, run_id, mode, code, opts=None, flush_timeout=2.0):
         return self.call("execute", self.session_id, self.kernel_id, 4, run_id, mode, code, opts or {}, flush_timeout)
 
+    def run_to_end(self, run_id, mode, code, opts=None, flush_timeout=2.0, deadline_seconds=120):
+        """One execute, then 'continue' while it says 'continued' (a slow first run on a busy host outlasts the
+        flush timeout), as the manager's client does; the last result with all the console output."""
+        result = self.execute(run_id, mode, code, opts, flush_timeout)
+        console = list(result.get("console", ()))
+        deadline = time.monotonic() + deadline_seconds
+        while result["status"] == "continued" and time.monotonic() < deadline:
+            result = self.execute(run_id, "continue", "", None, flush_timeout)
+            console += list(result.get("console", ()))
+        return dict(result, console=tuple(console))
+
     @staticmethod
     def stdout_of(result):
         return "".join(text for kind, text in result.get("console", ()) if kind == "stdout")
@@ -228,11 +239,11 @@ class Scenario:
                 "resource_slots": creation_info["resource_spec"]["slots"]}
 
     def execute_query_state(self):
-        first = self.execute("q1", "query", "x = 41")
+        first = self.run_to_end("q1", "query", "x = 41")
         assert first["status"] == "finished", first
-        second = self.execute("q2", "query", "print(x + 1)")
+        second = self.run_to_end("q2", "query", "print(x + 1)")
         assert second["status"] == "finished", second
-        greeting = self.execute("q3", "query", "import os; print(os.environ['GREETING'])")
+        greeting = self.run_to_end("q3", "query", "import os; print(os.environ['GREETING'])")
         return {"first_status": first["status"], "second_stdout": self.stdout_of(second),
                 "environ_stdout": self.stdout_of(greeting)}
 
@@ -262,8 +273,8 @@ class Scenario:
         return {"statuses": statuses, "stdout": text}
 
     def execute_input(self):
-        asking = self.execute("i1", "query", "name = input('who? ')\nprint('hello', name)", None, 10.0)
-        answered = self.execute("i1", "input", "bob", None, 10.0)
+        asking = self.run_to_end("i1", "query", "name = input('who? ')\nprint('hello', name)", None, 10.0)
+        answered = self.run_to_end("i1", "input", "bob", None, 10.0)
         return {"first_status": asking["status"], "second_status": answered["status"],
                 "stdout": self.stdout_of(answered)}
 
@@ -278,7 +289,7 @@ class Scenario:
             members = {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}
         self.say(f"    tar members: {sorted(members)}")
         single = self.call("download_single", self.kernel_id, "src/data.bin")
-        run = self.execute("f1", "query", "exec(open('/home/work/src/hello.py').read())")
+        run = self.run_to_end("f1", "query", "exec(open('/home/work/src/hello.py').read())")
         return {"abspath": listing["abspath"], "listed": names,
                 "tar_members": sorted(members), "tar_hello_matches": members.get("src/hello.py") == content,
                 "single": list(single), "ran_upload": self.stdout_of(run)}
