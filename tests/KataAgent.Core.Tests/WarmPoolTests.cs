@@ -152,9 +152,10 @@ public abstract class WarmPoolTestsBase(PoolAgentFixture fixture)
     {
         await fixture.EnsurePoolAsync();
         await FullAsync();
-        // posix.environ is what the process started with; os.environ is what it has now (and hands to children).
-        const string Probe = "import os, posix, subprocess\n" +
-                             "print(os.environ['WHO'], b'WHO' in posix.environ, subprocess.check_output(['sh', '-c', 'echo $WHO']).decode().strip())";
+        // /proc/self/environ is what the process started with; os.environ is what it has now (and hands to children).
+        const string Probe = "import os, subprocess\n" +
+                             "started = open('/proc/self/environ', 'rb').read().split(b'\\0')\n" +
+                             "print(os.environ['WHO'], any(e.startswith(b'WHO=') for e in started), subprocess.check_output(['sh', '-c', 'echo $WHO']).decode().strip())";
         var warm = await CreateAsync(new SessionRequest { Image = "", Environment = new Dictionary<string, string> { ["WHO"] = "tenant-warm" } });
         Session? fresh = null;
         try
