@@ -10,7 +10,7 @@ namespace KataAgent.Runner.Execution;
 /// build-finished. An exec that follows a failed build is skipped and finishes with exit code 127 (as
 /// Backend.AI's runner does). Start-up work (the Python user site lookup, the bootstrap script) comes first.
 /// </summary>
-internal sealed class RunWorker
+internal sealed partial class RunWorker
 {
     private readonly RunnerConfig _config;
     private readonly AgentLink _link;
@@ -303,6 +303,12 @@ internal sealed class RunWorker
         {
             return;
         }
+        if (UserSiteFromInterpreterName() is { } known)
+        {
+            _config.PromotePythonUserSite(known);
+            Log.Info($"Python user site dir {known} is first on PYTHONPATH (from the interpreter's name)");
+            return;
+        }
         try
         {
             ChildProcess process = ProcessSpawner.Start(new ProcessStartSpec
@@ -342,6 +348,36 @@ internal sealed class RunWorker
         {
         }
     }
+
+    /// <summary>
+    /// site.USER_SITE without starting Python (a second or more of a sandbox's start-up on gVisor): when the
+    /// interpreter resolves to a file named pythonX.Y and no PYTHONUSERBASE moves it, it is
+    /// $HOME/.local/lib/pythonX.Y/site-packages. Null when that cannot be told for sure: Python is asked then.
+    /// </summary>
+    private string? UserSiteFromInterpreterName()
+    {
+        if (!_config.RuntimePath.StartsWith('/') || _config.ChildEnvironment.ContainsKey("PYTHONUSERBASE")
+            || _config.ChildEnvironment.GetValueOrDefault("HOME") is not { Length: > 1 } home || !home.StartsWith('/'))
+        {
+            return null;
+        }
+        try
+        {
+            string name = Path.GetFileName(File.ResolveLinkTarget(_config.RuntimePath, returnFinalTarget: true)?.FullName ?? _config.RuntimePath);
+            return PythonVersionedName().IsMatch(name) ? Path.Combine(home, ".local", "lib", name, "site-packages") : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^python[0-9]+\.[0-9]+$")]
+    private static partial System.Text.RegularExpressions.Regex PythonVersionedName();
 
     /// <summary>Runs the bootstrap script if there is one; true when there was.</summary>
     private async Task<bool> RunBootstrapAsync(CancellationToken stopping)
