@@ -4,7 +4,6 @@
 // DerivedImages code the tests use. Import it with `kata-agent image import ARCHIVE --name NAME`.
 //
 //   dotnet run scripts/backendai-demo-image.cs -- /tmp/demo16/backendai-demo.oci.tar demo/backendai:1
-using System.Text.Json.Nodes;
 using KataAgent.Testing;
 
 if (args.Length != 2)
@@ -14,41 +13,10 @@ if (args.Length != 2)
 }
 var (archivePath, name) = (Path.GetFullPath(args[0]), args[1]);
 
-const string server = """
-    import http.server, sys
-    greeting = open(sys.argv[2]).read()
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = (greeting + ' on ' + sys.argv[1] + '\n').encode()
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    http.server.HTTPServer(('0.0.0.0', int(sys.argv[1])), Handler).serve_forever()
-    """;
-
-// Backend.AI's service-def format: a prestart write_tempfile referenced as {greeting}, the port as {ports[0]}.
-var definition = new JsonObject
-{
-    ["command"] = new JsonArray("{runtime_path}", "/opt/web/server.py", "{ports[0]}", "{greeting}"),
-    ["url_template"] = "http://{host}:{port}/",
-    ["prestart_actions"] = new JsonArray(new JsonObject
-    {
-        ["action"] = "write_tempfile",
-        ["args"] = new JsonObject { ["body"] = new JsonArray("hello from the web service def") },
-        ["ref"] = "greeting",
-    }),
-}.ToJsonString();
-
 var spec = new DerivedImageSpec
 {
     Name = name,
-    Files = new Dictionary<string, DerivedFile>
-    {
-        ["/etc/backend.ai/service-defs/web.json"] = DerivedFile.Text(definition),
-        ["/opt/web/server.py"] = DerivedFile.Text(server),
-    },
+    Files = BackendAiWebApp.Files("hello from the web service def"),
     Labels = new Dictionary<string, string?>
     {
         ["ai.backend.runtime-type"] = "python",

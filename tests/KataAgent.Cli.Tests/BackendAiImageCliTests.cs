@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using KataAgent.Testing;
 
@@ -10,32 +9,6 @@ namespace KataAgent.Cli.Tests;
 /// </summary>
 public sealed partial class BackendAiImageCliTests(CliEnvironment env) : IClassFixture<CliEnvironment>
 {
-    private const string Server = """
-        import http.server, sys
-        greeting = open(sys.argv[2]).read()
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = (greeting + ' on ' + sys.argv[1]).encode()
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(body)
-            def log_message(self, *args):
-                pass
-        http.server.HTTPServer(('0.0.0.0', int(sys.argv[1])), Handler).serve_forever()
-        """;
-
-    private static readonly string Definition = new JsonObject
-    {
-        ["command"] = new JsonArray("{runtime_path}", "/opt/web/server.py", "{ports[0]}", "{greeting}"),
-        ["url_template"] = "http://{host}:{port}/app",
-        ["prestart_actions"] = new JsonArray(new JsonObject
-        {
-            ["action"] = "write_tempfile",
-            ["args"] = new JsonObject { ["body"] = new JsonArray("hello through the CLI") },
-            ["ref"] = "greeting",
-        }),
-    }.ToJsonString();
-
     [GeneratedRegex(@"^web 8080 -> 127\.0\.0\.1:(\d+)  http://127\.0\.0\.1:\1/app$", RegexOptions.Multiline)]
     private static partial Regex StartedLine();
 
@@ -51,11 +24,7 @@ public sealed partial class BackendAiImageCliTests(CliEnvironment env) : IClassF
             await DerivedImages.WriteArchiveAsync(baseImage.ArchivePath, new DerivedImageSpec
             {
                 Name = name,
-                Files = new Dictionary<string, DerivedFile>
-                {
-                    ["/etc/backend.ai/service-defs/web.json"] = DerivedFile.Text(Definition),
-                    ["/opt/web/server.py"] = DerivedFile.Text(Server),
-                },
+                Files = BackendAiWebApp.Files("hello through the CLI", "http://{host}:{port}/app"),
                 Labels = new Dictionary<string, string?> { ["ai.backend.service-ports"] = "web:http:8080" },
             }, work.FullName, archive);
         }

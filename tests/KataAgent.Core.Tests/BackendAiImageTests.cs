@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
 using KataAgent.Testing;
@@ -24,33 +23,6 @@ public abstract class BackendAiFixture : AgentFixture
 /// </summary>
 public abstract class BackendAiImageTestsBase(BackendAiFixture fixture, string runtime)
 {
-    private const string WebServer = """
-        import http.server, sys
-        greeting = open(sys.argv[2]).read()
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = (greeting + ' on ' + sys.argv[1]).encode()
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(body)
-            def log_message(self, *args):
-                pass
-        http.server.HTTPServer(('0.0.0.0', int(sys.argv[1])), Handler).serve_forever()
-        """;
-
-    // Backend.AI's format: a prestart write_tempfile whose path is referenced as {greeting}, the port as {ports[0]}.
-    private static readonly string WebDefinition = new JsonObject
-    {
-        ["command"] = new JsonArray("{runtime_path}", "/opt/web/server.py", "{ports[0]}", "{greeting}"),
-        ["url_template"] = "http://{host}:{port}/",
-        ["prestart_actions"] = new JsonArray(new JsonObject
-        {
-            ["action"] = "write_tempfile",
-            ["args"] = new JsonObject { ["body"] = new JsonArray("hello from the service def") },
-            ["ref"] = "greeting",
-        }),
-    }.ToJsonString();
-
     private Agent Agent => fixture.Agent;
 
     internal static async Task<string> ImportImageAsync(BackendAiFixture fixture)
@@ -59,11 +31,7 @@ public abstract class BackendAiImageTestsBase(BackendAiFixture fixture, string r
         await DerivedImages.ImportAsync(fixture.Agent.Containerd, new DerivedImageSpec
         {
             Name = name,
-            Files = new Dictionary<string, DerivedFile>
-            {
-                ["/etc/backend.ai/service-defs/web.json"] = DerivedFile.Text(WebDefinition),
-                ["/opt/web/server.py"] = DerivedFile.Text(WebServer),
-            },
+            Files = BackendAiWebApp.Files("hello from the service def"),
             Labels = new Dictionary<string, string?>
             {
                 ["ai.backend.service-ports"] = "web:http:8080,notebook:preopen:8090",
