@@ -7,7 +7,6 @@ using KataAgent.Core.Pool;
 using KataAgent.Core.Sessions;
 using KataAgent.Runner.Protocol;
 using KataAgent.Testing;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace KataAgent.Bench;
 
@@ -83,20 +82,16 @@ internal static class PoolBench
                     var session = await agent.CreateSessionAsync(Request(runtime, i));
                     var coldMs = sw.Elapsed.TotalMilliseconds;
                     await agent.DestroySessionAsync(session.KernelId);
-                    sw.Restart();
-                    await new OneShotRunner(agent.Containerd, dataDir, NullLogger.Instance).RunAsync(
-                        new ContainerLaunch("bare-" + Guid.NewGuid().ToString("N")[..10], resolved, runtimeClass) { Args = ["/bin/sh", "-c", "echo ready"] },
-                        TimeSpan.FromMinutes(2));
-                    var bareMs = sw.Elapsed.TotalMilliseconds;
+                    var bareMs = await SessionBench.BareContainerMsAsync(agent, dataDir, resolved, runtimeClass);
                     if (i == 0)
                         continue;
                     cold.Add(coldMs);
                     bare.Add(bareMs);
                 }
                 var (claim, exec) = results[runtime];
-                report.AppendLine(Row("pooled claim → runner answers", runtime, claim, bare));
-                report.AppendLine(Row("  first exec of `pass` after the claim", runtime, exec, null));
-                report.AppendLine(Row("cold create → runner answers", runtime, cold, bare));
+                report.AppendLine(SessionBench.Row("pooled claim → runner answers", runtime, claim, bare));
+                report.AppendLine(SessionBench.Row("  first exec of `pass` after the claim", runtime, exec, null));
+                report.AppendLine(SessionBench.Row("cold create → runner answers", runtime, cold, bare));
             }
         }
         finally
@@ -154,12 +149,4 @@ internal static class PoolBench
         MemoryBytes = Memory,
         Environment = new Dictionary<string, string> { ["BENCH_RUN"] = i.ToString(CultureInfo.InvariantCulture) },
     };
-
-    private static string Row(string what, string runtime, IReadOnlyList<double> ms, IReadOnlyList<double>? baseline)
-    {
-        var p50 = Stats.Percentile(ms, 50);
-        var b = baseline is null ? double.NaN : Stats.Percentile(baseline, 50);
-        return string.Create(CultureInfo.InvariantCulture,
-            $"| {what} | {runtime} | {ms.Count} | {p50:0.00} | {Stats.Percentile(ms, 99):0.00} | {(double.IsNaN(b) ? "" : b.ToString("0.00", CultureInfo.InvariantCulture))} | {(double.IsNaN(b) ? "" : (p50 / b).ToString("0.00", CultureInfo.InvariantCulture))} |");
-    }
 }
