@@ -130,20 +130,26 @@ public sealed class BackendAiServeTests(BackendAiCliEnvironment env) : IClassFix
 /// <summary>`kata-agent doctor` with [backendai] pointing at an etcd nobody serves.</summary>
 public sealed class BackendAiDoctorTests(CliEnvironment env) : IClassFixture<CliEnvironment>
 {
-    [Fact]
-    public async Task A_dead_etcd_fails_the_backendai_rows_and_sets_exit_bit_64()
+    /// <summary>`doctor --json` with the environment's config plus a [backendai] section naming this etcd and RPC port.</summary>
+    private async Task<CliResult> DoctorWithBackendAiAsync(string configName, string etcdEndpoint, int rpcPort)
     {
-        var config = Path.Combine(env.Dir, "dead-etcd.toml");
-        var deadEtcd = $"http://127.0.0.1:{ServerProcess.FreePort()}";
-        var rpcPort = ServerProcess.FreePort();
+        var config = Path.Combine(env.Dir, configName);
         await File.WriteAllTextAsync(config, await File.ReadAllTextAsync(env.ConfigPath) + $"""
 
             [backendai]
-            etcd_endpoints = ["{deadEtcd}"]
+            etcd_endpoints = ["{etcdEndpoint}"]
             rpc_listen = "127.0.0.1:{rpcPort}"
 
             """);
-        var result = await CliProcess.RunAsync(["--config", config, "doctor", "--json"]);
+        return await CliProcess.RunAsync(["--config", config, "doctor", "--json"]);
+    }
+
+    [Fact]
+    public async Task A_dead_etcd_fails_the_backendai_rows_and_sets_exit_bit_64()
+    {
+        var deadEtcd = $"http://127.0.0.1:{ServerProcess.FreePort()}";
+        var rpcPort = ServerProcess.FreePort();
+        var result = await DoctorWithBackendAiAsync("dead-etcd.toml", deadEtcd, rpcPort);
         Assert.True((result.ExitCode & 64) != 0, result.ToString());
         var rows = Rows(result.Stdout);
         Assert.False(rows["etcd"].Ok);
@@ -162,18 +168,10 @@ public sealed class BackendAiDoctorTests(CliEnvironment env) : IClassFixture<Cli
     [Fact]
     public async Task An_RPC_port_held_by_something_that_is_not_Callosum_fails_the_rpc_port_row()
     {
-        var config = Path.Combine(env.Dir, "port-taken.toml");
         using var squatter = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         squatter.Start();
         var port = ((System.Net.IPEndPoint)squatter.LocalEndpoint).Port;
-        await File.WriteAllTextAsync(config, await File.ReadAllTextAsync(env.ConfigPath) + $"""
-
-            [backendai]
-            etcd_endpoints = ["http://127.0.0.1:{ServerProcess.FreePort()}"]
-            rpc_listen = "127.0.0.1:{port}"
-
-            """);
-        var result = await CliProcess.RunAsync(["--config", config, "doctor", "--json"]);
+        var result = await DoctorWithBackendAiAsync("port-taken.toml", $"http://127.0.0.1:{ServerProcess.FreePort()}", port);
         Assert.True((result.ExitCode & 64) != 0, result.ToString());
         var row = Rows(result.Stdout)["rpc port"];
         Assert.False(row.Ok, row.Detail);
