@@ -971,6 +971,9 @@ public sealed partial class KernelRunnerClient : IAsyncDisposable, IDisposable
 
     private void OnDisconnected()
     {
+        // The monitor's event can come before the poller reads what the runner sent just before it went away
+        // (its last output, a run's end); those messages are still queued on the socket and come first.
+        ReceiveAvailable();
         _connected = false;
         bool hadRun;
         lock (_gate)

@@ -90,6 +90,31 @@ public sealed class ProcessModelTests(PublishedRunner runner)
     }
 
     [Fact]
+    public async Task OutputWrittenBeforeTheRunnerIsStoppedStillReachesTheClient()
+    {
+        // Much of 8 MiB of output is still queued in the runner (or in its pipes) when SIGTERM comes right after the
+        // print returns: the runner sends all of it before it goes (it used to drop the rest at SIGTERM), and the
+        // client reads it before it notes the end. 8 MiB: the runner stopped with about half of it still unsent.
+        await using RunnerHost host = await RunnerHost.StartAsync(runner);
+        CancellationToken limit = RunnerTestHelpers.Limit();
+        var seen = new StringBuilder();
+        string code = $"import os, signal, sys, time\nsys.stdout.write('x' * (8 << 20) + '\\nLAST-WORDS\\n')\nsys.stdout.flush()\n"
+            + $"os.kill({host.Pid}, signal.SIGTERM)\ntime.sleep(600)";
+        await foreach (ExecutionEvent item in host.Client.ExecuteStreamingAsync("r1", ExecutionMode.Query, code, null, limit))
+        {
+            if (item is OutputEvent output)
+            {
+                seen.Append(output.Item.Data);
+            }
+        }
+        int exitCode = await host.StopAsync(TimeSpan.FromSeconds(30));
+        string text = seen.ToString();
+        Assert.True(text.Contains("LAST-WORDS", StringComparison.Ordinal),
+            $"the last line never arrived (runner exit code {exitCode}); {text.Length} characters did, ending in: {text[Math.Max(0, text.Length - 200)..]}\nthe runner's log:\n{host.Log}");
+        Assert.Equal(0, exitCode);
+    }
+
+    [Fact]
     public async Task SigtermStopsTheRunnerAndEveryProcessItStarted()
     {
         await using RunnerHost host = await RunnerHost.StartAsync(runner);

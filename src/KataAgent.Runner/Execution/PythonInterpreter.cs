@@ -175,16 +175,23 @@ internal sealed class PythonInterpreter : IRunControl
         }
     }
 
-    public async Task StopAsync(TimeSpan grace)
+    /// <summary>Terminates the interpreter, then waits (at most <paramref name="outputWait"/>) until what it wrote is queued for the agent.</summary>
+    public async Task StopAsync(TimeSpan grace, TimeSpan outputWait)
     {
         ChildProcess? process;
+        PipePump? pump;
         lock (_gate)
         {
             process = _process;
+            pump = _pump;
         }
         if (process is not null)
         {
             await process.TerminateAsync(grace);
+        }
+        if (pump is not null)
+        {
+            await Task.WhenAny(pump.Finished, Task.Delay(outputWait));
         }
     }
 

@@ -201,14 +201,17 @@ internal sealed partial class RunWorker
 
     public async Task StopAsync(TimeSpan grace)
     {
+        // The output a run wrote before the stop is still sent: the link closes only after this (its queue is then drained).
+        // Bounded: a pump blocked on an agent that no longer reads must not hold the stop.
+        TimeSpan outputWait = TimeSpan.FromSeconds(1);
         ShellJob? shell = _currentShell;
         if (shell is not null)
         {
-            await shell.TerminateAsync(grace);
+            await shell.TerminateAsync(grace, outputWait);
         }
         if (_interpreter is not null)
         {
-            await _interpreter.StopAsync(grace);
+            await _interpreter.StopAsync(grace, outputWait);
         }
     }
 

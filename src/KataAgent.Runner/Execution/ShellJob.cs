@@ -104,7 +104,12 @@ internal sealed class ShellJob : IRunControl
 
     public void Interrupt() => _process.SignalGroup(Libc.SIGINT);
 
-    public Task TerminateAsync(TimeSpan grace) => _process.TerminateAsync(grace);
+    /// <summary>Terminates the command, then waits (at most <paramref name="outputWait"/>) until what it wrote is queued for the agent.</summary>
+    public async Task TerminateAsync(TimeSpan grace, TimeSpan outputWait)
+    {
+        await _process.TerminateAsync(grace);
+        await Task.WhenAny(_pump.Finished, Task.Delay(outputWait));
+    }
 
     private void CloseStdin()
     {

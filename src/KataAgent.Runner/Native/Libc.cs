@@ -41,6 +41,8 @@ internal static unsafe partial class Libc
     public const int PR_SET_PDEATHSIG = 1;
 
     public const int WNOHANG = 1;
+    public const int SOL_SOCKET = 1;
+    public const int SO_LINGER = 13;
 
     [StructLayout(LayoutKind.Sequential)]
     public struct PollFd
@@ -64,6 +66,16 @@ internal static unsafe partial class Libc
 
     [LibraryImport(LibraryName, SetLastError = true)]
     public static partial int poll(PollFd* fds, nuint count, int timeoutMilliseconds);
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct Linger
+    {
+        public int OnOff;
+        public int Seconds;
+    }
+
+    [LibraryImport(LibraryName, SetLastError = true)]
+    public static partial int setsockopt(int fd, int level, int option, void* value, uint length);
 
     [LibraryImport(LibraryName, EntryPoint = "fcntl", SetLastError = true)]
     public static partial int fcntl(int fd, int command, int argument);

@@ -38,8 +38,21 @@ internal sealed class AgentLink : IDisposable
     private readonly SemaphoreSlim _queued = new(0);
     [SuppressMessage("Reliability", "CA2213:Disposable fields should be disposed", Justification = "No OS handle; late senders must not throw.")]
     private readonly SemaphoreSlim _runOutputSlots = new(RunOutputQueueCapacity);
+    // Cancelled by Dispose: the send loop then sends what is still queued and ends. The drain goes on while the agent
+    // takes messages (each one sent moves _drainDeadline DrainStall further, up to _drainHardDeadline): an agent that
+    // reads gets everything, one that stopped reading costs DrainStall.
+    // Run output produced while the runner stops (a run's last lines) is still queued until then.
+    [SuppressMessage("Reliability", "CA2213:Disposable fields should be disposed", Justification = "No OS handle; late senders must not throw.")]
+    private readonly CancellationTokenSource _closing = new();
     private readonly CancellationToken _stopping;
     private readonly List<Thread> _threads = [];
+    private const int DrainStallMilliseconds = 2000;
+    private const int DrainLimitMilliseconds = 5000;
+    private long _drainDeadline = long.MaxValue;
+    private long _drainHardDeadline = long.MaxValue;
+    private readonly int _outboundPort;
+    private long _lastSentAt = long.MinValue / 2;
+    private bool _drainedAny;
     private long? _replayFrom;
 
     /// <param name="curveSecretKey">
@@ -68,9 +81,10 @@ internal sealed class AgentLink : IDisposable
             }
         }
         _inbound.Options.Linger = TimeSpan.Zero;
-        // Long enough to hand the last answers to a connected agent when the runner stops.
+        // Long enough to hand the last answers to a connected agent when the runner stops (Dispose waits for the wire).
         _outbound.Options.Linger = TimeSpan.FromSeconds(1);
         _outbound.Options.SendHighWatermark = SendHighWatermark;
+        _outboundPort = outboundPort;
         _inbound.Bind($"tcp://{bindHost}:{inboundPort}");
         _outbound.Bind($"tcp://{bindHost}:{outboundPort}");
     }
@@ -127,7 +141,7 @@ internal sealed class AgentLink : IDisposable
         }
         try
         {
-            _runOutputSlots.Wait(_stopping);
+            _runOutputSlots.Wait(_closing.Token);
         }
         catch (OperationCanceledException)
         {
@@ -185,67 +199,84 @@ internal sealed class AgentLink : IDisposable
         {
             try
             {
-                _queued.Wait(_stopping);
+                _queued.Wait(_closing.Token);
             }
             catch (OperationCanceledException)
             {
-                return;
-            }
-            // Every wake-up is one reply, one replay or one run output message; a replay asked for twice
-            // before it ran is done once, which leaves a wake-up with nothing to do.
-            long? replayFrom;
-            lock (_queueGate)
-            {
-                replayFrom = _replayFrom;
-                _replayFrom = null;
-            }
-            if (replayFrom is long from)
-            {
-                List<(string Type, byte[] Payload, byte[]? Header)> replayed = Journal?.Replay(from) ?? [];
-                Log.Debug($"replaying {replayed.Count} messages from seq {from}");
-                foreach ((string type, byte[] payload, byte[]? header) in replayed)
+                // Closing: what was queued before still goes (the agent reads it before it sees the runner gone), and
+                // so does what an output pump still adds while it empties a stopped process's pipes.
+                // A close with nothing queued (the usual destroy of an idle session) costs nothing here.
+                while (_queued.Wait(Volatile.Read(ref _drainedAny) ? 100 : 0))
                 {
-                    if (!Send(type, payload, header))
+                    Volatile.Write(ref _drainedAny, true);
+                    if (!SendNext())
                     {
                         return;
                     }
                 }
-                continue;
+                return;
             }
-            (string Type, byte[] Payload, SequencedOutput? Sequenced) next;
-            bool wasRunOutput = false;
-            lock (_queueGate)
-            {
-                if (_replies.TryDequeue(out (string Type, byte[] Payload) reply))
-                {
-                    next = (reply.Type, reply.Payload, null);
-                }
-                else if (_runOutput.TryDequeue(out next))
-                {
-                    wasRunOutput = true;
-                }
-                else
-                {
-                    continue;
-                }
-            }
-            if (wasRunOutput)
-            {
-                _runOutputSlots.Release();
-            }
-            if (next.Sequenced is { } sequenced)
-            {
-                // Kept before it goes: a message a half-connected peer swallows can be asked for again.
-                Journal!.Retain(sequenced);
-            }
-            if (!Send(next.Type, next.Payload, next.Sequenced?.Header))
+            if (!SendNext())
             {
                 return;
             }
         }
     }
 
-    /// <summary>Sends two frames, or three with a sequence header; false when the runner is stopping.</summary>
+    /// <summary>Sends one queued item (a reply, a replay or one run output message); false when sending must end.</summary>
+    private bool SendNext()
+    {
+        // Every wake-up is one reply, one replay or one run output message; a replay asked for twice
+        // before it ran is done once, which leaves a wake-up with nothing to do.
+        long? replayFrom;
+        lock (_queueGate)
+        {
+            replayFrom = _replayFrom;
+            _replayFrom = null;
+        }
+        if (replayFrom is long from)
+        {
+            List<(string Type, byte[] Payload, byte[]? Header)> replayed = Journal?.Replay(from) ?? [];
+            Log.Debug($"replaying {replayed.Count} messages from seq {from}");
+            foreach ((string type, byte[] payload, byte[]? header) in replayed)
+            {
+                if (!Send(type, payload, header))
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
+        (string Type, byte[] Payload, SequencedOutput? Sequenced) next;
+        bool wasRunOutput = false;
+        lock (_queueGate)
+        {
+            if (_replies.TryDequeue(out (string Type, byte[] Payload) reply))
+            {
+                next = (reply.Type, reply.Payload, null);
+            }
+            else if (_runOutput.TryDequeue(out next))
+            {
+                wasRunOutput = true;
+            }
+            else
+            {
+                return true;
+            }
+        }
+        if (wasRunOutput)
+        {
+            _runOutputSlots.Release();
+        }
+        if (next.Sequenced is { } sequenced)
+        {
+            // Kept before it goes: a message a half-connected peer swallows can be asked for again.
+            Journal!.Retain(sequenced);
+        }
+        return Send(next.Type, next.Payload, next.Sequenced?.Header);
+    }
+
+    /// <summary>Sends two frames, or three with a sequence header; false once the link is closing and its drain time is up.</summary>
     private bool Send(string type, byte[] payload, byte[]? header)
     {
         var message = new NetMQMessage(header is null ? 2 : 3);
@@ -258,20 +289,67 @@ internal sealed class AgentLink : IDisposable
         // A bound PUSH socket blocks while no agent is connected: wait for one, but stay stoppable.
         while (!_outbound.TrySendMultipartMessage(TimeSpan.FromMilliseconds(250), message))
         {
-            if (_stopping.IsCancellationRequested)
+            if (_closing.IsCancellationRequested && Environment.TickCount64 >= Volatile.Read(ref _drainDeadline))
             {
                 return false;
             }
         }
+        long now = Environment.TickCount64;
+        Volatile.Write(ref _lastSentAt, now);
+        if (_closing.IsCancellationRequested)
+        {
+            Volatile.Write(ref _drainDeadline, Math.Min(Volatile.Read(ref _drainHardDeadline), now + DrainStallMilliseconds));
+        }
         return true;
+    }
+
+    // Sent within the last moments: what may still be on its way to the agent.
+    private bool RecentlySent() => Volatile.Read(ref _drainedAny) || Environment.TickCount64 - Volatile.Read(ref _lastSentAt) < 100;
+
+    /// <summary>
+    /// Before the sockets close: waits until the agent's kernel has acknowledged every byte (in a container, the runner's
+    /// exit takes its network namespace and whatever it still held). Quiet for 3 samples: NetMQ has nothing left to
+    /// hand to the kernel either.
+    /// Gives up when the queue stops shrinking for DrainStall (the agent is gone or not reading) or at the hard limit.
+    /// </summary>
+    private void WaitUntilTheAgentHasEverything()
+    {
+        int quietSamples = 0;
+        long lastUnsent = long.MaxValue;
+        long stalledSince = Environment.TickCount64;
+        while (quietSamples < 3 && Environment.TickCount64 < Volatile.Read(ref _drainHardDeadline))
+        {
+            long unsent = AgentConnections.UnsentBytes(_outboundPort);
+            long now = Environment.TickCount64;
+            quietSamples = unsent == 0 ? quietSamples + 1 : 0;
+            if (unsent < lastUnsent)
+            {
+                stalledSince = now;
+            }
+            else if (now - stalledSince >= DrainStallMilliseconds)
+            {
+                return;
+            }
+            lastUnsent = unsent;
+            Thread.Sleep(10);
+        }
     }
 
     public void Dispose()
     {
+        long now = Environment.TickCount64;
+        Volatile.Write(ref _drainHardDeadline, now + DrainLimitMilliseconds);
+        Volatile.Write(ref _drainDeadline, now + DrainStallMilliseconds);
+        _closing.Cancel();
         foreach (Thread thread in _threads)
         {
-            thread.Join(TimeSpan.FromSeconds(2));
+            thread.Join(TimeSpan.FromMilliseconds(DrainLimitMilliseconds + 1000));
         }
+        if (RecentlySent())
+        {
+            WaitUntilTheAgentHasEverything();
+        }
+        AgentConnections.CloseWithoutReset(_outboundPort);
         _inbound.Dispose();
         _outbound.Dispose();
         NetMQConfig.Cleanup(block: false);
