@@ -111,6 +111,9 @@ public sealed class ProcessModelTests(PublishedRunner runner)
         string text = seen.ToString();
         Assert.True(text.Contains("LAST-WORDS", StringComparison.Ordinal),
             $"the last line never arrived (runner exit code {exitCode}); {text.Length} characters did, ending in: {text[Math.Max(0, text.Length - 200)..]}\nthe runner's log:\n{host.Log}");
+        // The run was cut short by the stop: it ends with the client's note of the lost runner, not with a finish of its own.
+        Assert.EndsWith("the run was aborted]\n", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("its state is lost", text, StringComparison.Ordinal);
         Assert.Equal(0, exitCode);
     }
 

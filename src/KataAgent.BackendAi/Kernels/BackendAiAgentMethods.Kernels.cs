@@ -31,15 +31,16 @@ public sealed partial class BackendAiAgentMethods
             var canonical = Text(key, "image_configs key");
             var config = Map(value, $"image_configs['{canonical}']");
             var reference = OptionalText(Field(config, "canonical"), "canonical") ?? canonical;
+            var registry = RegistryOptionsFor(reference, config, $"image_configs['{canonical}']");
             var taskId = Guid.NewGuid().ToString("N");
-            RunInBackground(ct => EnsureImageAsync(canonical, reference, ct));
+            RunInBackground(ct => EnsureImageAsync(canonical, reference, registry, ct));
             tasks[canonical] = taskId;
         }
         return Task.FromResult<object?>(tasks);
     }
 
     /// <summary>Each image ends in image_pull_finished or image_pull_failed (Sokovan waits for one of them).</summary>
-    private async Task EnsureImageAsync(string canonical, string reference, CancellationToken cancellationToken)
+    private async Task EnsureImageAsync(string canonical, string reference, RegistryOptions registryOptions, CancellationToken cancellationToken)
     {
         var name = ImageNameOf(canonical);
         if (await _agent.Containerd.Images.FindAsync(name, cancellationToken).ConfigureAwait(false) is not null)
@@ -52,10 +53,7 @@ public sealed partial class BackendAiAgentMethods
         try
         {
             await EmitAsync("image_pull_started", canonical, AgentId, Timestamp()).ConfigureAwait(false);
-            using var registry = new RegistryClient(new RegistryOptions(), _logger);
-            var pulled = await new ImagePuller(_agent.Containerd, registry, _logger).PullAsync(reference,
-                new PullOptions { Name = name, MaxExpandedBytes = _agent.Options.ImageMaxExpandedBytes }, null, cancellationToken).ConfigureAwait(false);
-            _logger.LogInformation("pulled {Reference} as {Image}", reference, pulled.Name);
+            await PullImageAsync(reference, name, registryOptions, cancellationToken).ConfigureAwait(false);
             await EmitAsync("image_pull_finished", canonical, AgentId, Timestamp()).ConfigureAwait(false);
         }
         catch (Exception e) when (e is not OperationCanceledException)
@@ -66,6 +64,52 @@ public sealed partial class BackendAiAgentMethods
         {
             _pulling.TryRemove(canonical, out _);
         }
+    }
+
+    private async Task PullImageAsync(string reference, string name, RegistryOptions registryOptions, CancellationToken cancellationToken)
+    {
+        using var registry = new RegistryClient(registryOptions, _logger);
+        var pulled = await new ImagePuller(_agent.Containerd, registry, _logger).PullAsync(reference,
+            new PullOptions { Name = name, MaxExpandedBytes = _agent.Options.ImageMaxExpandedBytes }, null, cancellationToken).ConfigureAwait(false);
+        _logger.LogInformation("pulled {Reference} as {Image}", reference, pulled.Name);
+    }
+
+    /// <summary>The manager's ImageConfig.registry credentials ({name, url, username, password}) for the reference's registry host.</summary>
+    private static RegistryOptions RegistryOptionsFor(string reference, Dictionary<object, object?> imageConfig, string what)
+    {
+        if (Field(imageConfig, "registry") is not { } registryValue || !ImageReference.TryParse(reference, out var parsed))
+            return new RegistryOptions();
+        var registry = Map(registryValue, $"{what}.registry");
+        var username = OptionalText(Field(registry, "username"), $"{what}.registry.username");
+        var password = OptionalText(Field(registry, "password"), $"{what}.registry.password");
+        if (username is null && password is null)
+            return new RegistryOptions();
+        return new RegistryOptions
+        {
+            Hosts = new Dictionary<string, RegistryHostOptions> { [parsed.Registry] = new() { Username = username, Password = password } },
+        };
+    }
+
+    /// <summary>
+    /// As BA25's create_kernel: a missing image is pulled before the kernel is created (kernel_pulling with the image's
+    /// canonical as its reason) unless the image is local or auto_pull is none (then ImageNotAvailable). A present image
+    /// is used as it is: its digest is not compared with the manager's.
+    /// </summary>
+    private async Task PullIfMissingAsync(string kernelId, string sessionId, Dictionary<object, object?> config, string imageName, string what,
+        CancellationToken cancellationToken)
+    {
+        if (await _agent.Containerd.Images.FindAsync(imageName, cancellationToken).ConfigureAwait(false) is not null)
+            return;
+        var image = RequireMap(config, "image", what);
+        var canonical = Text(Field(image, "canonical"), $"{what}.image.canonical");
+        if (Bool(Field(image, "is_local"), $"{what}.image.is_local", false))
+            return; // nowhere to pull it from: the create names the missing image
+        var autoPull = OptionalText(Field(config, "auto_pull"), $"{what}.auto_pull")
+            ?? OptionalText(Field(image, "auto_pull"), $"{what}.image.auto_pull") ?? "digest";
+        if (autoPull == "none")
+            throw new BackendAiRpcException("ImageNotAvailable", $"the image {canonical} is not present on this agent and auto_pull is none");
+        await EmitAsync("kernel_pulling", kernelId, sessionId, canonical, new Dictionary<object, object?>()).ConfigureAwait(false);
+        await PullImageAsync(canonical, imageName, RegistryOptionsFor(canonical, image, $"{what}.image"), cancellationToken).ConfigureAwait(false);
     }
 
     private Task<object?> CheckPullingAsync(RpcCall call, CancellationToken cancellationToken) =>
@@ -104,7 +148,9 @@ public sealed partial class BackendAiAgentMethods
             Session session;
             try
             {
-                var request = BuildRequest(sessionId, kernelId, Map(rawConfig, what), what);
+                var config = Map(rawConfig, what);
+                var request = BuildRequest(sessionId, kernelId, config, what);
+                await PullIfMissingAsync(kernelId, sessionId, config, request.Image, what, cancellationToken).ConfigureAwait(false);
                 await EmitAsync("kernel_creating", kernelId, sessionId, "", new Dictionary<object, object?>()).ConfigureAwait(false);
                 _terminations.Forget(kernelId);
                 session = await _agent.CreateSessionAsync(request, null, cancellationToken).ConfigureAwait(false);

@@ -316,8 +316,12 @@ internal sealed class PythonInterpreter : IRunControl
         Log.Warn($"the Python interpreter (pid {process.Pid}) exited with code {exitCode}");
         if (IsBusy)
         {
-            _link.SendRunOutput("stderr", $"\nkata-runner: the Python interpreter exited with code {exitCode}; its state is lost.\n");
-            _link.SendRunOutput("finished", $"{{\"exitCode\": {(exitCode == 0 ? 1 : exitCode)}}}");
+            if (!_link.Stopping)
+            {
+                // Stopping, the run was cut short by the runner's own stop, which the agent learns of directly.
+                _link.SendRunOutput("stderr", $"\nkata-runner: the Python interpreter exited with code {exitCode}; its state is lost.\n");
+                _link.SendRunOutput("finished", $"{{\"exitCode\": {(exitCode == 0 ? 1 : exitCode)}}}");
+            }
             CompleteRun(exitCode == 0 ? 1 : exitCode);
         }
     }

@@ -38,10 +38,10 @@ internal sealed class AgentLink : IDisposable
     private readonly SemaphoreSlim _queued = new(0);
     [SuppressMessage("Reliability", "CA2213:Disposable fields should be disposed", Justification = "No OS handle; late senders must not throw.")]
     private readonly SemaphoreSlim _runOutputSlots = new(RunOutputQueueCapacity);
-    // Cancelled by Dispose: the send loop then sends what is still queued and ends. The drain goes on while the agent
-    // takes messages (each one sent moves _drainDeadline DrainStall further, up to _drainHardDeadline): an agent that
-    // reads gets everything, one that stopped reading costs DrainStall.
-    // Run output produced while the runner stops (a run's last lines) is still queued until then.
+    // Cancelled by Dispose, not by SIGTERM: run output produced while the runner stops (a run's last lines) is still
+    // queued until then. The send loop then sends what is queued and ends. The drain goes on while the agent takes
+    // messages (each one sent moves _drainDeadline DrainStall further, up to _drainHardDeadline): an agent that reads
+    // gets everything, one that stopped reading costs DrainStall.
     [SuppressMessage("Reliability", "CA2213:Disposable fields should be disposed", Justification = "No OS handle; late senders must not throw.")]
     private readonly CancellationTokenSource _closing = new();
     private readonly CancellationToken _stopping;
@@ -89,6 +89,9 @@ internal sealed class AgentLink : IDisposable
         _outbound.Bind($"tcp://{bindHost}:{outboundPort}");
     }
 
+    /// <summary>True once the runner was told to stop (SIGTERM or SIGINT).</summary>
+    public bool Stopping => _stopping.IsCancellationRequested;
+
     /// <summary>Non-null when run output is sequenced and kept for replay.</summary>
     public RunJournal? Journal { get; }
 
@@ -131,6 +134,12 @@ internal sealed class AgentLink : IDisposable
     /// </summary>
     public void SendRunOutput(string type, byte[] payload)
     {
+        if (Stopping && type is "finished" or "clean-finished" or "build-finished" or "waiting-input")
+        {
+            // A run still going at SIGTERM is cut short by the stop, not ended on its own: the agent learns of it from
+            // the runner's end (the session ended during the run). Its output up to here still goes.
+            return;
+        }
         if (payload.Length > MaxRunOutputMessageBytes)
         {
             for (int offset = 0; offset < payload.Length; offset += MaxRunOutputMessageBytes)

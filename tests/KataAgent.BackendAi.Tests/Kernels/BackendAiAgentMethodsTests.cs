@@ -16,17 +16,17 @@ public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
 {
     private static readonly Dictionary<string, object?> NoKwargs = [];
 
-    private async Task<object?> CallAsync(string method, params object?[] args)
+    protected async Task<object?> CallAsync(string method, params object?[] args)
     {
         Assert.True(fixture.Methods.TryGetHandler(method, out var handler), $"method {method} is served");
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
         return await handler(new RpcCall(method, args, NoKwargs), timeout.Token);
     }
 
-    private static PyEnum Enum(string className, string value) => new("ai.backend.common.types", className, value);
+    protected static PyEnum Enum(string className, string value) => new("ai.backend.common.types", className, value);
 
     /// <summary>A KernelCreationConfig as the Sokovan scheduler sends it (BA25), trimmed to what matters plus the enums.</summary>
-    private Dictionary<object, object?> Config(string sessionId, string kernelId, Action<Dictionary<object, object?>>? change = null)
+    protected Dictionary<object, object?> Config(string sessionId, string kernelId, Action<Dictionary<object, object?>>? change = null)
     {
         var config = new Dictionary<object, object?>
         {
@@ -76,7 +76,7 @@ public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
         return config;
     }
 
-    private static Dictionary<object, object?> ClusterInfo() => new()
+    protected static Dictionary<object, object?> ClusterInfo() => new()
     {
         ["mode"] = Enum("ClusterMode", "single-node"),
         ["size"] = 1L,
@@ -86,7 +86,7 @@ public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
         ["cluster_ssh_port_mapping"] = null,
     };
 
-    private async Task<(string SessionId, string KernelId, Dictionary<object, object?> Info)> CreateAsync(
+    protected async Task<(string SessionId, string KernelId, Dictionary<object, object?> Info)> CreateAsync(
         Action<Dictionary<object, object?>>? change = null)
     {
         var sessionId = Guid.NewGuid().ToString();
@@ -101,14 +101,14 @@ public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
         return (sessionId, kernelId, info);
     }
 
-    private Task DestroyAsync(string sessionId, string kernelId) =>
+    protected Task DestroyAsync(string sessionId, string kernelId) =>
         CallAsync("destroy_kernel", kernelId, sessionId, "user-requested", false);
 
-    private async Task<Dictionary<object, object?>> ExecuteAsync(string sessionId, string kernelId, string runId, string mode, string code,
+    protected async Task<Dictionary<object, object?>> ExecuteAsync(string sessionId, string kernelId, string runId, string mode, string code,
         Dictionary<object, object?>? opts = null, object? flushTimeout = null, long apiVersion = 4) =>
         Assert.IsType<Dictionary<object, object?>>(await CallAsync("execute", sessionId, kernelId, apiVersion, runId, mode, code, opts ?? [], flushTimeout));
 
-    private static string Stdout(Dictionary<object, object?> result) => string.Concat(
+    protected static string Stdout(Dictionary<object, object?> result) => string.Concat(
         Assert.IsType<object?[]>(result["console"]).Cast<object?[]>().Where(c => (string?)c[0] == "stdout").Select(c => (string?)c[1]));
 
     [SkippableFact]
@@ -642,7 +642,62 @@ public abstract class BackendAiAgentMethodsTests(KernelsAgentFixture fixture)
 
 [Trait("Category", "Runtime")]
 public sealed class RuncBackendAiAgentMethodsTests(RuncKernelsAgentFixture fixture)
-    : BackendAiAgentMethodsTests(fixture), IClassFixture<RuncKernelsAgentFixture>;
+    : BackendAiAgentMethodsTests(fixture), IClassFixture<RuncKernelsAgentFixture>
+{
+    /// <summary>An image in a local docker-registry that this agent does not hold (runc only: pulling does not depend on the runtime).</summary>
+    private async Task<string> PushToAsync(LocalRegistry registry)
+    {
+        var canonical = $"{registry.Host}/ba-test/python:1";
+        using var client = new KataAgent.Images.Registry.RegistryClient();
+        await new KataAgent.Images.Registry.ImagePusher(fixture.Agent.Containerd, client).PushAsync(fixture.ImageName, canonical);
+        Assert.Null(await fixture.Agent.Containerd.Images.FindAsync(canonical));
+        return canonical;
+    }
+
+    private static Action<Dictionary<object, object?>> FromRegistry(string canonical, string autoPull) => config =>
+    {
+        var image = (Dictionary<object, object?>)config["image"]!;
+        image["canonical"] = canonical;
+        image["is_local"] = false;
+        config["auto_pull"] = image["auto_pull"] = Enum("AutoPullBehavior", autoPull);
+    };
+
+    [SkippableFact]
+    public async Task CreateKernels_PullsAMissingImageFirst_AndAutoPullNoneRefusesIt()
+    {
+        await using var registry = await LocalRegistry.StartAsync();
+        var canonical = await PushToAsync(registry);
+
+        // auto_pull none: refused naming the image, as BA25's ImageNotAvailable; nothing pulled, nothing left.
+        var refusedSession = Guid.NewGuid().ToString();
+        var refusedKernel = Guid.NewGuid().ToString();
+        var refused = await Assert.ThrowsAsync<BackendAiRpcException>(() => CallAsync("create_kernels", refusedSession, new object?[] { refusedKernel },
+            new object?[] { Config(refusedSession, refusedKernel, FromRegistry(canonical, "none")) }, ClusterInfo(), new Dictionary<object, object?>()));
+        Assert.Equal("ImageNotAvailable", refused.PythonName);
+        Assert.Contains(canonical, refused.Message, StringComparison.Ordinal);
+        Assert.Equal([refusedKernel, refusedSession, "failed-to-create", -1L], (await fixture.Events.WaitForAsync("kernel_terminated", refusedKernel)).Args);
+        Assert.DoesNotContain(fixture.Events.About(refusedKernel), e => e.Name is "kernel_pulling" or "kernel_creating");
+        Assert.Null(await fixture.Agent.Containerd.Images.FindAsync(canonical));
+
+        // auto_pull digest: kernel_pulling (the canonical as its reason) between preparing and creating, then a session of the pulled image.
+        var (sessionId, kernelId, _) = await CreateAsync(FromRegistry(canonical, "digest"));
+        try
+        {
+            var events = fixture.Events.About(kernelId);
+            Assert.Equal(["kernel_preparing", "kernel_pulling", "kernel_creating", "kernel_started"], events.Select(e => e.Name).Take(4));
+            var pulling = events.Single(e => e.Name == "kernel_pulling");
+            Assert.Equal([kernelId, sessionId, canonical], pulling.Args.Take(3));
+            Assert.NotNull(await fixture.Agent.Containerd.Images.FindAsync(canonical));
+            Assert.Equal(canonical, fixture.Agent.GetSession(kernelId).Record.Image);
+            Assert.Equal("42\n", Stdout(await ExecuteAsync(sessionId, kernelId, "r1", "query", "print(6*7)")));
+        }
+        finally
+        {
+            await DestroyAsync(sessionId, kernelId);
+            await fixture.Agent.Containerd.Images.DeleteAsync(canonical, sync: true);
+        }
+    }
+}
 
 [Trait("Category", "Runtime")]
 public sealed class GvisorBackendAiAgentMethodsTests(GvisorKernelsAgentFixture fixture)

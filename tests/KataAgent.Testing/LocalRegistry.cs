@@ -1,9 +1,9 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-using KataAgent.Testing;
+using Xunit;
 
-namespace KataAgent.Api.Tests;
+namespace KataAgent.Testing;
 
 /// <summary>Debian's docker-registry on 127.0.0.1 with storage in a temp dir; disposing stops it and removes the dir.</summary>
 public sealed class LocalRegistry : IAsyncDisposable
@@ -25,7 +25,7 @@ public sealed class LocalRegistry : IAsyncDisposable
     public static async Task<LocalRegistry> StartAsync()
     {
         Skip.IfNot(File.Exists(Binary), $"needs {Binary} (Debian package docker-registry)");
-        var dir = Path.Combine("/tmp", "kapi-registry-" + Guid.NewGuid().ToString("N")[..8]);
+        var dir = Path.Combine("/tmp", "ka-registry-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(dir);
         int port;
         using (var probe = new TcpListener(IPAddress.Loopback, 0))
@@ -43,7 +43,7 @@ public sealed class LocalRegistry : IAsyncDisposable
                 rootdirectory: {dir}/data
             http:
               addr: 127.0.0.1:{port}
-              secret: api-test
+              secret: kata-agent-test
             """);
         var process = Process.Start(new ProcessStartInfo(Binary) { ArgumentList = { "serve", config }, RedirectStandardError = true, RedirectStandardOutput = true })!;
         _ = process.StandardError.ReadToEndAsync();
